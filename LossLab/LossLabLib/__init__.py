@@ -1,0 +1,39 @@
+"""Qt-free MRML logic of the LossLab Slicer modules (SegmentationMetrics, and later LossLab).
+
+It translates between MRML nodes (volumes, segmentations, markups curves, tables) and numpy arrays, and
+calls :mod:`losslab` for every computation. It takes the scene as an argument, never touches Qt,
+``slicer.app`` or ``slicer.mrmlScene``, reports progress through a callback, and so runs unchanged in
+desktop Slicer and on the ``slicer-core`` wheel (how the tests run it).
+"""
+
+from .mrml_io import (
+    Grid,
+    array_to_volume,
+    continuous_color_node,
+    curve_to_mask,
+    labels_color_node,
+    markups_to_mask,
+    polyline_to_mask,
+    segment_ids,
+    segment_mask,
+    set_segment_from_mask,
+    table_from_rows,
+    table_rows,
+    volume_array,
+)
+
+__all__ = [
+    "Grid",
+    "array_to_volume",
+    "continuous_color_node",
+    "curve_to_mask",
+    "labels_color_node",
+    "markups_to_mask",
+    "polyline_to_mask",
+    "segment_ids",
+    "segment_mask",
+    "set_segment_from_mask",
+    "table_from_rows",
+    "table_rows",
+    "volume_array",
+]
