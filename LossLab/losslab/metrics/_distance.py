@@ -31,9 +31,7 @@ def check_metric(metric: str) -> float:
     try:
         return _METRICS[metric]
     except KeyError:
-        raise ValueError(
-            f"distance metric must be one of {sorted(_METRICS)}, got {metric!r}"
-        ) from None
+        raise ValueError(f"distance metric must be one of {sorted(_METRICS)}, got {metric!r}") from None
 
 
 def normalize_spacing(spacing: float | Sequence[float] | None, ndim: int) -> np.ndarray:
@@ -111,7 +109,9 @@ def nearest_distances(
     sources = np.asarray(sources, dtype=bool)
     targets = np.asarray(targets, dtype=bool)
     if sources.shape != targets.shape:
-        raise ValueError(f"sources and targets must have the same shape, got {sources.shape} and {targets.shape}")
+        raise ValueError(
+            f"sources and targets must have the same shape, got {sources.shape} and {targets.shape}"
+        )
     sp = normalize_spacing(spacing, sources.ndim)
     n_src, n_dst = int(sources.sum()), int(targets.sum())
     if n_src == 0:

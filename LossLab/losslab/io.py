@@ -1,0 +1,242 @@
+"""Read and write images and segmentations keeping their geometry: NIfTI (.nii, .nii.gz), NRRD (.nrrd,
+.nhdr) and Slicer segmentations (.seg.nrrd, through slicerio).
+
+Conventions:
+
+- Arrays are in SimpleITK / Slicer ``arrayFromVolume`` order: ``(k, j, i)`` for 3D (slowest axis first).
+- :class:`Geometry` holds ITK's physical description: ``spacing`` and ``origin`` in ``(i, j, k)`` order, in
+  mm, ``direction`` the 3x3 (row-major) direction cosines, all in LPS (ITK's convention; Slicer shows RAS).
+  ``Geometry.array_spacing`` is the spacing in array axis order, what :mod:`losslab.metrics` expects.
+- A ``.seg.nrrd`` reads as one label map: each segment's voxels get the segment's 1-based index in the file
+  (``labels`` gives the names); overlapping segments (several layers) are refused with a clear error.
+- Writes are atomic: the file is written next to its destination under a temporary name, then renamed, so
+  a failure leaves any previous file whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+SEG_SUFFIX = ".seg.nrrd"
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid in physical space (ITK conventions: LPS, ``(i, j, k)`` order)."""
+
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def identity(cls, ndim: int = 3, spacing: Sequence[float] | None = None) -> Geometry:
+        sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * ndim
+        return cls(spacing=sp, origin=(0.0,) * ndim, direction=tuple(np.eye(ndim).ravel().tolist()))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spacing)
+
+    @property
+    def array_spacing(self) -> tuple[float, ...]:
+        """Spacing in array axis order ``(k, j, i)``: what the metrics take."""
+        return tuple(reversed(self.spacing))
+
+    def ijk_to_lps(self) -> np.ndarray:
+        """Homogeneous ``(ndim+1, ndim+1)`` matrix from voxel index ``(i, j, k)`` to LPS mm."""
+        n = self.ndim
+        m = np.eye(n + 1)
+        m[:n, :n] = np.asarray(self.direction).reshape(n, n) * np.asarray(self.spacing)[None, :]
+        m[:n, n] = self.origin
+        return m
+
+    def differences(self, other: Geometry, tolerance: float = 1e-4) -> list[str]:
+        """Names and values of the fields that differ beyond ``tolerance`` (mm, or cosine units)."""
+        out = []
+        for name in ("spacing", "origin", "direction"):
+            a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
+            if a.shape != b.shape or not np.allclose(a, b, atol=tolerance, rtol=0):
+                out.append(f"{name}: {_fmt(a)} vs {_fmt(b)}")
+        return out
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values.ravel()) + ")"
+
+
+@dataclass
+class Image:
+    """An array with its geometry; ``labels`` names segments for label maps read from .seg.nrrd."""
+
+    array: np.ndarray
+    geometry: Geometry
+    labels: dict[int, str] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (SEG_SUFFIX, ".nii.gz", *IMAGE_SUFFIXES):
+        if name.endswith(suffix):
+            return suffix
+    raise ValueError(
+        f"{path}: unsupported file type; expected one of {', '.join((SEG_SUFFIX, *IMAGE_SUFFIXES))}"
+    )
+
+
+def _geometry_of(img: sitk.Image) -> Geometry:
+    return Geometry(
+        spacing=tuple(float(v) for v in img.GetSpacing()),
+        origin=tuple(float(v) for v in img.GetOrigin()),
+        direction=tuple(float(v) for v in img.GetDirection()),
+    )
+
+
+def read_image(path: str | os.PathLike) -> Image:
+    """Read a NIfTI / NRRD image or a .seg.nrrd segmentation (as a label map), keeping its geometry.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the type is not supported, or the file cannot be parsed (the message says which file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    suffix = _suffix(path)
+    if suffix == SEG_SUFFIX:
+        return _read_seg_nrrd(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: cannot read the image ({str(exc).strip().splitlines()[-1]})") from None
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(
+            f"{path}: expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components"
+        )
+    return Image(array=sitk.GetArrayFromImage(img), geometry=_geometry_of(img), path=path)
+
+
+def _read_seg_nrrd(path: Path) -> Image:
+    import slicerio
+
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio raises plain exceptions for malformed headers
+        raise ValueError(f"{path}: cannot read the segmentation ({exc})") from None
+    voxels = np.asarray(seg["voxels"])
+    if voxels.ndim == 4:
+        raise ValueError(
+            f"{path}: segments overlap (the file has {voxels.shape[0]} layers); export the segments you need "
+            "to separate files or a non-overlapping label map"
+        )
+    segments = seg.get("segments", [])
+    labelmap = np.zeros(voxels.shape, dtype=np.uint16 if len(segments) > 255 else np.uint8)
+    names: dict[int, str] = {}
+    for index, segment in enumerate(segments, start=1):
+        labelmap[voxels == segment["labelValue"]] = index
+        names[index] = str(segment.get("name", segment.get("id", index)))
+    ijk_to_lps = np.asarray(seg["ijkToLPS"], dtype=np.float64)
+    n = voxels.ndim
+    axes = ijk_to_lps[:n, :n]
+    spacing = np.linalg.norm(axes, axis=0)
+    direction = axes / spacing[None, :]
+    geometry = Geometry(
+        spacing=tuple(float(v) for v in spacing),
+        origin=tuple(float(v) for v in ijk_to_lps[:n, n]),
+        direction=tuple(float(v) for v in direction.ravel()),
+    )
+    # slicerio voxels are (i, j, k); our arrays are (k, j, i).
+    return Image(array=np.ascontiguousarray(labelmap.transpose()), geometry=geometry, labels=names, path=path)
+
+
+def _atomic_target(path: Path) -> tuple[Path, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = _suffix(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp), suffix
+
+
+def write_image(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    geometry: Geometry | None = None,
+    labels: dict[int, str] | None = None,
+    compress: bool = True,
+) -> Path:
+    """Write an array with its geometry, atomically. ``.seg.nrrd`` writes a Slicer segmentation with one
+    segment per non-zero label (named from ``labels``); other suffixes write a plain image.
+
+    Args:
+        path: destination; the suffix picks the format.
+        array: ``(k, j, i)`` (or 2D) array; bool arrays are written as uint8.
+        geometry: spacing / origin / direction; identity when ``None``.
+        labels: ``{label value: segment name}`` for .seg.nrrd.
+        compress: gzip / NIfTI compression.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    geometry = geometry or Geometry.identity(array.ndim)
+    if geometry.ndim != array.ndim:
+        raise ValueError(f"geometry is {geometry.ndim}D but the array has shape {array.shape}")
+    tmp, suffix = _atomic_target(path)
+    try:
+        if suffix == SEG_SUFFIX:
+            _write_seg_nrrd(tmp, array, geometry, labels or {})
+        else:
+            img = sitk.GetImageFromArray(array)
+            img.SetSpacing(geometry.spacing)
+            img.SetOrigin(geometry.origin)
+            img.SetDirection(geometry.direction)
+            sitk.WriteImage(img, str(tmp), useCompression=compress)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_seg_nrrd(tmp: Path, array: np.ndarray, geometry: Geometry, labels: dict[int, str]) -> None:
+    import slicerio
+
+    if array.ndim != 3:
+        raise ValueError(f".seg.nrrd needs a 3D label map, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f".seg.nrrd needs an integer label map, got dtype {array.dtype}")
+    voxels = np.ascontiguousarray(array.transpose())  # (i, j, k) for slicerio
+    seg = slicerio.create_segmentation(voxels.shape, geometry.ijk_to_lps())
+    values = [int(v) for v in np.unique(voxels) if v != 0]
+    for value in values:
+        slicerio.add_segment(
+            seg, voxels == value, {"id": f"Segment_{value}", "name": labels.get(value, f"Segment_{value}")}
+        )
+    slicerio.write_segmentation(str(tmp), seg)
+
+
+def check_same_grid(a: Image, b: Image, names: tuple[str, str] = ("first", "second")) -> None:
+    """Raise ``ValueError`` naming every geometry field (or the shape) that differs between two images."""
+    problems = []
+    if a.array.shape != b.array.shape:
+        problems.append(f"shape: {a.array.shape} vs {b.array.shape}")
+    problems += a.geometry.differences(b.geometry)
+    if problems:
+        where = f"{names[0]} ({a.path})" if a.path else names[0]
+        other = f"{names[1]} ({b.path})" if b.path else names[1]
+        raise ValueError(
+            f"{where} and {other} are not on the same voxel grid: "
+            + "; ".join(problems)
+            + ". Resample one onto the other first."
+        )
