@@ -21,9 +21,12 @@ from .mrml_io import (
     table_rows,
     volume_array,
 )
+from .segmentation_metrics import SegmentationMetricsLogic, SegmentationMetricsResult
 
 __all__ = [
     "Grid",
+    "SegmentationMetricsLogic",
+    "SegmentationMetricsResult",
     "array_to_volume",
     "continuous_color_node",
     "curve_to_mask",

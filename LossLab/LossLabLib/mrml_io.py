@@ -29,6 +29,7 @@ from vtk.util import numpy_support
 __all__ = [
     "Grid",
     "array_to_volume",
+    "check_segment",
     "continuous_color_node",
     "curve_to_mask",
     "find_color_node",
@@ -296,8 +297,26 @@ def array_to_volume(
     node.SetAndObserveImageData(image)
     node.EndModify(was_modifying)
     if node.GetDisplayNode() is None:
-        node.CreateDefaultDisplayNodes()
+        _add_volume_display(scene, node, labelmap or node.IsA("vtkMRMLLabelMapVolumeNode"))
     return node
+
+
+def _add_volume_display(scene, node, labelmap: bool) -> None:
+    # As CreateDefaultDisplayNodes, but with a colour table that exists in the scene: headless scenes lack
+    # Slicer's colour files (GenericColors), which the default labelmap display asks for.
+    display = scene.AddNewNodeByClass(
+        "vtkMRMLLabelMapVolumeDisplayNode" if labelmap else "vtkMRMLScalarVolumeDisplayNode"
+    )
+    candidates = (
+        ("vtkMRMLColorTableNodeFileGenericColors.txt", "vtkMRMLColorTableNodeLabels")
+        if labelmap
+        else ("vtkMRMLColorTableNodeGrey",)
+    )
+    for color_id in candidates:
+        if scene.GetNodeByID(color_id) is not None:
+            display.SetAndObserveColorNodeID(color_id)
+            break
+    node.SetAndObserveDisplayNodeID(display.GetID())
 
 
 # Segmentations ---------------------------------------------------------------------------------------------
@@ -310,7 +329,8 @@ def segment_ids(segmentation_node) -> list[str]:
     return [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
 
 
-def _check_segment(segmentation_node, segment_id: str, role: str = "segment") -> None:
+def check_segment(segmentation_node, segment_id: str, role: str = "segment") -> None:
+    """Raise a ``ValueError`` naming ``role`` unless ``segment_id`` is a segment of ``segmentation_node``."""
     if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
         raise ValueError(f"the {role} needs a segmentation node, got {_node_label(segmentation_node)}")
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id or "")
@@ -320,8 +340,8 @@ def _check_segment(segmentation_node, segment_id: str, role: str = "segment") ->
             for sid in segment_ids(segmentation_node)
         )
         raise ValueError(
-            f"the {role}: segment ID {segment_id!r} is not in {_node_label(segmentation_node)}; "
-            f"available segments: {available or 'none'}"
+            f"{role} {segment_id!r} is not in {_node_label(segmentation_node)}; "
+            f"available segments (ID (name)): {available or 'none'}"
         )
 
 
@@ -357,7 +377,7 @@ def _segment_labelmap(segmentation_node, segment_id: str):
 
 
 def segment_mask(
-    segmentation_node, segment_id: str, grid: Grid, *, allow_resample: bool = False
+    segmentation_node, segment_id: str, grid: Grid, *, allow_resample: bool = False, role: str = "segment"
 ) -> np.ndarray:
     """A segment as a boolean (k, j, i) mask on ``grid``. The segmentation node is not modified.
 
@@ -368,9 +388,10 @@ def segment_mask(
 
     Raises:
         ValueError: not a segmentation node, unknown segment ID (the message lists the available ones),
-            unaligned grids without ``allow_resample``, non-linear parent transform.
+            unaligned grids without ``allow_resample``, non-linear parent transform. Messages start with
+            ``role`` ("reference segment"...).
     """
-    _check_segment(segmentation_node, segment_id)
+    check_segment(segmentation_node, segment_id, role)
     image, label = _segment_labelmap(segmentation_node, segment_id)
     extent = image.GetExtent()
     if (
@@ -394,7 +415,7 @@ def segment_mask(
         return mask
     if not allow_resample:
         raise ValueError(
-            f"segment {segment_id!r} of {_node_label(segmentation_node)} lies on a different voxel grid "
+            f"{role} {segment_id!r} of {_node_label(segmentation_node)} lies on a different voxel grid "
             f"({source_grid.describe()}) than the comparison grid ({grid.describe()}); choose a reference "
             "volume to resample onto, or resample the segmentation (Segmentations module > Specify geometry)"
         )
@@ -600,7 +621,7 @@ def table_from_rows(
         table.AddColumn(array)
     was_modifying = node.StartModify()
     node.SetAndObserveTable(table)
-    node.SetUseColumnNameAsColumnHeader(True)
+    node.SetUseColumnTitleAsColumnHeader(True)
     node.EndModify(was_modifying)
     return node
 

@@ -9,8 +9,6 @@ pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 
 
 import slicer  # noqa: E402
 import slicer.util  # noqa: E402
-from LossLabLib import mrml_io  # noqa: E402
-from LossLabLib.mrml_io import Grid  # noqa: E402
 from mrml_builders import (  # noqa: E402
     ijk_to_ras,
     linear_transform,
@@ -20,6 +18,9 @@ from mrml_builders import (  # noqa: E402
     oblique_directions,
     sphere,
 )
+
+from LossLabLib import mrml_io  # noqa: E402
+from LossLabLib.mrml_io import Grid  # noqa: E402
 
 SHAPE = (12, 16, 20)  # (k, j, i)
 
@@ -108,7 +109,9 @@ def test_segment_mask_refuses_unaligned_grids_unless_resampling_is_allowed(scene
 def test_unknown_segment_is_a_clear_error(scene):
     volume = make_volume(scene, SHAPE)
     seg, _ = make_segmentation(scene, volume, {"liver": sphere(SHAPE, (6, 8, 10), 3.0)})
-    with pytest.raises(ValueError, match=r"'nope' is not in .*available segments: 'liver' \(liver\)"):
+    with pytest.raises(
+        ValueError, match=r"'nope' is not in .*available segments \(ID \(name\)\): 'liver' \(liver\)"
+    ):
         mrml_io.segment_mask(seg, "nope", Grid.from_volume(volume))
     with pytest.raises(ValueError, match="needs a segmentation node"):
         mrml_io.segment_mask(volume, "liver", Grid.from_volume(volume))
