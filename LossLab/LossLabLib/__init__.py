@@ -21,6 +21,7 @@ from .mrml_io import (
     table_rows,
     volume_array,
 )
+from .sample_data import create_editing_example
 from .segmentation_metrics import SegmentationMetricsLogic, SegmentationMetricsResult
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "SegmentationMetricsResult",
     "array_to_volume",
     "continuous_color_node",
+    "create_editing_example",
     "curve_to_mask",
     "labels_color_node",
     "markups_to_mask",

@@ -271,6 +271,37 @@ class SegmentationMetricsLogic:
             resampled=resampled,
         )
 
+    def compute_from_parameters(self, parameters) -> SegmentationMetricsResult:
+        """:meth:`compute` with the fields of the module's parameter node; stores the outputs back into it.
+
+        ``parameters`` is the ``@parameterNodeWrapper`` of SegmentationMetrics.py, or any object with its
+        attributes (``referenceSegmentation``, ``referenceSegmentId``, ``comparedSegmentation``,
+        ``comparedSegmentId``, ``referenceVolume``, ``initialSegmentation``, ``initialSegmentId``,
+        ``scribble``, ``sigmaMm``, ``outputTable``, ``outputDistanceMap``, ``outputRegions``). The editing
+        metric runs when an initial segmentation or a scribble is set.
+        """
+        p = parameters
+        editing = p.initialSegmentation is not None or p.scribble is not None
+        result = self.compute(
+            p.referenceSegmentation,
+            p.referenceSegmentId,
+            p.comparedSegmentation,
+            p.comparedSegmentId,
+            initial_node=p.initialSegmentation if editing else None,
+            initial_segment_id=p.initialSegmentId if editing else None,
+            scribble=p.scribble,
+            sigma_mm=p.sigmaMm,
+            reference_volume=p.referenceVolume,
+            output_table=p.outputTable,
+            output_distance_map=p.outputDistanceMap,
+            output_regions=p.outputRegions,
+        )
+        p.outputTable = result.table_node
+        if result.distance_map_node is not None:
+            p.outputDistanceMap = result.distance_map_node
+            p.outputRegions = result.regions_node
+        return result
+
     @staticmethod
     def _aligned(node, segment_id, grid: Grid) -> bool:
         segment = node.GetSegmentation().GetSegment(segment_id)

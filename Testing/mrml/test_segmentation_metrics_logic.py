@@ -274,3 +274,42 @@ def test_outputs_round_trip_through_storage_nodes(scene, tmp_path):
     t_path = save(result.table_node, "vtkMRMLTableStorageNode", "metrics.tsv")
     lines = t_path.read_text().splitlines()
     assert lines[0].split("\t") == ["Metric", "Value", "Unit"] and lines[1].startswith("Dice\t")
+
+
+def test_generated_example_and_parameter_node_glue(scene):
+    """What the module's self-test and Apply button do, with a stand-in for the parameter node."""
+    import types
+
+    from LossLabLib import create_editing_example
+
+    example = create_editing_example(scene)
+    seg = example["segmentation"]
+    assert mrml_io.segment_ids(seg) == ["truth", "initial", "edited"]
+    assert mrml_io.markups_to_mask(example["scribble"], example["grid"]).sum() == 7
+    params = types.SimpleNamespace(
+        referenceSegmentation=seg,
+        referenceSegmentId="truth",
+        comparedSegmentation=seg,
+        comparedSegmentId="edited",
+        referenceVolume=None,
+        initialSegmentation=seg,
+        initialSegmentId="initial",
+        scribble=example["scribble"],
+        sigmaMm=5.0,
+        outputTable=None,
+        outputDistanceMap=None,
+        outputRegions=None,
+    )
+    logic = SegmentationMetricsLogic(scene)
+    result = logic.compute_from_parameters(params)
+    assert 0.5 < result.metrics["dice"] < 1.0
+    assert result.editing.stats["near"]["count"] > 0 and result.editing.stats["far"]["count"] > 0
+    # the edit moved the contour towards the truth near the scribble: D near < No Editing
+    assert result.editing.stats["near"]["mean"] < result.editing.stats["no_editing"]["mean"]
+    assert params.outputTable is result.table_node and params.outputDistanceMap is result.distance_map_node
+    count = scene.GetNumberOfNodes()
+    assert logic.compute_from_parameters(params).regions_node is params.outputRegions
+    assert scene.GetNumberOfNodes() == count
+    params.initialSegmentation = params.scribble = None  # overlap only: the editing outputs stay as they are
+    assert logic.compute_from_parameters(params).distance_map_node is None
+    assert params.outputDistanceMap is result.distance_map_node
