@@ -38,7 +38,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "--sigma", type=float, default=20.0, help="sigma of the attention map A in voxels (paper: 20)"
     )
     g.add_argument("--sigma-mm", type=float, help="sigma in mm instead of voxels (overrides --sigma)")
-    g.add_argument("--dmap", type=Path, help="also write the D map (NaN off the contours) to this file; prefer .nrrd: ITK's NIfTI reader, used by Slicer, reads NaN as 0"
+    g.add_argument(
+        "--dmap",
+        type=Path,
+        help="also write the D map (NaN off the contours) to this file; prefer .nrrd: ITK's NIfTI reader, used by Slicer, reads NaN as 0",
+    )
     p.set_defaults(func=run_metrics)
 
     d = subparsers.add_parser(
