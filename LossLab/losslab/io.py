@@ -9,6 +9,8 @@ Conventions:
   ``Geometry.array_spacing`` is the spacing in array axis order, what :mod:`losslab.metrics` expects.
 - A ``.seg.nrrd`` reads as one label map: each segment's voxels get the segment's 1-based index in the file
   (``labels`` gives the names); overlapping segments (several layers) are refused with a clear error.
+- NaN values survive in NRRD; ITK's NIfTI reader (SimpleITK, Slicer) reads NaN as 0, so maps that use
+  NaN for "undefined" (the editing D map) are best written as NRRD.
 - Writes are atomic: the file is written next to its destination under a temporary name, then renamed, so
   a failure leaves any previous file whole.
 """
@@ -240,3 +242,33 @@ def check_same_grid(a: Image, b: Image, names: tuple[str, str] = ("first", "seco
             + "; ".join(problems)
             + ". Resample one onto the other first."
         )
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_figure(figure, path: str | os.PathLike, **kwargs) -> Path:
+    """Save a matplotlib figure atomically (the format follows the suffix of ``path``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
