@@ -1,0 +1,201 @@
+"""Static checks of the Slicer side, no Slicer needed: CMake lists, module files, .ui files, icons.
+
+- Every file under a module folder (LossLab/, ICEEditing/, FetalParcellation/) is listed in that folder's
+  CMakeLists.txt (scripts and resources are listed explicitly, as Slicer's build wants), and every listed
+  file exists. When this fails, the message names the files to add or remove.
+- Each module file ``<Module>.py`` compiles, holds the classes Slicer looks for (``<Module>``,
+  ``<Module>Widget``, ``<Module>Logic``, ``<Module>Test``) and no computation (no numpy / scipy / torch
+  maths, no direct use of the core ``losslab``: that goes through the ``*Lib`` package).
+- Its ``Resources/UI/<Module>.ui`` is well-formed, every ``SlicerParameterName`` names a field of the
+  module's parameter node, and every ``self.ui.<name>`` the module file uses exists in the .ui.
+- Its icon ``Resources/Icons/<Module>.png`` is a PNG.
+"""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE_FOLDERS = [
+    ROOT / name for name in ("LossLab", "ICEEditing", "FetalParcellation") if (ROOT / name).is_dir()
+]
+IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
+
+
+def _present_files(folder: Path) -> set[str]:
+    out = set()
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if not path.is_file() or rel.as_posix() == "CMakeLists.txt":
+            continue
+        if any(
+            part in IGNORED_DIRS or part.endswith(".egg-info") or part.startswith(".") for part in rel.parts
+        ):
+            continue
+        if path.suffix in {".pyc", ".pyo"}:
+            continue
+        out.add(rel.as_posix())
+    return out
+
+
+def _listed_files(cmake: Path) -> set[str]:
+    text = re.sub(r"#[^\n]*", "", cmake.read_text())
+    tokens = re.findall(r"[^\s()\"]+", text)
+    return {t for t in tokens if "$" not in t and "." in t and not t.startswith("-")}
+
+
+@pytest.mark.parametrize("folder", MODULE_FOLDERS, ids=lambda p: p.name)
+def test_cmake_lists_every_file_of_the_module_folder(folder):
+    cmake = folder / "CMakeLists.txt"
+    assert cmake.is_file(), f"{folder.name}/ has no CMakeLists.txt"
+    present, listed = _present_files(folder), _listed_files(cmake)
+    missing = sorted(present - listed)
+    stale = sorted(listed - present)
+    message = []
+    if missing:
+        scripts = [m for m in missing if m.endswith(".py")]
+        resources = [m for m in missing if not m.endswith(".py")]
+        if scripts:
+            message.append("add to the SCRIPTS lists: " + " ".join(scripts))
+        if resources:
+            message.append("add to the RESOURCES lists: " + " ".join(resources))
+    if stale:
+        message.append("remove (no such file): " + " ".join(stale))
+    assert not message, f"{folder.name}/CMakeLists.txt is out of date: " + "; ".join(message)
+
+
+def test_root_cmake_adds_every_module_folder_and_depends_on_pytorch():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    added = set(re.findall(r"add_subdirectory\((\w+)\)", text))
+    assert added == {f.name for f in MODULE_FOLDERS if (f / "CMakeLists.txt").is_file()}
+    assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', text)
+    for key in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+    ):
+        assert f"set({key} " in text, f"CMakeLists.txt does not set {key}"
+    for line in (
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ):
+        assert line in text
+
+
+def _module_files():
+    out = []
+    for folder in MODULE_FOLDERS:
+        for path in sorted(folder.glob("*.py")):
+            if (
+                folder / "Resources" / "UI" / f"{path.stem}.ui"
+            ).is_file() or "ScriptedLoadableModule" in path.read_text():
+                out.append(path)
+    return out
+
+
+MODULE_FILES = _module_files()
+MATH_MODULES = {"numpy", "np", "scipy", "torch", "losslab"}
+
+
+@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.stem)
+def test_module_file_is_thin_and_complete(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / "module.pyc"), doraise=True)
+    tree = ast.parse(path.read_text())
+    name = path.stem
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    for suffix in ("", "Widget", "Logic", "Test"):
+        assert f"{name}{suffix}" in classes, f"{path.name} has no class {name}{suffix}"
+    assert "slicerMacroBuildScriptedModule" in (path.parent / "CMakeLists.txt").read_text()
+    # No maths: the core is reached through the *Lib package; numpy is only for generating test data.
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "losslab":
+            pytest.fail(
+                f"{path.name}:{node.lineno} imports losslab directly; call the {path.parent.name}Lib layer"
+            )
+    for cls in (classes[name], classes[f"{name}Widget"], classes[f"{name}Logic"]):
+        for node in ast.walk(cls):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in MATH_MODULES
+            ):
+                pytest.fail(
+                    f"{path.name}:{node.lineno}: {node.value.id}.{node.attr} in {cls.name}: computation "
+                    "belongs in the Lib layer or losslab"
+                )
+    top_imports = {
+        alias.name.split(".")[0]
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
+    assert not top_imports & MATH_MODULES, f"{path.name} imports {top_imports & MATH_MODULES} at module level"
+
+
+def _parameter_fields(tree: ast.Module) -> set[str]:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any(
+            getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list
+        ):
+            return {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+    return set()
+
+
+@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.stem)
+def test_ui_file_matches_the_module(path):
+    ui_path = path.parent / "Resources" / "UI" / f"{path.stem}.ui"
+    root = ET.parse(ui_path).getroot()
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == path.stem
+    widgets = {w.get("name"): w.get("class") for w in root.iter("widget")}
+    tree = ast.parse(path.read_text())
+    fields = _parameter_fields(tree)
+    assert fields, f"{path.name} has no @parameterNodeWrapper class"
+    bound = {}
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[widget.get("name")] = prop.find("string").text
+    unknown = {w: f for w, f in bound.items() if f not in fields}
+    assert not unknown, f"{ui_path.name}: SlicerParameterName not in the parameter node: {unknown}"
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "ui"
+    }
+    # f-string names such as f"{role}SegmentSelector" are checked through the roles they are built from
+    for role_tuple in re.findall(r"_ROLES = \(([^)]*)\)", path.read_text()):
+        roles = re.findall(r'"(\w+)"', role_tuple)
+        for suffix in set(re.findall(r'f"\{role\}(\w+Selector)"', path.read_text())):
+            used |= {f"{role}{suffix}" for role in roles}
+    missing = sorted(u for u in used if u not in widgets)
+    assert not missing, f"{path.name} uses self.ui.{missing} but {ui_path.name} has no such widget"
+    # every MRML widget gets the scene
+    receivers = {
+        c.findtext("receiver")
+        for c in root.iter("connection")
+        if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    }
+    mrml_widgets = {n for n, c in widgets.items() if c.startswith("qMRML") and n != path.stem}
+    assert mrml_widgets <= receivers, (
+        f"{ui_path.name}: no setMRMLScene connection for {sorted(mrml_widgets - receivers)}"
+    )
+
+
+@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.stem)
+def test_module_icon_is_a_png(path):
+    icon = path.parent / "Resources" / "Icons" / f"{path.stem}.png"
+    assert icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{icon} is missing or not a PNG"
