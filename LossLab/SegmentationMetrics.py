@@ -26,7 +26,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-SEGMENT_ROLES = ("reference", "compared", "initial")
+SEGMENT_ROLES = ("reference", "compared", "initial", "cas")
 
 
 class SegmentationMetrics(ScriptedLoadableModule):
@@ -57,6 +57,8 @@ class SegmentationMetricsParameterNode:
     referenceVolume: vtkMRMLScalarVolumeNode
     initialSegmentation: vtkMRMLSegmentationNode
     initialSegmentId: str = ""
+    casSegmentation: vtkMRMLSegmentationNode
+    casSegmentId: str = ""
     scribble: vtkMRMLMarkupsCurveNode
     sigmaMm: Annotated[float, WithinRange(0.1, 200.0)] = 20.0
     outputTable: vtkMRMLTableNode

@@ -35,6 +35,8 @@ __all__ = [
     "find_color_node",
     "labels_color_node",
     "markups_to_mask",
+    "mask_on_grid",
+    "node_mask",
     "parent_to_world",
     "polyline_to_mask",
     "segment_ids",
@@ -43,6 +45,7 @@ __all__ = [
     "table_from_rows",
     "table_rows",
     "volume_array",
+    "volume_mask",
 ]
 
 BINARY_LABELMAP = "Binary labelmap"
@@ -402,50 +405,89 @@ def segment_mask(
     ):
         return np.zeros(grid.shape, dtype=bool)  # empty segment
     source_grid = Grid.from_oriented_image(image)
+    what = f"{role} {segment_id!r} of {_node_label(segmentation_node)}"
+    return mask_on_grid(
+        _image_array(image) == label, source_grid, grid, allow_resample=allow_resample, what=what
+    )
+
+
+def mask_on_grid(
+    mask: np.ndarray, source_grid: Grid, grid: Grid, *, allow_resample: bool = False, what: str = "the mask"
+) -> np.ndarray:
+    """Move a boolean (k, j, i) mask from ``source_grid`` onto ``grid``.
+
+    Aligned lattices (:meth:`Grid.offset_in`): an exact copy of the overlap, the rest False. Otherwise,
+    with ``allow_resample``: nearest-neighbour resampling (each target voxel takes the value of the source
+    voxel whose centre is nearest its centre; False outside the source). Else a ``ValueError`` naming
+    ``what`` and both grids.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != source_grid.shape:
+        raise ValueError(f"mask shape {mask.shape} does not match its grid shape {source_grid.shape}")
     offset = source_grid.offset_in(grid)
+    out = np.zeros(grid.shape, dtype=bool)
     if offset is not None:
-        source = _image_array(image) == label
-        mask = np.zeros(grid.shape, dtype=bool)
         # voxel (0,0,0) of the source is voxel `offset` (i, j, k) of the target: paste the overlap
         start = offset[::-1]  # (k, j, i)
-        dst = tuple(slice(max(0, s), min(n, s + m)) for s, n, m in zip(start, grid.shape, source.shape))
+        dst = tuple(slice(max(0, s), min(n, s + m)) for s, n, m in zip(start, grid.shape, mask.shape))
         src = tuple(slice(d.start - s, d.stop - s) for d, s in zip(dst, start))
         if all(d.stop > d.start for d in dst):
-            mask[dst] = source[src]
-        return mask
+            out[dst] = mask[src]
+        return out
     if not allow_resample:
         raise ValueError(
-            f"{role} {segment_id!r} of {_node_label(segmentation_node)} lies on a different voxel grid "
-            f"({source_grid.describe()}) than the comparison grid ({grid.describe()}); choose a reference "
-            "volume to resample onto, or resample the segmentation (Segmentations module > Specify geometry)"
+            f"{what} lies on a different voxel grid ({source_grid.describe()}) than the comparison grid "
+            f"({grid.describe()}); choose a reference volume to resample onto, or resample the input "
+            "(Segmentations module > Specify geometry, or Resample Scalar/Vector/DWI Volume)"
         )
-    # Threshold to this segment's label first, then nearest-neighbour resampling onto the grid.
-    threshold = vtk.vtkImageThreshold()
-    threshold.SetInputData(image)
-    threshold.ThresholdBetween(label, label)
-    threshold.SetInValue(1)
-    threshold.SetOutValue(0)
-    threshold.SetOutputScalarTypeToUnsignedChar()
-    threshold.Update()
-    binary = slicer.vtkOrientedImageData()
-    binary.ShallowCopy(threshold.GetOutput())
-    matrix = vtk.vtkMatrix4x4()
-    image.GetImageToWorldMatrix(matrix)
-    binary.SetImageToWorldMatrix(matrix)
-    reference = grid.to_oriented_image(allocate=False)
-    resampled = slicer.vtkOrientedImageData()
-    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
-        binary, reference, resampled, False, False
-    ):
-        raise ValueError(f"resampling segment {segment_id!r} of {_node_label(segmentation_node)} failed")
-    out = np.zeros(grid.shape, dtype=bool)
-    out_grid_extent = resampled.GetExtent()
-    if out_grid_extent[1] >= out_grid_extent[0]:
-        values = _image_array(resampled) > 0
-        e = out_grid_extent
-        dst = (slice(e[4], e[5] + 1), slice(e[2], e[3] + 1), slice(e[0], e[1] + 1))
-        out[dst] = values
+    if not mask.any():
+        return out
+    # target IJK -> source IJK, one k-slice at a time to bound memory
+    target_to_source = source_grid.ras_to_ijk @ grid.ijk_to_ras
+    nk, nj, ni = grid.shape
+    jj, ii = np.meshgrid(np.arange(nj), np.arange(ni), indexing="ij")
+    limits = np.array(source_grid.shape[::-1])  # (ni, nj, nk) of the source
+    for k in range(nk):
+        ijk = np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k), np.ones(ii.size)])
+        src = np.floor((target_to_source @ ijk)[:3] + 0.5).astype(np.int64)
+        inside = np.all((src >= 0) & (src < limits[:, None]), axis=0)
+        values = np.zeros(ii.size, dtype=bool)
+        values[inside] = mask[src[2, inside], src[1, inside], src[0, inside]]
+        out[k] = values.reshape(nj, ni)
     return out
+
+
+def volume_mask(volume_node, grid: Grid, *, allow_resample: bool = False, role: str = "volume") -> np.ndarray:
+    """Voxels > 0 of a scalar or labelmap volume as a boolean (k, j, i) mask on ``grid`` (see
+    :func:`mask_on_grid` for aligned and resampled grids)."""
+    if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
+        raise ValueError(f"the {role} needs a scalar or labelmap volume node, got {_node_label(volume_node)}")
+    return mask_on_grid(
+        volume_array(volume_node) > 0,
+        Grid.from_volume(volume_node),
+        grid,
+        allow_resample=allow_resample,
+        what=f"{role} {_node_label(volume_node)}",
+    )
+
+
+def node_mask(
+    node, grid: Grid, segment_id: str | None = None, *, allow_resample: bool = False, role: str = "input"
+) -> np.ndarray:
+    """Any node that can mark voxels, as a boolean (k, j, i) mask on ``grid``: a markups node (curve, line,
+    point list: :func:`markups_to_mask`), a segment of a segmentation node (``segment_id`` needed), or a
+    scalar / labelmap volume (voxels > 0). Used for scribbles, which users draw in any of these forms."""
+    if node is None:
+        raise ValueError(f"the {role} is not set")
+    if node.IsA("vtkMRMLMarkupsNode"):
+        return markups_to_mask(node, grid)
+    if node.IsA("vtkMRMLSegmentationNode"):
+        return segment_mask(node, segment_id, grid, allow_resample=allow_resample, role=role)
+    if node.IsA("vtkMRMLScalarVolumeNode"):
+        return volume_mask(node, grid, allow_resample=allow_resample, role=role)
+    raise ValueError(
+        f"the {role} must be a markups curve, a segment or a labelmap volume, got {_node_label(node)}"
+    )
 
 
 def set_segment_from_mask(segmentation_node, segment_id: str, mask: np.ndarray, grid: Grid) -> None:

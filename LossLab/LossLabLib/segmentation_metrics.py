@@ -5,9 +5,11 @@ All computation is :mod:`losslab.metrics`; this layer reads the segments onto on
 writes the results back as MRML nodes. The input segmentations and the scribble are never modified.
 
 Editing metric (ice-editing-shahin2023, Sec. 2.3): the *reference* segment plays the CAS ground truth (its
-contour, :func:`losslab.metrics.boundary`, is ``y_cas``), the *compared* segment the edited prediction
-``y_hat``, the *initial* segment ``y_init``, and the scribble (a markups curve) gives the attention map
-``A`` (:func:`losslab.metrics.attention_map`, ``sigma`` in mm). Outputs, all added to the scene:
+contour, :func:`losslab.metrics.boundary`, is ``y_cas``, unless a separate CAS segment of contour voxels is
+given: the paper's CAS contours are sparse, a few frames), the *compared* segment the edited prediction
+``y_hat``, the *initial* segment ``y_init``, and the scribble (a markups curve, or a segment / labelmap of
+scribble voxels) gives the attention map ``A`` (:func:`losslab.metrics.attention_map`, ``sigma`` in mm).
+Outputs, all added to the scene:
 
 - a table node (columns Metric, Value, Unit): Dice, IoU, HD, HD95, ASSD, voxel counts, then the editing rows
   (``D`` overall / near / far, No Editing, CAS to prediction: p95 and mean in mm, voxel counts);
@@ -156,6 +158,9 @@ class SegmentationMetricsLogic:
         initial_node=None,
         initial_segment_id: str | None = None,
         scribble=None,
+        scribble_segment_id: str | None = None,
+        cas_node=None,
+        cas_segment_id: str | None = None,
         sigma_mm: float = DEFAULT_SIGMA,
         reference_volume=None,
         output_table=None,
@@ -169,8 +174,12 @@ class SegmentationMetricsLogic:
             reference_node, reference_segment_id: the reference (ground truth; CAS contour for ``D``).
             compared_node, compared_segment_id: the segment to score (the edited prediction for ``D``).
             initial_node, initial_segment_id: the segmentation before the edit (``y_init``); optional.
-            scribble: markups curve (or line / point list) of the user's edit, in RAS; needed with
+            scribble: the user's edit: a markups curve (or line / point list) in RAS, a segmentation node
+                (with ``scribble_segment_id``) or a labelmap volume of scribble voxels; needed with
                 ``initial_node`` for ``D``.
+            scribble_segment_id: the scribble's segment when ``scribble`` is a segmentation node.
+            cas_node, cas_segment_id: optional segment of CAS contour voxels ``y_cas``; by default the
+                contour (boundary voxels) of the reference segment.
             sigma_mm: standard deviation of the attention map ``A`` in mm (the paper: 20 voxels of 1.1 mm).
             reference_volume: a volume whose voxel grid to compare on; every segment is resampled onto it
                 (nearest neighbour) when its own grid differs. Without it the grid is the reference
@@ -218,6 +227,8 @@ class SegmentationMetricsLogic:
         inputs.append(("compared segment", compared_node, compared_segment_id))
         if editing:
             inputs.append(("initial segment", initial_node, initial_segment_id))
+            if cas_node is not None:
+                inputs.append(("CAS segment", cas_node, cas_segment_id))
         masks, resampled = {}, []
         for role, node, segment_id in inputs:
             masks[role] = self.read_mask(role, node, segment_id, grid, allow_resample)
@@ -233,18 +244,22 @@ class SegmentationMetricsLogic:
         distance_map_node = regions_node = None
         if editing:
             self._report(0.5, "Editing metric")
-            scribble_mask = mrml_io.markups_to_mask(scribble, grid)
+            scribble_mask = mrml_io.node_mask(
+                scribble, grid, scribble_segment_id, allow_resample=allow_resample, role="scribble"
+            )
             if not scribble_mask.any():
                 raise ValueError(
-                    f"the scribble {_node_text(scribble)} has no point on the comparison grid "
+                    f"the scribble {_node_text(scribble)} has no voxel on the comparison grid "
                     f"({grid.describe()}): draw it over the segmentation"
                 )
             attention = attention_map(scribble_mask, sigma=sigma_mm, spacing=grid.spacing)
+            cas = masks["CAS segment"] if cas_node is not None else boundary(reference)
             result_editing = editing_metric(
-                boundary(reference), masks["initial segment"], compared, attention, spacing=grid.spacing
+                cas, masks["initial segment"], compared, attention, spacing=grid.spacing
             )
             rows.append(("Attention sigma", sigma_mm, "mm"))
             rows.append(("Scribble voxels", float(scribble_mask.sum()), "voxels"))
+            rows.append(("CAS contour voxels", float(cas.sum()), "voxels"))
             for name, value in result_editing.rows():
                 label, unit = _split_unit(name)
                 rows.append((label, float(value), unit))
@@ -277,8 +292,9 @@ class SegmentationMetricsLogic:
         ``parameters`` is the ``@parameterNodeWrapper`` of SegmentationMetrics.py, or any object with its
         attributes (``referenceSegmentation``, ``referenceSegmentId``, ``comparedSegmentation``,
         ``comparedSegmentId``, ``referenceVolume``, ``initialSegmentation``, ``initialSegmentId``,
-        ``scribble``, ``sigmaMm``, ``outputTable``, ``outputDistanceMap``, ``outputRegions``). The editing
-        metric runs when an initial segmentation or a scribble is set.
+        ``scribble``, ``sigmaMm``, ``outputTable``, ``outputDistanceMap``, ``outputRegions``, and optionally
+        ``casSegmentation`` / ``casSegmentId``). The editing metric runs when an initial segmentation or a
+        scribble is set.
         """
         p = parameters
         editing = p.initialSegmentation is not None or p.scribble is not None
@@ -290,6 +306,8 @@ class SegmentationMetricsLogic:
             initial_node=p.initialSegmentation if editing else None,
             initial_segment_id=p.initialSegmentId if editing else None,
             scribble=p.scribble,
+            cas_node=getattr(p, "casSegmentation", None) if editing else None,
+            cas_segment_id=getattr(p, "casSegmentId", None) if editing else None,
             sigma_mm=p.sigmaMm,
             reference_volume=p.referenceVolume,
             output_table=p.outputTable,

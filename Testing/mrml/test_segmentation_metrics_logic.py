@@ -234,7 +234,7 @@ def test_invalid_segments_and_outputs_are_clear_errors(scene):
 def test_scribble_off_the_grid_is_a_clear_error(scene):
     case = Case(scene)
     far_away = make_curve(scene, ijk_to_ras(case.volume, [(100, 100, 100), (120, 100, 100)]), name="far")
-    with pytest.raises(ValueError, match="has no point on the comparison grid"), pytest.warns(UserWarning):
+    with pytest.raises(ValueError, match="has no voxel on the comparison grid"), pytest.warns(UserWarning):
         case.compute(SegmentationMetricsLogic(scene), scribble=far_away)
 
 
@@ -313,3 +313,35 @@ def test_generated_example_and_parameter_node_glue(scene):
     params.initialSegmentation = params.scribble = None  # overlap only: the editing outputs stay as they are
     assert logic.compute_from_parameters(params).distance_map_node is None
     assert params.outputDistanceMap is result.distance_map_node
+
+
+def test_cas_segment_and_scribble_as_segment_or_labelmap(scene):
+    """Sparse CAS contours as their own segment; the scribble as a segment or a labelmap: same D as on numpy."""
+    case = Case(scene)
+    cas = boundary(case.reference)
+    cas[::3] = False  # only every third k-slice has contours, as the sparse ICE frames
+    scribble_seg, scribble_ids = make_segmentation(
+        scene, case.volume, {"cas": cas, "scribble": case.scribble}, "extra"
+    )
+    attention = attention_map(case.scribble, sigma=6.0, spacing=case.spacing)
+    expected = editing_metric(cas, case.initial, case.edited, attention, case.spacing)
+    logic = SegmentationMetricsLogic(scene)
+    as_segment = case.compute(
+        logic,
+        scribble=scribble_seg,
+        scribble_segment_id=scribble_ids["scribble"],
+        cas_node=scribble_seg,
+        cas_segment_id=scribble_ids["cas"],
+    )
+    np.testing.assert_array_equal(as_segment.editing.d_map, expected.d_map)
+    assert _rows_by_name(as_segment.table_node)["CAS contour voxels"] == (cas.sum(), "voxels")
+    labelmap = mrml_io.array_to_volume(scene, case.scribble, Grid.from_volume(case.volume), labelmap=True)
+    as_labelmap = case.compute(
+        logic, scribble=labelmap, cas_node=scribble_seg, cas_segment_id=scribble_ids["cas"]
+    )
+    np.testing.assert_array_equal(as_labelmap.editing.d_map, expected.d_map)
+    # the curve gives the same scribble voxels as the mask
+    as_curve = case.compute(logic, cas_node=scribble_seg, cas_segment_id=scribble_ids["cas"])
+    np.testing.assert_array_equal(as_curve.editing.d_map, expected.d_map)
+    with pytest.raises(ValueError, match="scribble must be a markups curve, a segment or a labelmap"):
+        case.compute(logic, scribble=as_curve.table_node)
