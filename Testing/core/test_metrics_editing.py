@@ -92,7 +92,7 @@ def brute_force_d(cas, init, pred, att, spacing):
     return d
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.5, 0.5, 2.0)])
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (1.7, 1.7, 1.7), (1.5, 0.5, 2.0)])
 def test_matches_brute_force_equations(spacing):
     shape = (14, 16, 12)
     init = np.zeros(shape, bool)

@@ -62,13 +62,20 @@ def boundary(mask: ArrayLike) -> ArrayLike:
     mask = np.asarray(mask).astype(bool, copy=False)
     if not mask.any():
         return np.zeros_like(mask)
-    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
-    return mask & ~eroded
+    # Erosion with the face-connected cross (border = background) by padded slices: a voxel stays inside
+    # only if it and its 2 * ndim face neighbours are foreground. Several times faster than ndimage.
+    padded = np.pad(mask, 1)
+    interior = mask.copy()
+    centre = [slice(1, -1)] * mask.ndim
+    for axis in range(mask.ndim):
+        for shift in (0, 2):
+            index = list(centre)
+            index[axis] = slice(shift, shift + mask.shape[axis])
+            interior &= padded[tuple(index)]
+    return mask & ~interior
 
 
 def _boundary_torch(mask: torch.Tensor) -> torch.Tensor:
-    # Erosion with the face-connected cross, border counts as background: a voxel stays inside only if it
-    # and all its face neighbours are foreground. Done with padded slices: no Python loop over voxels.
     padded = torch.nn.functional.pad(mask[None, None].to(torch.uint8), (1, 1) * mask.ndim)[0, 0].bool()
     interior = mask.clone()
     centre = tuple(slice(1, -1) for _ in range(mask.ndim))
@@ -82,6 +89,64 @@ def _boundary_torch(mask: torch.Tensor) -> torch.Tensor:
 
 def _coords(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return np.argwhere(mask).astype(np.float64) * spacing
+
+
+class NearestIndex:
+    """Nearest-point queries against one fixed set of voxel indices (built once, queried many times).
+
+    Args:
+        targets: integer voxel indices ``(M, ndim)`` (numpy or torch; torch queries run on its device).
+        spacing: voxel size in mm per axis; ``metric`` as in :func:`nearest_distances`.
+    """
+
+    def __init__(self, targets: ArrayLike, spacing: float | Sequence[float] | None, metric: str) -> None:
+        self.p = check_metric(metric)
+        self.is_torch = isinstance(targets, torch.Tensor)
+        self.n = int(targets.shape[0])
+        ndim = int(targets.shape[1])
+        self.spacing = normalize_spacing(spacing, ndim)
+        self.targets = targets
+        self.tree = None
+        self.field: np.ndarray | None = None
+        if not self.is_torch and self.n:
+            coords = np.asarray(targets, dtype=np.float64) * self.spacing
+            self.tree = cKDTree(coords, balanced_tree=False, compact_nodes=False)
+
+    @classmethod
+    def from_mask(
+        cls, targets: ArrayLike, spacing: float | Sequence[float] | None, metric: str
+    ) -> NearestIndex:
+        """Index of the voxels of a target mask. On CPU with isotropic spacing, Manhattan and chessboard
+        distances come from scipy's chamfer transform (exact for these metrics on a grid), which is faster
+        than a k-d tree when the target has many voxels; otherwise a k-d tree (or torch pairwise blocks)."""
+        p = check_metric(metric)
+        if isinstance(targets, torch.Tensor) or p == 2.0:
+            nonzero = torch.nonzero if isinstance(targets, torch.Tensor) else np.argwhere
+            return cls(nonzero(targets), spacing, metric)
+        sp = normalize_spacing(spacing, targets.ndim)
+        if not targets.any() or not np.allclose(sp, sp[0], rtol=1e-9, atol=0):
+            return cls(np.argwhere(targets), spacing, metric)
+        index = cls(np.zeros((0, targets.ndim), dtype=np.int64), spacing, metric)
+        kind = "taxicab" if p == 1.0 else "chessboard"
+        index.field = ndimage.distance_transform_cdt(~targets, metric=kind).astype(np.float64) * sp[0]
+        index.n = int(np.count_nonzero(targets))
+        return index
+
+    def query(self, sources: ArrayLike) -> ArrayLike:
+        """Distance from each source index ``(N, ndim)`` to the nearest target (``inf`` if none)."""
+        if self.is_torch:
+            return _nearest_index_torch(
+                torch.as_tensor(sources, device=self.targets.device), self.targets, self.spacing, self.p
+            )
+        n_src = int(sources.shape[0])
+        if n_src == 0:
+            return np.zeros(0, dtype=np.float64)
+        if self.n == 0:
+            return np.full(n_src, np.inf)
+        if self.field is not None:
+            return self.field[tuple(np.asarray(sources).T)]
+        coords = np.asarray(sources, dtype=np.float64) * self.spacing
+        return self.tree.query(coords, k=1, p=self.p, workers=-1)[0]
 
 
 def nearest_distances(
@@ -126,11 +191,25 @@ def nearest_distances(
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
+    return bounding_box(mask, margin=0)
+
+
+def bounding_box(mask: ArrayLike, margin: int = 1) -> tuple[slice, ...]:
+    """Slices of the bounding box of a non-empty mask, grown by ``margin`` voxels within the image.
+
+    Cropping masks to the box of their union with a margin of 1 keeps their boundaries (outside is all
+    background, and voxels on the image border stay on the border), so distances are unchanged.
+    """
     slices = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        slices.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        if isinstance(mask, torch.Tensor):
+            hit = torch.nonzero(mask.any(dim=other) if other else mask).flatten().tolist()
+        else:
+            hit = np.flatnonzero(mask.any(axis=other) if other else mask)
+        if len(hit) == 0:
+            raise ValueError("bounding_box: the mask is empty")
+        slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
     return tuple(slices)
 
 
@@ -157,13 +236,20 @@ def _nearest_torch(
         raise ValueError(
             f"sources and targets must have the same shape, got {tuple(sources.shape)} and {tuple(targets.shape)}"
         )
-    device = sources.device
+    sp = normalize_spacing(spacing, sources.ndim)
+    src = torch.nonzero(sources.bool())
+    dst = torch.nonzero(targets.to(sources.device).bool())
+    return _nearest_index_torch(src, dst, sp, p)
+
+
+def _nearest_index_torch(src: torch.Tensor, dst: torch.Tensor, spacing: np.ndarray, p: float) -> torch.Tensor:
+    device = src.device
     # float64 on CPU; float32 on GPUs (fast there). Differences are taken between integer indices, exact in
     # float32 below 2^24, and only then scaled by the spacing, so the float32 error stays near 1e-7 relative.
     dtype = torch.float64 if device.type == "cpu" else torch.float32
-    sp = torch.as_tensor(normalize_spacing(spacing, sources.ndim), dtype=dtype, device=device)
-    src = torch.nonzero(sources.bool()).to(dtype)
-    dst = torch.nonzero(targets.to(device).bool()).to(dtype)
+    sp = torch.as_tensor(spacing, dtype=dtype, device=device)
+    src = src.to(dtype)
+    dst = dst.to(device=device, dtype=dtype)
     if src.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float64, device=device)
     if dst.shape[0] == 0:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._distance import boundary, nearest_distances
+from ._distance import NearestIndex, boundary, bounding_box, nearest_distances
 
 ArrayLike = np.ndarray | torch.Tensor
 NEAR_THRESHOLD = 0.5
@@ -131,38 +131,51 @@ def editing_metric(
     if not bool(cas_m.any()):
         warnings.warn("editing metric: the CAS contour is empty: D_edit is undefined", UserWarning, 2)
 
-    c_init, c_hat = boundary(init_m), boundary(pred_m)
+    shape = att.shape
+    d_edit = np.full(shape, np.nan, dtype=np.float32)
+    d_preserve = np.full(shape, np.nan, dtype=np.float32)
+    union = cas_m | init_m | pred_m
+    # Work inside the bounding box of everything (plus one voxel): contours and distances are unchanged
+    # and the cost follows the structure, not the grid.
+    box = bounding_box(union, margin=1) if bool(union.any()) else tuple(slice(0, n) for n in shape)
+    cas_c = cas_m[box]
+    c_init, c_hat = boundary(init_m[box]), boundary(pred_m[box])
     for name, contour in (("initial", c_init), ("prediction", c_hat)):
         if not bool(contour.any()):
             warnings.warn(
                 f"editing metric: the {name} mask is empty: distances to it are inf", UserWarning, 2
             )
-    d_cas_hat = _to_numpy(nearest_distances(cas_m, c_hat, spacing, "manhattan"))
-    d_cas_init = _to_numpy(nearest_distances(cas_m, c_init, spacing, "manhattan"))
-    d_init_hat = _to_numpy(nearest_distances(c_init, c_hat, spacing, "manhattan"))
-    d_hat_init = _to_numpy(nearest_distances(c_hat, c_init, spacing, "manhattan"))
-    cas_np, c_init_np, c_hat_np = _to_numpy(cas_m), _to_numpy(c_init), _to_numpy(c_hat)
+    nonzero = torch.nonzero if use_torch else np.argwhere
+    p_cas, p_init, p_hat = nonzero(cas_c), nonzero(c_init), nonzero(c_hat)
+    to_hat = NearestIndex.from_mask(c_hat, spacing, "manhattan")
+    to_init = NearestIndex.from_mask(c_init, spacing, "manhattan")
+    d_cas_hat = _to_numpy(to_hat.query(p_cas))
+    d_cas_init = _to_numpy(to_init.query(p_cas))
+    d_init_hat = _to_numpy(to_hat.query(p_init))
+    d_hat_init = _to_numpy(to_init.query(p_hat))
+    cas_np, c_init_np, c_hat_np = _to_numpy(cas_c), _to_numpy(c_init), _to_numpy(c_hat)
 
-    shape = att.shape
-    d_edit = np.full(shape, np.nan, dtype=np.float32)
-    d_edit[cas_np] = _weighted(att[cas_np], d_cas_hat)
-    far_w = 0.5 * (1.0 - att)
-    d_preserve = np.full(shape, np.nan, dtype=np.float32)
-    d_preserve[c_init_np] = _weighted(far_w[c_init_np], d_init_hat)
+    att_box = att[box]
+    far_w = 0.5 * (1.0 - att_box)
+    edit_box = d_edit[box]
+    edit_box[cas_np] = _weighted(att_box[cas_np], d_cas_hat)
+    pres_box = d_preserve[box]
+    pres_box[c_init_np] = _weighted(far_w[c_init_np], d_init_hat)
     on_hat = _weighted(far_w[c_hat_np], d_hat_init)
-    d_preserve[c_hat_np] = np.where(np.isnan(d_preserve[c_hat_np]), on_hat, d_preserve[c_hat_np] + on_hat)
-    # D: sum of the parts defined at each voxel; NaN only where neither is.
-    d_map = np.where(
-        np.isnan(d_edit), d_preserve, np.where(np.isnan(d_preserve), d_edit, d_edit + d_preserve)
+    pres_box[c_hat_np] = np.where(np.isnan(pres_box[c_hat_np]), on_hat, pres_box[c_hat_np] + on_hat)
+    # D: sum of the parts defined at each voxel; NaN only where neither is (everything outside the box).
+    d_map = np.full(shape, np.nan, dtype=np.float32)
+    d_map[box] = np.where(
+        np.isnan(edit_box), pres_box, np.where(np.isnan(pres_box), edit_box, edit_box + pres_box)
     )
-    d_map = d_map.astype(np.float32)
 
     near = att >= NEAR_THRESHOLD
-    defined = ~np.isnan(d_map)
+    map_box, near_box = d_map[box], near[box]
+    defined = ~np.isnan(map_box)
     stats = {
-        "overall": _stats(d_map[defined]),
-        "near": _stats(d_map[defined & near]),
-        "far": _stats(d_map[defined & ~near]),
+        "overall": _stats(map_box[defined]),
+        "near": _stats(map_box[defined & near_box]),
+        "far": _stats(map_box[defined & ~near_box]),
         "no_editing": _stats(d_cas_init),
         "cas_to_prediction": _stats(d_cas_hat),
     }

@@ -24,27 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._distance import boundary, nearest_distances
+from ._distance import boundary, bounding_box, nearest_distances
 
 ArrayLike = np.ndarray | torch.Tensor
 
 
 def _crop_to_union(pred: ArrayLike, ref: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
-    """Crop both masks to the bounding box of their union, with a margin of one voxel where the image
-    allows. Boundaries and distances are unchanged: outside the box there is only background, and voxels
-    on the image border stay on the border."""
-    union = pred | ref
-    slices = []
-    for axis in range(union.ndim):
-        other = tuple(a for a in range(union.ndim) if a != axis)
-        if isinstance(union, torch.Tensor):
-            hit = torch.nonzero(union.any(dim=other) if other else union).flatten()
-            first, last = int(hit[0]), int(hit[-1])
-        else:
-            hit = np.flatnonzero(union.any(axis=other) if other else union)
-            first, last = int(hit[0]), int(hit[-1])
-        slices.append(slice(max(first - 1, 0), min(last + 2, union.shape[axis])))
-    box = tuple(slices)
+    """Crop both masks to the bounding box of their union plus one voxel (boundaries are unchanged)."""
+    box = bounding_box(pred | ref, margin=1)
     return pred[box], ref[box]
 
 
