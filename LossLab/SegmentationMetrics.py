@@ -169,8 +169,12 @@ class SegmentationMetricsLogic(ScriptedLoadableModuleLogic):
         try:
             import torch  # noqa: F401
         except ImportError:
-            import PyTorchUtils
-
+            try:
+                import PyTorchUtils
+            except ImportError:
+                raise RuntimeError(
+                    _("LossLab needs the PyTorch extension: install it from the Extensions Manager.")
+                ) from None
             if not PyTorchUtils.PyTorchUtilsLogic().installTorch(
                 askConfirmation=not slicer.app.testingEnabled(), torchVersionRequirement=">=2.2"
             ):

@@ -13,6 +13,8 @@ from .mrml_io import (
     curve_to_mask,
     labels_color_node,
     markups_to_mask,
+    mask_on_grid,
+    node_mask,
     polyline_to_mask,
     segment_ids,
     segment_mask,
@@ -20,6 +22,7 @@ from .mrml_io import (
     table_from_rows,
     table_rows,
     volume_array,
+    volume_mask,
 )
 from .sample_data import create_editing_example
 from .segmentation_metrics import SegmentationMetricsLogic, SegmentationMetricsResult
@@ -34,6 +37,8 @@ __all__ = [
     "curve_to_mask",
     "labels_color_node",
     "markups_to_mask",
+    "mask_on_grid",
+    "node_mask",
     "polyline_to_mask",
     "segment_ids",
     "segment_mask",
@@ -41,4 +46,5 @@ __all__ = [
     "table_from_rows",
     "table_rows",
     "volume_array",
+    "volume_mask",
 ]

@@ -276,3 +276,29 @@ def test_volume_and_node_masks(scene, oblique_volume):
         mrml_io.volume_mask(scene.AddNewNodeByClass("vtkMRMLTableNode"), grid)
     with pytest.raises(ValueError, match="is not set"):
         mrml_io.node_mask(None, grid)
+
+
+def test_closed_surface_segment_is_converted_on_a_copy(scene):
+    import vtk
+
+    volume = make_volume(scene, (20, 20, 20), spacing_ijk=(1.0, 1.0, 1.0))
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "surface")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    source = vtk.vtkSphereSource()
+    source.SetCenter(10.0, 10.0, 10.0)
+    source.SetRadius(6.0)
+    source.SetPhiResolution(40)
+    source.SetThetaResolution(40)
+    source.Update()
+    seg.GetSegmentation().SetSourceRepresentationName("Closed surface")
+    segment = slicer.vtkSegment()
+    segment.SetName("ball")
+    segment.AddRepresentation("Closed surface", source.GetOutput())
+    seg.GetSegmentation().AddSegment(segment, "ball")
+    mask = mrml_io.segment_mask(seg, "ball", Grid.from_volume(volume))
+    expected = sphere((20, 20, 20), (10, 10, 10), 6.0)
+    assert abs(int(mask.sum()) - int(expected.sum())) < 0.1 * expected.sum()
+    assert (mask & expected).sum() > 0.9 * expected.sum()
+    assert (
+        seg.GetSegmentation().GetSegment("ball").GetRepresentation("Binary labelmap") is None
+    )  # input untouched
