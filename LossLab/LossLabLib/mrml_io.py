@@ -395,6 +395,7 @@ def segment_mask(
             ``role`` ("reference segment"...).
     """
     check_segment(segmentation_node, segment_id, role)
+    parent_to_world(segmentation_node)  # raises on a non-linear parent transform
     image, label = _segment_labelmap(segmentation_node, segment_id)
     extent = image.GetExtent()
     if (

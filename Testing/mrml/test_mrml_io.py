@@ -302,3 +302,33 @@ def test_closed_surface_segment_is_converted_on_a_copy(scene):
     assert (
         seg.GetSegmentation().GetSegment("ball").GetRepresentation("Binary labelmap") is None
     )  # input untouched
+
+
+def test_segmentation_parent_transforms(scene):
+    import vtk
+
+    volume = make_volume(scene, SHAPE, spacing_ijk=(1.0, 1.0, 2.0))
+    grid = Grid.from_volume(volume)
+    mask = sphere(SHAPE, (6, 8, 10), 4.0, grid.spacing)
+    seg, ids = make_segmentation(scene, volume, {"s": mask})
+    shift = np.eye(4)
+    shift[:3, 3] = (3.0, 0.0, 2.0)  # +3 voxels along i, +1 along k
+    seg.SetAndObserveTransformNodeID(linear_transform(scene, shift).GetID())
+    np.testing.assert_array_equal(
+        mrml_io.segment_mask(seg, ids["s"], grid), np.roll(mask, (1, 3), axis=(0, 2))
+    )
+    assert Grid.from_segmentation(seg).origin == pytest.approx((3.0, 0.0, 2.0))
+    # a non-linear transform is refused with advice
+    spline = vtk.vtkThinPlateSplineTransform()
+    source, target = vtk.vtkPoints(), vtk.vtkPoints()
+    for p in ((0, 0, 0), (20, 0, 0), (0, 20, 0), (0, 0, 20), (10, 10, 10)):
+        source.InsertNextPoint(*p)
+        target.InsertNextPoint(p[0] + (1.0 if p == (10, 10, 10) else 0.0), p[1], p[2])
+    spline.SetSourceLandmarks(source)
+    spline.SetTargetLandmarks(target)
+    spline.SetBasisToR()
+    warp = scene.AddNewNodeByClass("vtkMRMLTransformNode", "warp")
+    warp.SetAndObserveTransformToParent(spline)
+    seg.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(ValueError, match="non-linear transform .*harden"):
+        mrml_io.segment_mask(seg, ids["s"], grid)
