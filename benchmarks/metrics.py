@@ -84,7 +84,9 @@ def sitk_hd95(a, b, spacing):
     for src, dst in ((ia, ib), (ib, ia)):
         contour = sitk.GetArrayViewFromImage(sitk.LabelContour(src, fullyConnected=False)) > 0
         dist = sitk.SignedMaurerDistanceMap(
-            sitk.LabelContour(dst, fullyConnected=False), insideIsPositive=False, squaredDistance=False,
+            sitk.LabelContour(dst, fullyConnected=False),
+            insideIsPositive=False,
+            squaredDistance=False,
             useImageSpacing=True,
         )
         out.append(np.percentile(np.abs(sitk.GetArrayViewFromImage(dist)[contour]), 95))
@@ -97,7 +99,9 @@ def scipy_dmap(cas, init, pred, att, spacing):
 
     def dist_to(mask):
         # taxicab chamfer distance in voxels, scaled by the mean spacing (exact only for isotropic grids)
-        return ndimage.distance_transform_cdt(~mask, metric="taxicab").astype(np.float32) * float(np.mean(spacing))
+        return ndimage.distance_transform_cdt(~mask, metric="taxicab").astype(np.float32) * float(
+            np.mean(spacing)
+        )
 
     c_init, c_hat = boundary(init), boundary(pred)
     d_hat, d_init = dist_to(c_hat), dist_to(c_init)

@@ -87,8 +87,25 @@ def _boundary_torch(mask: torch.Tensor) -> torch.Tensor:
     return mask & ~interior
 
 
+def voxel_indices(mask: ArrayLike) -> ArrayLike:
+    """``(N, ndim)`` indices of a mask's voxels in C order (``np.argwhere`` / ``torch.nonzero``).
+
+    numpy: through ``flatnonzero`` and ``unravel_index``, about ten times faster than ``argwhere``."""
+    if isinstance(mask, torch.Tensor):
+        return torch.nonzero(mask)
+    mask = np.asarray(mask)
+    flat = np.flatnonzero(mask)
+    if mask.ndim == 0:
+        return np.zeros((flat.size, 0), dtype=np.intp)
+    return (
+        np.column_stack(np.unravel_index(flat, mask.shape))
+        if flat.size
+        else np.zeros((0, mask.ndim), np.intp)
+    )
+
+
 def _coords(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    return np.argwhere(mask).astype(np.float64) * spacing
+    return voxel_indices(mask).astype(np.float64) * spacing
 
 
 class NearestIndex:
@@ -114,21 +131,28 @@ class NearestIndex:
 
     @classmethod
     def from_mask(
-        cls, targets: ArrayLike, spacing: float | Sequence[float] | None, metric: str
+        cls,
+        targets: ArrayLike,
+        spacing: float | Sequence[float] | None,
+        metric: str,
+        indices: ArrayLike | None = None,
     ) -> NearestIndex:
         """Index of the voxels of a target mask. On CPU with isotropic spacing, Manhattan and chessboard
         distances come from scipy's chamfer transform (exact for these metrics on a grid), which is faster
-        than a k-d tree when the target has many voxels; otherwise a k-d tree (or torch pairwise blocks)."""
+        than a k-d tree when the target has many voxels; otherwise a k-d tree (or torch pairwise blocks).
+        ``indices`` (the mask's ``argwhere``), when the caller has them, saves computing them again."""
         p = check_metric(metric)
+        if indices is None:
+            indices = voxel_indices(targets)
         if isinstance(targets, torch.Tensor) or p == 2.0:
-            nonzero = torch.nonzero if isinstance(targets, torch.Tensor) else np.argwhere
-            return cls(nonzero(targets), spacing, metric)
+            return cls(indices, spacing, metric)
         sp = normalize_spacing(spacing, targets.ndim)
-        if not targets.any() or not np.allclose(sp, sp[0], rtol=1e-9, atol=0):
-            return cls(np.argwhere(targets), spacing, metric)
+        if len(indices) == 0 or not np.allclose(sp, sp[0], rtol=1e-9, atol=0):
+            return cls(indices, spacing, metric)
         index = cls(np.zeros((0, targets.ndim), dtype=np.int64), spacing, metric)
         kind = "taxicab" if p == 1.0 else "chessboard"
-        index.field = ndimage.distance_transform_cdt(~targets, metric=kind).astype(np.float64) * sp[0]
+        index.field = ndimage.distance_transform_cdt(~targets, metric=kind)  # int32 steps
+        index.step = float(sp[0])
         index.n = int(np.count_nonzero(targets))
         return index
 
@@ -144,7 +168,7 @@ class NearestIndex:
         if self.n == 0:
             return np.full(n_src, np.inf)
         if self.field is not None:
-            return self.field[tuple(np.asarray(sources).T)]
+            return self.field[tuple(np.asarray(sources).T)] * self.step
         coords = np.asarray(sources, dtype=np.float64) * self.spacing
         return self.tree.query(coords, k=1, p=self.p, workers=-1)[0]
 

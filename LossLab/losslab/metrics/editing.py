@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._distance import NearestIndex, boundary, bounding_box, nearest_distances
+from ._distance import NearestIndex, boundary, bounding_box, nearest_distances, voxel_indices
 
 ArrayLike = np.ndarray | torch.Tensor
 NEAR_THRESHOLD = 0.5
@@ -145,37 +145,40 @@ def editing_metric(
             warnings.warn(
                 f"editing metric: the {name} mask is empty: distances to it are inf", UserWarning, 2
             )
-    nonzero = torch.nonzero if use_torch else np.argwhere
-    p_cas, p_init, p_hat = nonzero(cas_c), nonzero(c_init), nonzero(c_hat)
-    to_hat = NearestIndex.from_mask(c_hat, spacing, "manhattan")
-    to_init = NearestIndex.from_mask(c_init, spacing, "manhattan")
+    p_cas, p_init, p_hat = voxel_indices(cas_c), voxel_indices(c_init), voxel_indices(c_hat)
+    to_hat = NearestIndex.from_mask(c_hat, spacing, "manhattan", indices=p_hat)
+    to_init = NearestIndex.from_mask(c_init, spacing, "manhattan", indices=p_init)
     d_cas_hat = _to_numpy(to_hat.query(p_cas))
     d_cas_init = _to_numpy(to_init.query(p_cas))
     d_init_hat = _to_numpy(to_hat.query(p_init))
     d_hat_init = _to_numpy(to_init.query(p_hat))
-    cas_np, c_init_np, c_hat_np = _to_numpy(cas_c), _to_numpy(c_init), _to_numpy(c_hat)
-
+    # Everything below touches only contour voxels, through their indices (C order, as the queries).
+    i_cas, i_init, i_hat = (tuple(_to_numpy(pts).T) for pts in (p_cas, p_init, p_hat))
     att_box = att[box]
-    far_w = 0.5 * (1.0 - att_box)
-    edit_box = d_edit[box]
-    edit_box[cas_np] = _weighted(att_box[cas_np], d_cas_hat)
+    edit_box = d_edit[box]  # views: writing into them fills the full maps
     pres_box = d_preserve[box]
-    pres_box[c_init_np] = _weighted(far_w[c_init_np], d_init_hat)
-    on_hat = _weighted(far_w[c_hat_np], d_hat_init)
-    pres_box[c_hat_np] = np.where(np.isnan(pres_box[c_hat_np]), on_hat, pres_box[c_hat_np] + on_hat)
-    # D: sum of the parts defined at each voxel; NaN only where neither is (everything outside the box).
+    edit_box[i_cas] = _weighted(att_box[i_cas], d_cas_hat)
+    pres_box[i_init] = _weighted(0.5 * (1.0 - att_box[i_init]), d_init_hat)
+    on_hat = _weighted(0.5 * (1.0 - att_box[i_hat]), d_hat_init)
+    pres_box[i_hat] = np.where(np.isnan(pres_box[i_hat]), on_hat, pres_box[i_hat] + on_hat)
+    # D: the sum of the parts defined at each voxel; NaN where neither is.
     d_map = np.full(shape, np.nan, dtype=np.float32)
-    d_map[box] = np.where(
-        np.isnan(edit_box), pres_box, np.where(np.isnan(pres_box), edit_box, edit_box + pres_box)
-    )
+    map_box = d_map[box]
+    for index in (i_cas, i_init, i_hat):
+        e, q = edit_box[index], pres_box[index]
+        map_box[index] = np.where(np.isnan(e), q, np.where(np.isnan(q), e, e + q))
 
     near = att >= NEAR_THRESHOLD
-    map_box, near_box = d_map[box], near[box]
-    defined = ~np.isnan(map_box)
+    on_contour = np.zeros(map_box.shape, dtype=bool)
+    for index in (i_cas, i_init, i_hat):
+        on_contour[index] = True
+    flat = np.flatnonzero(on_contour)
+    values = map_box.ravel()[flat]
+    is_near = att_box.ravel()[flat] >= NEAR_THRESHOLD
     stats = {
-        "overall": _stats(map_box[defined]),
-        "near": _stats(map_box[defined & near_box]),
-        "far": _stats(map_box[defined & ~near_box]),
+        "overall": _stats(values),
+        "near": _stats(values[is_near]),
+        "far": _stats(values[~is_near]),
         "no_editing": _stats(d_cas_init),
         "cas_to_prediction": _stats(d_cas_hat),
     }
