@@ -5,6 +5,7 @@ is in LossLabLib (MRML <-> numpy) and losslab.metrics (the maths); see docs/slic
 """
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import slicer
@@ -163,12 +164,12 @@ class SegmentationMetricsLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return SegmentationMetricsParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def ensureDependencies() -> None:
-        """torch through SlicerPyTorch (EXTENSION_DEPENDS PyTorch), scipy from PyPI; asked on first Apply."""
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+    def ensureDependencies(self) -> None:
+        """Install what is missing on first Apply: torch through SlicerPyTorch, Resources/requirements.txt by pip."""
+        import importlib.util
+        import re
+
+        if importlib.util.find_spec("torch") is None:
             try:
                 import PyTorchUtils
             except ImportError:
@@ -179,10 +180,13 @@ class SegmentationMetricsLogic(ScriptedLoadableModuleLogic):
                 askConfirmation=not slicer.app.testingEnabled(), torchVersionRequirement=">=2.2"
             ):
                 raise RuntimeError(_("LossLab needs PyTorch: install it from the PyTorch module.")) from None
-        try:
-            import scipy  # noqa: F401
-        except ImportError:
-            slicer.util.pip_install("scipy>=1.10")
+        requirements = Path(__file__).parent / "Resources" / "requirements.txt"
+        wanted = [
+            r.strip() for r in requirements.read_text().splitlines() if r.strip() and not r.startswith("#")
+        ]
+        missing = [r for r in wanted if importlib.util.find_spec(re.split(r"[<>=!~ ;\[]", r)[0]) is None]
+        if missing:
+            slicer.util.pip_install(missing)
 
     def run(self, parameterNode, progress=None):
         """Compute with LossLabLib; the output nodes are stored back into the parameter node for re-runs."""
