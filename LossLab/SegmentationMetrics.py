@@ -41,11 +41,12 @@ class SegmentationMetrics(ScriptedLoadableModule):
             "Compare a segment with a reference: Dice, IoU, Hausdorff distance, HD95 and ASSD in mm. "
             "Given the segmentation before an edit and the scribble (a markups curve), also the editing "
             "metric D of Shahin et al. 2023 (distance map on the contours, near / far statistics). "
-            'See <a href="https://github.com/losslab/LossLab/blob/main/docs/slicer.md">the documentation</a>.'
+            "See docs/slicer.md in the LossLab repository."
         )
         self.parent.acknowledgementText = _(
-            "LossLab implements the editing loss and metric of A. H. Shahin et al., 'Editing segmentations "
-            "of ICE data' (MICCAI 2023). Built on the 3D Slicer scripted module template."
+            "The editing metric D follows A. H. Shahin, Y. Zhuang and N. El-Zehiry, 'From Sparse to Precise: "
+            "A Practical Editing Approach for Intracardiac Echocardiography Segmentation' (MICCAI 2023). "
+            "Built on the 3D Slicer scripted module template."
         )
 
 
@@ -61,7 +62,8 @@ class SegmentationMetricsParameterNode:
     casSegmentation: vtkMRMLSegmentationNode
     casSegmentId: str = ""
     scribble: vtkMRMLMarkupsCurveNode
-    sigmaMm: Annotated[float, WithinRange(0.1, 200.0)] = 20.0
+    # Default: the paper's sigma, 20 voxels of 1.1024 mm (losslab.metrics.PAPER_SIGMA_MM).
+    sigmaMm: Annotated[float, WithinRange(0.1, 200.0)] = 22.048
     outputTable: vtkMRMLTableNode
     outputDistanceMap: vtkMRMLScalarVolumeNode
     outputRegions: vtkMRMLLabelMapVolumeNode

@@ -6,7 +6,7 @@ for its conventions (boundary voxels, percentiles, empty masks).
 """
 
 from ._distance import boundary, nearest_distances
-from .attention import DEFAULT_SIGMA, attention_map
+from .attention import DEFAULT_SIGMA, PAPER_SIGMA_MM, attention_map
 from .calibration import classwise_ece, reliability_bins
 from .editing import EditingResult, contour_distance, editing_metric
 from .overlap import (
@@ -32,6 +32,7 @@ from .surface import (
 
 __all__ = [
     "DEFAULT_SIGMA",
+    "PAPER_SIGMA_MM",
     "EditingResult",
     "MetricSummary",
     "SegmentationMetrics",

@@ -20,6 +20,9 @@ from ._distance import normalize_spacing
 
 #: sigma_edit = sigma_enc = 20 in the paper (Sec. 3.2, chosen by cross-validation; voxels of 1.1024 mm).
 DEFAULT_SIGMA = 20.0
+#: The paper's grid spacing (Sec. 3.1: 128^3 voxels of 1.1024 mm) and its sigma in mm: 20 x 1.1024 mm.
+PAPER_SPACING_MM = 1.1024
+PAPER_SIGMA_MM = DEFAULT_SIGMA * PAPER_SPACING_MM
 
 
 def attention_map(
