@@ -58,27 +58,18 @@ def boundary(mask: ArrayLike) -> ArrayLike:
         A boolean array / tensor of the same shape and type (same device for tensors).
     """
     if isinstance(mask, torch.Tensor):
-        return _boundary_torch(mask.bool())
-    mask = np.asarray(mask).astype(bool, copy=False)
-    if not mask.any():
-        return np.zeros_like(mask)
+        mask = mask.bool()
+        padded = torch.nn.functional.pad(mask[None, None].to(torch.uint8), (1, 1) * mask.ndim)[0, 0].bool()
+        interior = mask.clone()
+    else:
+        mask = np.asarray(mask).astype(bool, copy=False)
+        if not mask.any():
+            return np.zeros_like(mask)
+        padded = np.pad(mask, 1)
+        interior = mask.copy()
     # Erosion with the face-connected cross (border = background) by padded slices: a voxel stays inside
     # only if it and its 2 * ndim face neighbours are foreground. Several times faster than ndimage.
-    padded = np.pad(mask, 1)
-    interior = mask.copy()
     centre = [slice(1, -1)] * mask.ndim
-    for axis in range(mask.ndim):
-        for shift in (0, 2):
-            index = list(centre)
-            index[axis] = slice(shift, shift + mask.shape[axis])
-            interior &= padded[tuple(index)]
-    return mask & ~interior
-
-
-def _boundary_torch(mask: torch.Tensor) -> torch.Tensor:
-    padded = torch.nn.functional.pad(mask[None, None].to(torch.uint8), (1, 1) * mask.ndim)[0, 0].bool()
-    interior = mask.clone()
-    centre = tuple(slice(1, -1) for _ in range(mask.ndim))
     for axis in range(mask.ndim):
         for shift in (0, 2):
             index = list(centre)
