@@ -214,7 +214,13 @@ class LeafDiceLoss(_LabelSetDice):
     probabilities ``p`` count over *all* voxels (set-labelled ones included), so leaves outside a voxel's
     set are pushed to 0 there. The mean runs over all ``C`` leaf classes; ``epsilon`` sits in the
     denominator only (a leaf absent from the annotation and the prediction counts as loss 1), as in the
-    authors' code. Satisfies the label-set axiom (eq. 2).
+    authors' code.
+
+    It satisfies the label-set axiom (eq. 2) in the setting of the paper's Sec. 2.2, which is the fetal
+    use: per image, the set-labelled voxels stand for the leaves that were *not annotated in that image*
+    (so those leaves never appear as leaf labels in it). If an image mixes a set with leaf labels of its
+    own members, eq. (4) is still computed but is no longer invariant; use :class:`MarginalDiceLoss` or
+    :class:`MarginalCrossEntropyLoss` there (they satisfy the axiom for any label-set map).
 
     Args:
         label_sets: ``{set_label: [leaf labels]}``, each set label larger than its leaves (and ``>= C``).

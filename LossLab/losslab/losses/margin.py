@@ -121,8 +121,7 @@ def compute_margins(
 
     Raises:
         ValueError: a class with no pixels (its offsets would be infinite: drop the class or check the
-            dataset), a class holding every pixel, negative counts, or ``nu`` so small that a denominator of
-            ``mu_k`` is not positive.
+            dataset), negative counts, or ``nu`` so small that a denominator of ``mu_k`` is not positive.
     """
     tau = check_number("tau", tau, positive=True)
     nu = check_number("nu", nu, positive=True)
@@ -140,9 +139,6 @@ def compute_margins(
         )
     n = n_k.sum()
     rest = n - n_k
-    full = torch.nonzero(rest == 0).flatten().tolist()
-    if full:
-        raise ValueError(f"class(es) {full} hold every pixel: margins need at least two classes present")
     p_k = n_k / n
     rho_0k = tau * rest.sqrt() / n_k
     denom = nu * rest - p_k * rest.sqrt()
