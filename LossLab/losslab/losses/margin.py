@@ -150,6 +150,30 @@ def compute_margins(
     return Margins(rho_k0=mu_k * rho_0k, rho_0k=rho_0k)
 
 
+class _NegativeTerms(torch.autograd.Function):
+    """``sum_k softplus(scale (s_k - top + r_k))`` over the class axis, with a hand-written backward
+    (``d/ds_k = scale sigmoid(z_k)``, ``d/dtop = -sum_k scale sigmoid(z_k)``): the (B, C, ...) part of the
+    margin loss in a few passes instead of autograd's dozen. Checked by gradcheck in the tests."""
+
+    @staticmethod
+    def forward(ctx: Any, s: torch.Tensor, top: torch.Tensor, r: torch.Tensor, scale: float) -> torch.Tensor:
+        z = s - top
+        z += r
+        if scale != 1.0:
+            z *= scale
+        ctx.save_for_backward(z)
+        ctx.scale = scale
+        return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device)).sum(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (z,) = ctx.saved_tensors
+        gs = torch.sigmoid(z)
+        gs *= grad.unsqueeze(1) * ctx.scale
+        gtop = -gs.sum(1, keepdim=True) if ctx.needs_input_grad[1] else None
+        return gs, gtop, None, None
+
+
 def _first_index_of_max(x: torch.Tensor, max_value: torch.Tensor) -> torch.Tensor:
     """Index ``(B, 1, *spatial)`` of the first class reaching ``max_value`` (no grad; faster than argmax on
     the CPU for a non-innermost axis)."""
@@ -218,7 +242,7 @@ def margin_calibration_loss(
         return torch.logaddexp(scale * z, zero)
 
     shape = (1, c) + (1,) * (scores.ndim - 2)
-    negatives = phi(scores - top + r_neg.view(shape)).sum(1)  # (B, *spatial)
+    negatives = _NegativeTerms.apply(scores, top, r_neg.view(shape), scale)  # (B, *spatial), times scale
     a, top, second, s_y, y = a[:, 0], top[:, 0], second[:, 0], s_y[:, 0], safe
     lam_y = torch.where(y == a, top - second, s_y - top)
     pos_weight = 1.0 if variant == "paper" else float(c)
