@@ -37,7 +37,7 @@ from ._utils import (
     probabilities,
     reduce,
 )
-from .dice import soft_dice_per_class
+from .dice import class_stats, soft_dice_per_class
 
 LabelSets = dict[int, tuple[int, ...]]
 
@@ -255,9 +255,10 @@ class LeafDiceLoss(_LabelSetDice):
     @float32_compute
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         enc = _encode(target, input, self.label_sets)
-        return _dice(
-            probabilities(input), enc.leaf_one_hot(input.dtype), self.alpha, self.epsilon, self.reduction
-        )
+        labels = enc.labels.clamp_max(enc.num_classes - 1)
+        inter, psum, ysum = class_stats(probabilities(input), labels, None, self.alpha, mask=enc.is_leaf)
+        dice = 2.0 * inter / (psum + ysum + self.epsilon)
+        return reduce((1.0 - dice).mean(dim=1), self.reduction)
 
 
 class MarginalDiceLoss(_LabelSetDice):
