@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from losslab.engine import DEFAULTS, ConfigError, apply_overrides, load_config, validate_config
 from losslab.engine.config import parse_value
 
@@ -13,7 +12,9 @@ from losslab.engine.config import parse_value
 def test_defaults_fill_in_and_overrides_apply(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"data": {"manifest": "data/dataset.json"}, "epochs": 5}))
-    cfg = load_config(path, ["epochs=3", "loss.name=dice", "optimizer.lr=1e-3", "augmentation.flip.axes=[0,1]"])
+    cfg = load_config(
+        path, ["epochs=3", "loss.name=dice", "optimizer.lr=1e-3", "augmentation.flip.axes=[0,1]"]
+    )
     assert cfg["epochs"] == 3 and cfg["loss"]["name"] == "dice" and cfg["optimizer"]["lr"] == 1e-3
     assert cfg["augmentation"]["flip"]["axes"] == [0, 1]
     assert cfg["data"]["manifest"] == str(tmp_path / "data" / "dataset.json")  # relative to the config
@@ -30,7 +31,9 @@ def test_yaml_config(tmp_path):
 
 def test_parse_value():
     assert parse_value("3") == 3 and parse_value("1e-3") == 1e-3 and parse_value("true") is True
-    assert parse_value("[16, 16]") == [16, 16] and parse_value("dice") == "dice" and parse_value("null") is None
+    assert (
+        parse_value("[16, 16]") == [16, 16] and parse_value("dice") == "dice" and parse_value("null") is None
+    )
 
 
 BASE = {"data": {"manifest": "/data/dataset.json"}}

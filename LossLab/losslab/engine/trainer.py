@@ -274,22 +274,24 @@ def model_info(config: Mapping[str, Any], manifest: Manifest, spec: Mapping[str,
 
 
 def _resolve_network(config: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+    """The network's keywords; ``in_channels`` / ``out_channels`` come from the dataset unless the config or
+    its preset sets them, in which case they must agree with it."""
     spec = network_spec(config["network"])
     n_in = len(manifest.channel_names)
-    given = config["network"]
-    if "in_channels" not in given:
-        spec["in_channels"] = n_in
-    if "out_channels" not in given:
-        spec["out_channels"] = manifest.num_classes
-    if spec.get("in_channels", 1) != n_in:
+    spec.setdefault("in_channels", n_in)
+    spec.setdefault("out_channels", manifest.num_classes)
+    where = f"network preset {config['network']['preset']!r}" if "preset" in config["network"] else "network"
+    if spec["in_channels"] != n_in:
         raise ConfigError(
-            f"config key 'network.in_channels' is {spec['in_channels']}, but the dataset has {n_in} input "
-            f"channel(s) {manifest.channel_names}"
+            f"config key 'network.in_channels': the {where} takes {spec['in_channels']} input "
+            f"channel(s), but the dataset has {n_in}: {manifest.channel_names}"
         )
-    if spec.get("out_channels", 2) not in (manifest.num_classes, 1 if manifest.num_classes == 2 else -1):
+    allowed = (manifest.num_classes, 1) if manifest.num_classes == 2 else (manifest.num_classes,)
+    if spec["out_channels"] not in allowed:
         raise ConfigError(
-            f"config key 'network.out_channels' is {spec['out_channels']}, but the dataset has "
-            f"{manifest.num_classes} labels {manifest.labels}"
+            f"config key 'network.out_channels': the {where} gives {spec['out_channels']} output "
+            f"channel(s), but the dataset has {manifest.num_classes} labels {manifest.labels}; set "
+            f"network.out_channels={manifest.num_classes}"
         )
     return spec
 
