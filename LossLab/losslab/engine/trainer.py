@@ -69,6 +69,8 @@ class TrainResult:
     stopped: bool = False
     early_stopped: bool = False
     epochs_done: int = 0
+    #: the trained network (last epoch's weights, in this process; under DDP the unwrapped module)
+    model: nn.Module | None = field(default=None, repr=False)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -424,7 +426,7 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
             "output_dir": str(out_dir),
         }
     )
-    result = TrainResult(out_dir, None, history, best["epoch"], epochs_done=start_epoch)
+    result = TrainResult(out_dir, None, history, best["epoch"], epochs_done=start_epoch, model=model)
     try:
         for epoch in range(start_epoch, cfg["epochs"]):
             if cfg["early_stopping"]["patience"] and best["since"] >= cfg["early_stopping"]["patience"]:
