@@ -40,6 +40,9 @@ def test_every_registered_loss_builds_from_defaults_or_says_what_it_needs():
         if required:
             with pytest.raises(ValueError, match=required[0]):
                 get_loss(name)
+        elif name == "margin_calibration":  # needs class_counts or margins: either one, so no default
+            with pytest.raises(ValueError, match="class_counts"):
+                get_loss(name)
         else:
             get_loss(name)
 

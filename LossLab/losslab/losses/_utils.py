@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import torch
@@ -210,19 +211,47 @@ def target_one_hot(
     return one_hot(labels, n, input.dtype)
 
 
+# The gradient lab (losslab.analysis) needs dL/ds with the probabilities s as free variables (the
+# dice-gradient paper's eq. (5)-(6)), which the gradient w.r.t. the logits cannot give back. While a probe
+# is active, the probability / log-probability tensors that the losses compute are recorded with their
+# gradients retained. Outside the lab this costs one ContextVar lookup per call.
+_PROBE: ContextVar[list[tuple[str, torch.Tensor]] | None] = ContextVar(
+    "losslab_probability_probe", default=None
+)
+
+
+@contextmanager
+def probe_probabilities() -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Record each ``("p", probs)`` / ``("logp", log_probs)`` tensor the losses compute (grads retained)."""
+    records: list[tuple[str, torch.Tensor]] = []
+    token = _PROBE.set(records)
+    try:
+        yield records
+    finally:
+        _PROBE.reset(token)
+
+
+def _record(kind: str, x: torch.Tensor) -> torch.Tensor:
+    records = _PROBE.get()
+    if records is not None and x.requires_grad:
+        x.retain_grad()
+        records.append((kind, x))
+    return x
+
+
 def probabilities(input: torch.Tensor) -> torch.Tensor:
     """Class probabilities ``(B, n, *spatial)``: softmax, or ``[1 - sigmoid, sigmoid]`` if C = 1."""
     if input.shape[1] == 1:
         p = torch.sigmoid(input)
-        return torch.cat([1.0 - p, p], dim=1)
-    return torch.softmax(input, dim=1)
+        return _record("p", torch.cat([1.0 - p, p], dim=1))
+    return _record("p", torch.softmax(input, dim=1))
 
 
 def log_probabilities(input: torch.Tensor) -> torch.Tensor:
     """Log of :func:`probabilities`, computed stably."""
     if input.shape[1] == 1:
-        return torch.cat([F.logsigmoid(-input), F.logsigmoid(input)], dim=1)
-    return torch.log_softmax(input, dim=1)
+        return _record("logp", torch.cat([F.logsigmoid(-input), F.logsigmoid(input)], dim=1))
+    return _record("logp", torch.log_softmax(input, dim=1))
 
 
 # ------------------------------------------------------------------------------------------- reductions

@@ -21,6 +21,7 @@ from ._utils import (
     check_reduction,
     float32_compute,
     label_map,
+    log_probabilities,
     num_classes,
 )
 
@@ -47,11 +48,8 @@ def _voxel_terms(
         )
     valid = None if ignore_index is None else labels != ignore_index
     safe = labels if valid is None else torch.where(valid, labels, torch.zeros_like(labels))
-    if input.shape[1] == 1:
-        fg = input[:, 0]
-        nll = F.binary_cross_entropy_with_logits(fg, safe.to(input.dtype), reduction="none")
-    else:
-        nll = F.cross_entropy(input, safe, reduction="none")
+    # log-softmax + NLL is what F.cross_entropy does; spelled out so the gradient lab can probe log p.
+    nll = F.nll_loss(log_probabilities(input), safe, reduction="none")
     if gamma != 0.0:
         logp_y = -nll
         nll = (1.0 - logp_y.exp()).clamp_min(0.0).pow(gamma) * nll
