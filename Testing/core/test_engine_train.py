@@ -121,6 +121,39 @@ def test_partial_annotations_are_excluded_from_dice(tmp_path):
     assert data["label_sets"] == {"3": [1, 2]}
 
 
+def test_label_set_loss_trains_on_partial_annotations(tmp_path):
+    manifest = make_blobs_dataset(tmp_path / "d", n_cases=6, shape=(12, 12, 12), partial=True, n_val=2)
+    cfg = tiny(manifest, tmp_path / "run", epochs=2, loss={"name": "leaf_dice"})  # label_sets from manifest
+    result = train(cfg)
+    assert result.model_path.is_file() and all(h["train_loss"] == h["train_loss"] for h in result.history)
+    ckpt = load_checkpoint(result.model_path)
+    assert ckpt["model_info"]["label_sets"] == {3: [1, 2]}
+
+
+def test_editing_loss_gets_its_extra_inputs_from_channels(tmp_path):
+    manifest = make_blobs_dataset(
+        tmp_path / "d",
+        n_cases=4,
+        shape=(12, 12, 12),
+        n_classes=2,
+        n_val=1,
+        extra_channels=["initial", "heatmap"],
+    )
+    cfg = tiny(
+        manifest,
+        tmp_path / "run",
+        epochs=2,
+        network={"preset": "ice_editing", "features": [4, 8], "out_channels": 1},
+        loss={"name": "editing", "inputs": {"initial": "initial", "attention": "heatmap"}},
+    )
+    result = train(cfg)
+    assert result.history[-1]["val_dice"].keys() == {"class1"}
+    prediction = load_predictor(result.model_path, device="cpu").predict(torch.rand(3, 12, 12, 12).numpy())
+    assert prediction.probabilities.shape == (2, 12, 12, 12)
+    with pytest.raises(DatasetError, match="unknown input channel 'scribble'"):
+        train({**cfg, "loss": {"name": "editing", "inputs": {"initial": "initial", "attention": "scribble"}}})
+
+
 def test_missing_data_and_bad_manifest_are_named(blobs, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.json"):
         train(tiny(tmp_path / "nothing.json", tmp_path / "x"))

@@ -390,7 +390,11 @@ def augment(
         theta = torch.zeros(1, dims, dims + 1)
         theta[0, :, :dims] = torch.eye(dims) / factor  # factor > 1 zooms in
         grid = F.affine_grid(theta, [1, 1, *image.shape[1:]], align_corners=False)
+        flat = image.flatten(1)
+        lo, hi = flat.min(1).values, flat.max(1).values
         image = F.grid_sample(image[None], grid, mode="bilinear", align_corners=False)[0]
+        shape = (-1, *[1] * dims)  # stay within each channel's range (and 0, the padding): no overshoot
+        image = torch.minimum(torch.maximum(image, lo.view(shape).clamp_max(0)), hi.view(shape).clamp_min(0))
         label = F.grid_sample(label[None, None].float(), grid, mode="nearest", align_corners=False)[0, 0]
         label = label.long()
     if intensity_channels > 0:

@@ -26,9 +26,11 @@ def make_blobs_dataset(
     """Write ``n_cases`` volumes of ``n_classes - 1`` nested balls (class c inside c-1) and a manifest.
 
     Intensities are the class index plus Gaussian noise, so a small network learns them in a few epochs.
-    ``extra_channels`` adds channels (a blurred copy of the label map each, standing for an initial
-    segmentation or heatmap). With ``partial``, half of the training cases merge classes ``1..K-1`` into one
-    set label ``K`` (a label-set partial annotation). Returns the manifest path.
+    ``extra_channels`` adds input channels with values in [0, 1]: one named ``initial`` is the foreground
+    shifted by 2 voxels (an imperfect initial segmentation), any other is a Gaussian heatmap around a
+    foreground voxel (a scribble encoding), as the ICE editing model takes. With ``partial``, half of the
+    training cases merge classes ``1..K-1`` into one set label ``K`` (a label-set partial annotation).
+    Returns the manifest path.
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -53,9 +55,14 @@ def make_blobs_dataset(
         if extra_channels:
             entry["extra"] = {}
             for name in extra_channels:
-                extra = np.clip(label.astype(np.float32) + 0.5 * rng.standard_normal(shape), 0, None)
+                if name == "initial":  # an imperfect segmentation: the foreground shifted by 2 voxels
+                    extra = np.roll(label > 0, 2, axis=0).astype(np.float32)
+                else:  # a scribble heatmap: Gaussian (sigma 3 voxels) around a random foreground voxel
+                    points = np.argwhere(label > 0)
+                    point = points[rng.integers(len(points))].reshape(-1, *[1] * len(shape))
+                    extra = np.exp(-((grid - point) ** 2).sum(0) / (2 * 3.0**2)).astype(np.float32)
                 entry["extra"][name] = f"{name}/{cid}.nii.gz"
-                _io.write_image(folder / entry["extra"][name], extra.astype(np.float32))
+                _io.write_image(folder / entry["extra"][name], extra)
         cases.append(entry)
     ids = [c["id"] for c in cases]
     manifest = {
