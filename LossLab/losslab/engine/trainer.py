@@ -444,7 +444,9 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
             for step in range(steps):
                 lo = step * global_batch + rank * batch
                 positions = [p for p in range(lo, lo + batch) if p < len(order)]
-                images, labels = training_batch(train_set, positions, order, patch, aug, cfg["seed"], epoch)
+                images, labels = training_batch(
+                    train_set, positions, order, patch, aug, cfg["seed"], epoch, device=device
+                )
                 images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 labels = labels.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
@@ -565,10 +567,7 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
 def _update_best(best: dict[str, Any], record: dict[str, Any], monitor: str, min_delta: float) -> bool:
     key = "val_dice_mean" if monitor == "val_dice" else "val_loss"
     value = record.get(key)
-    if value is None:
-        if "val_loss" not in record and best["epoch"] is None:
-            return False
-        best["since"] += 1
+    if value is None:  # no validation this epoch: patience counts validated epochs only
         return False
     better = best["value"] is None or (
         value > best["value"] + min_delta if monitor == "val_dice" else value < best["value"] - min_delta
