@@ -413,6 +413,8 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
         history = list(state["history"])
         best = dict(state["best"])
         start_epoch = int(state["epoch"])
+        if main:  # the checkpoint's history is the truth: drop lines of an epoch the kill interrupted
+            _atomic_text(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     elif main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if (out_dir / "metrics.jsonl").exists():
