@@ -262,3 +262,13 @@ def test_worker_stops_cleanly_on_sigterm_and_resumes(blobs, tmp_path):
     assert load_checkpoint(tmp_path / "w" / "checkpoints" / "last.pt")["epoch"] == end["epochs_done"]
     resumed = train(tiny(blobs, tmp_path / "w", epochs=end["epochs_done"] + 1), resume=True)
     assert resumed.epochs_done == end["epochs_done"] + 1 and resumed.model_path.is_file()
+
+
+def test_2d_training_and_inference(tmp_path):
+    manifest = make_blobs_dataset(tmp_path / "d", n_cases=5, shape=(24, 20), n_val=1)
+    cfg = tiny(manifest, tmp_path / "run", epochs=2, network={"preset": "unet2d", "features": [4, 8]})
+    cfg["network"] = {"preset": "unet2d", "features": [4, 8], "out_channels": 3}
+    cfg["augmentation"]["flip"] = {"prob": 0.5, "axes": [0, 1]}
+    result = train(cfg)
+    predictor = load_predictor(result.model_path, device="cpu")
+    assert predictor.predict(torch.zeros(30, 17).numpy()).labels.shape == (30, 17)
