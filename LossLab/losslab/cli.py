@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("losslab.metrics.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("losslab.metrics.cli", "losslab.engine.cli")
 
 
 class CommandError(Exception):

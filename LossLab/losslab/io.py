@@ -102,8 +102,11 @@ def _geometry_of(img: sitk.Image) -> Geometry:
     )
 
 
-def read_image(path: str | os.PathLike) -> Image:
+def read_image(path: str | os.PathLike, allow_vector: bool = False) -> Image:
     """Read a NIfTI / NRRD image or a .seg.nrrd segmentation (as a label map), keeping its geometry.
+
+    A vector (multi-component) image is refused unless ``allow_vector``; then its array is
+    ``(k, j, i, components)``.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -119,7 +122,7 @@ def read_image(path: str | os.PathLike) -> Image:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ValueError(f"{path}: cannot read the image ({str(exc).strip().splitlines()[-1]})") from None
-    if img.GetNumberOfComponentsPerPixel() != 1:
+    if img.GetNumberOfComponentsPerPixel() != 1 and not allow_vector:
         raise ValueError(
             f"{path}: expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components"
         )
@@ -159,6 +162,34 @@ def _read_seg_nrrd(path: Path) -> Image:
     return Image(array=np.ascontiguousarray(labelmap.transpose()), geometry=geometry, labels=names, path=path)
 
 
+def read_label_map(path: str | os.PathLike, label_names: Sequence[str] | None = None) -> Image:
+    """Read a label map as ``int64``, refusing fractional values.
+
+    For a .seg.nrrd, a segment whose name matches one of ``label_names`` (case-insensitive) gets that
+    name's index (so a manifest's label order decides the values); the other segments keep their 1-based
+    index in the file.
+    """
+    image = read_image(path)
+    array = image.array
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{path}: a label map must be a 2D or 3D scalar image, got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.equal(np.mod(array, 1), 0)):
+        raise ValueError(f"{path}: the label map holds non-integer values; expected integer labels")
+    array = array.astype(np.int64)
+    if image.labels and label_names:
+        names = [str(n).lower() for n in label_names]
+        remapped = array.copy()
+        for index, name in image.labels.items():
+            if name.lower() in names:
+                remapped[array == index] = names.index(name.lower())
+        image.labels = {
+            (names.index(n.lower()) if n.lower() in names else i): n for i, n in image.labels.items()
+        }
+        array = remapped
+    image.array = array
+    return image
+
+
 def _atomic_target(path: Path) -> tuple[Path, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(path)
@@ -173,6 +204,7 @@ def write_image(
     geometry: Geometry | None = None,
     labels: dict[int, str] | None = None,
     compress: bool = True,
+    vector: bool = False,
 ) -> Path:
     """Write an array with its geometry, atomically. ``.seg.nrrd`` writes a Slicer segmentation with one
     segment per non-zero label (named from ``labels``); other suffixes write a plain image.
@@ -183,6 +215,8 @@ def write_image(
         geometry: spacing / origin / direction; identity when ``None``.
         labels: ``{label value: segment name}`` for .seg.nrrd.
         compress: gzip / NIfTI compression.
+        vector: ``array`` is ``(components, k, j, i)`` and is written as one vector image (e.g. class
+            probabilities); not for .seg.nrrd.
 
     Returns:
         The written path.
@@ -191,15 +225,18 @@ def write_image(
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    geometry = geometry or Geometry.identity(array.ndim)
-    if geometry.ndim != array.ndim:
+    spatial_ndim = array.ndim - 1 if vector else array.ndim
+    geometry = geometry or Geometry.identity(spatial_ndim)
+    if geometry.ndim != spatial_ndim:
         raise ValueError(f"geometry is {geometry.ndim}D but the array has shape {array.shape}")
+    if vector and _suffix(path) == SEG_SUFFIX:
+        raise ValueError(f"{path}: a vector image cannot be written as a .seg.nrrd segmentation")
     tmp, suffix = _atomic_target(path)
     try:
         if suffix == SEG_SUFFIX:
             _write_seg_nrrd(tmp, array, geometry, labels or {})
         else:
-            img = sitk.GetImageFromArray(array)
+            img = sitk.GetImageFromArray(np.moveaxis(array, 0, -1) if vector else array, isVector=vector)
             img.SetSpacing(geometry.spacing)
             img.SetOrigin(geometry.origin)
             img.SetDirection(geometry.direction)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from losslab.engine import DEFAULTS, ConfigError, apply_overrides, load_config, validate_config
 from losslab.engine.config import parse_value
 
@@ -87,6 +88,7 @@ def test_invalid_json(tmp_path):
 
 def test_device_choice_and_mixed_precision():
     import torch
+
     from losslab.engine import select_device
     from losslab.engine.device import amp_dtype
 

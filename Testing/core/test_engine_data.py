@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
 from losslab.engine import DatasetError, VolumeDataset, load_manifest, split_cases
-from losslab.engine._io import read_label
 from losslab.engine.config import DEFAULTS
 from losslab.engine.data import augment, epoch_order, fit_to_size, sample_generator
 from losslab.engine.synthetic import make_blobs_dataset
+from losslab.io import read_label_map
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +100,9 @@ def test_seg_nrrd_segments_are_mapped_by_name(tmp_path):
         image.SetMetaData(f"Segment{i}_LabelValue", str(value))
         image.SetMetaData(f"Segment{i}_Layer", "0")
     sitk.WriteImage(image, str(tmp_path / "s.seg.nrrd"))
-    label, _ = read_label(tmp_path / "s.seg.nrrd", ["background", "liver", "tumour"])
+    label = read_label_map(tmp_path / "s.seg.nrrd", ["background", "liver", "tumour"]).array
     assert label[1, 1, 1] == 2 and label[2, 2, 2] == 1  # by name, not by stored value
-    label, _ = read_label(tmp_path / "s.seg.nrrd")
+    label = read_label_map(tmp_path / "s.seg.nrrd").array
     assert label[1, 1, 1] == 1 and label[2, 2, 2] == 2
 
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from losslab.engine import _io, load_predictor, predict_logits, train
+
+from losslab import io as _io
+from losslab.engine import load_predictor, predict_logits, train
 from losslab.engine.cli import main as cli_main
 from losslab.engine.cli import register_commands
 from losslab.engine.synthetic import make_blobs_dataset
@@ -165,7 +167,7 @@ def test_sliding_window_covers_large_volumes():
 
 
 def test_geometry_writing_is_atomic_and_named_errors(tmp_path):
-    with pytest.raises(ValueError, match="unsupported image file"):
+    with pytest.raises(ValueError, match="unsupported file type"):
         _io.write_image(tmp_path / "x.png", np.zeros((2, 2, 2)))
     with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
         _io.read_image(tmp_path / "nope.nii.gz")

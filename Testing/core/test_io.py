@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from losslab.io import Geometry, check_same_grid, read_image, write_image
+from losslab.io import Geometry, check_same_grid, read_image, read_label_map, write_image
 
 GEOMETRY = Geometry(
     spacing=(0.5, 0.7, 1.5),
@@ -65,3 +65,25 @@ def test_check_same_grid_names_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"spacing: \(0.5, 0.7, 1.5\) vs \(0.5, 0.7, 2\)"):
         check_same_grid(a, b, ("reference", "compared"))
     check_same_grid(a, a)
+
+
+def test_vector_image_round_trip(tmp_path):
+    probs = np.random.default_rng(1).random((3, 4, 5, 6)).astype(np.float32)  # (components, k, j, i)
+    path = write_image(tmp_path / "p.nrrd", probs, GEOMETRY, vector=True)
+    with pytest.raises(ValueError, match="components"):
+        read_image(path)
+    img = read_image(path, allow_vector=True)
+    np.testing.assert_array_equal(np.moveaxis(img.array, -1, 0), probs)
+    assert img.geometry.differences(GEOMETRY) == []
+    with pytest.raises(ValueError, match="vector image cannot"):
+        write_image(tmp_path / "p.seg.nrrd", probs.astype(np.uint8), GEOMETRY, vector=True)
+
+
+def test_read_label_map_names_and_fractions(tmp_path):
+    path = write_image(tmp_path / "s.seg.nrrd", labelmap(), GEOMETRY, labels={1: "veins", 2: "LA"})
+    img = read_label_map(path, ["background", "LA", "veins"])
+    assert img.array.dtype == np.int64
+    assert (img.array == 2).sum() == (labelmap() == 1).sum() and img.labels == {2: "veins", 1: "LA"}
+    write_image(tmp_path / "f.nrrd", np.full((2, 2, 2), 0.5, np.float32))
+    with pytest.raises(ValueError, match="non-integer"):
+        read_label_map(tmp_path / "f.nrrd")

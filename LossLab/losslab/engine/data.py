@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _io
+from .. import io as _io
 
 
 class DatasetError(ValueError):
@@ -289,7 +289,8 @@ class VolumeDataset:
         shape = None
         geometry = None
         for i, file in enumerate([*case.images, *case.extra]):
-            array, geom = _io.read_image(file)
+            image = _io.read_image(file, allow_vector=True)
+            array, geom = image.array, image.geometry
             if array.ndim not in (2, 3):
                 raise DatasetError(
                     f"case {cid!r}: {str(file)!r} must be a scalar 2D or 3D image, got shape {array.shape}"
@@ -310,7 +311,7 @@ class VolumeDataset:
             "geometry": geometry,
         }
         if case.label is not None:
-            label, _ = _io.read_label(case.label, self.manifest.labels)
+            label = _io.read_label_map(case.label, self.manifest.labels).array
             if label.shape != shape:
                 raise DatasetError(
                     f"case {cid!r}: label {str(case.label)!r} has shape {label.shape}, the image has {shape}"

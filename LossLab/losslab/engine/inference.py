@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import io as _io
 from ..nets import UNet, fuse_batch_norm
-from . import _io
 from .checkpoint import load_checkpoint
 from .data import normalize_intensity
 from .device import amp_dtype, autocast, select_device
@@ -259,7 +259,8 @@ class Predictor:
             images = [images]
         channels, geometry = [], None
         for file in images:
-            array, geom = _io.read_image(file)
+            image = _io.read_image(file, allow_vector=True)
+            array, geom = image.array, image.geometry
             if geometry is None:
                 geometry = geom
             elif array.shape != channels[0].shape:
@@ -282,7 +283,7 @@ class Predictor:
             output, result.labels.astype(np.uint8 if self.num_classes < 256 else np.int32), geometry
         )
         if probabilities is not None:
-            _io.write_image(probabilities, result.probabilities, geometry)
+            _io.write_image(probabilities, result.probabilities, geometry, vector=True)
         return out
 
 

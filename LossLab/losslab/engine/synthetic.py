@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _io
+from .. import io as _io
 
 
 def make_blobs_dataset(
