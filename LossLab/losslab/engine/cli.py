@@ -1,0 +1,87 @@
+"""``losslab train`` and ``losslab infer``: sub-commands registered by ``register_commands(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .trainer import run
+
+    results = run(args.config, args.overrides, resume=args.resume)
+    for result in results:
+        if result.stopped:
+            print(f"stopped after epoch {result.epochs_done}; continue with --resume", file=sys.stderr)
+            return 1
+        print(
+            json.dumps(
+                {
+                    "output_dir": str(result.output_dir),
+                    "model": str(result.model_path),
+                    "epochs": result.epochs_done,
+                    "best_epoch": result.best_epoch,
+                    "final": result.history[-1] if result.history else None,
+                }
+            )
+        )
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from .inference import load_predictor
+
+    predictor = load_predictor(args.model, device=args.device)
+    kwargs = {}
+    if args.window is not None:
+        kwargs["window"] = args.window
+    if args.overlap is not None:
+        kwargs["overlap"] = args.overlap
+    out = predictor.predict_files(args.image, args.output, probabilities=args.probabilities, **kwargs)
+    print(str(out))
+    return 0
+
+
+def register_commands(subparsers) -> None:
+    """Add ``train`` and ``infer`` to the ``losslab`` command line."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (or an ensemble) from a config file",
+        description="Train as CONFIG (JSON or YAML) says, with key=value overrides; see docs/engine.md.",
+    )
+    p.add_argument("config", help="config file")
+    p.add_argument("overrides", nargs="*", help="overrides such as epochs=3 loss.name=dice optimizer.lr=1e-3")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser(
+        "infer",
+        help="segment an image with a trained model or ensemble",
+        description="Predict a label map for IMAGE (one file per input channel) and write it to OUTPUT.",
+    )
+    p.add_argument("model", help="checkpoint file (model.pt) or ensemble folder")
+    p.add_argument("image", nargs="+", help="input image file(s), one per input channel, in training order")
+    p.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nrrd)")
+    p.add_argument("--probabilities", help="also write the class probabilities (a vector image) here")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--window", type=int, nargs="+", help="sliding-window size (default: the model's)")
+    p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1)")
+    p.set_defaults(func=_infer)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry, ``python -m losslab.engine.cli``, for when ``losslab.cli`` lacks this module."""
+    parser = argparse.ArgumentParser(prog="python -m losslab.engine.cli")
+    register_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"losslab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Run configuration: defaults, loading (JSON or YAML), ``key=value`` overrides and validation.
+
+A config is a nested dict; :data:`DEFAULTS` lists every key with its default. Files only need the keys they
+change. ``validate_config`` returns the complete config (defaults filled in) or raises ``ValueError`` naming
+the key, the value received and what was expected. See ``docs/engine.md`` for the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "data": {
+        "manifest": None,  # path to the dataset's JSON manifest (relative paths: to the config file)
+        "train_split": "train",  # split name(s) used for training
+        "val_split": "val",  # split name for validation / early stopping; missing -> random val_fraction
+        "val_fraction": 0.1,  # fraction of the training cases held out when the manifest has no val split
+        "split_seed": None,  # seed of that random split (None: the run's seed)
+        "normalize": "zscore",  # intensity normalisation of image channels: zscore | minmax | none
+        "patch_size": None,  # training crop size; None: pad every volume to the largest training volume
+        "cache": True,  # keep the loaded volumes in memory
+    },
+    "network": {"preset": "ice_segmentation"},
+    "loss": {"name": "cross_entropy", "options": {}, "inputs": {}},
+    "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9, "betas": [0.9, 0.999]},
+    "scheduler": {"name": "plateau", "factor": 0.5, "patience": 20, "min_lr": 0.0, "monitor": "val_loss"},
+    "early_stopping": {"patience": None, "monitor": "val_loss", "min_delta": 0.0},
+    "augmentation": {
+        "enabled": True,
+        "flip": {"prob": 0.5, "axes": [2]},  # axis 2 of (z, y, x) = left/right for RAS/LPS-aligned volumes
+        "scale": {"prob": 0.0, "range": [0.9, 1.1]},
+        "gamma": {"prob": 0.0, "range": [0.7, 1.5]},
+        "contrast": {"prob": 0.0, "range": [0.75, 1.25]},
+        "noise": {"prob": 0.0, "std": 0.1},
+    },
+    "epochs": 100,
+    "batch_size": 2,
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda | cuda:N | mps
+    "amp": "auto",  # mixed precision: auto (on CUDA) | true | false
+    "output_dir": "losslab-output/run",
+    "val_every": 1,
+    "inference": {"window": None, "overlap": 0.5},  # sliding window for validation / inference (None: whole)
+    "ensemble": {"members": 1, "member": None},  # N runs with seeds seed+k and their own random splits
+    "deterministic": True,
+}
+
+_FREE_FORM = {("loss", "options"), ("loss", "inputs"), ("network",)}
+AUG_TRANSFORMS = ("flip", "scale", "gamma", "contrast", "noise")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or invalid (a ``ValueError``: the CLI prints it as one line)."""
+
+
+def _merge(base: dict, update: Mapping, path: tuple[str, ...] = ()) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        here = (*path, key)
+        if path == () and key == "network":
+            out[key] = copy.deepcopy(dict(value)) if isinstance(value, Mapping) else value
+            continue
+        if key not in base:
+            raise ConfigError(f"unknown config key {'.'.join(here)!r}; expected one of {sorted(base)}")
+        if isinstance(base[key], dict) and here not in _FREE_FORM:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {'.'.join(here)!r} must be a mapping, got {value!r}")
+            out[key] = _merge(base[key], value, here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON or YAML config file (not validated). Relative ``data.manifest`` / ``output_dir`` paths
+    are resolved against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {str(path)!r}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"config {str(path)!r} is YAML but pyyaml is not installed; use JSON") from None
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {str(path)!r} must hold a mapping at the top, got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    base = path.resolve().parent
+    manifest = (data.get("data") or {}).get("manifest")
+    if isinstance(manifest, str) and not os.path.isabs(manifest):
+        data["data"]["manifest"] = str(base / manifest)
+    if isinstance(data.get("output_dir"), str) and not os.path.isabs(data["output_dir"]):
+        data["output_dir"] = str(base / data["output_dir"])
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value: JSON, else YAML (``3``, ``1e-3``, ``true``, ``[1,2]``), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        import yaml
+
+        value = yaml.safe_load(text)
+    except Exception:
+        return text
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 as text
+    return value if value is not None or text.strip() in ("null", "~", "") else text
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed by :func:`parse_value`) to a copy of ``config``."""
+    out = copy.deepcopy(dict(config))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. epochs=3 optimizer.lr=1e-3)")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a mapping (it holds {child!r})")
+            node = child
+        node[parts[-1]] = parse_value(text)
+    return out
+
+
+def _number(config, key, value, *, minimum=None, integer=False, allow_none=False, exclusive=False):
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer and float(value) != int(value):
+        ok = False
+    if ok and minimum is not None and (value <= minimum if exclusive else value < minimum):
+        ok = False
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum}"
+        raise ConfigError(
+            f"config key {key!r} must be {kind}{bound}{' or null' if allow_none else ''}, got {value!r}"
+        )
+    return int(value) if integer else float(value)
+
+
+def _choice(key, value, choices):
+    if value not in choices:
+        raise ConfigError(f"config key {key!r} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _range(key, value):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) for v in value)
+        or not 0 < value[0] <= value[1]
+    ):
+        raise ConfigError(f"config key {key!r} must be [low, high] with 0 < low <= high, got {value!r}")
+    return [float(value[0]), float(value[1])]
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill in defaults and check every value. Returns the complete config; raises :class:`ConfigError`."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a config must be a mapping, got {type(config).__name__}")
+    cfg = _merge(DEFAULTS, config)
+    data = cfg["data"]
+    if not data["manifest"]:
+        raise ConfigError("config key 'data.manifest' is required: the path of the dataset's JSON manifest")
+    data["manifest"] = str(data["manifest"])
+    if isinstance(data["train_split"], str):
+        data["train_split"] = [data["train_split"]]
+    if not isinstance(data["train_split"], list) or not all(isinstance(s, str) for s in data["train_split"]):
+        raise ConfigError(
+            f"config key 'data.train_split' must be a split name or a list of names, got "
+            f"{data['train_split']!r}"
+        )
+    _number(cfg, "data.val_fraction", data["val_fraction"], minimum=0.0)
+    if data["val_fraction"] >= 1:
+        raise ConfigError(f"config key 'data.val_fraction' must be in [0, 1), got {data['val_fraction']!r}")
+    _number(cfg, "data.split_seed", data["split_seed"], integer=True, allow_none=True)
+    _choice("data.normalize", data["normalize"], ("zscore", "minmax", "none"))
+    if data["patch_size"] is not None:
+        ps = data["patch_size"]
+        if not isinstance(ps, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in ps):
+            raise ConfigError(
+                f"config key 'data.patch_size' must be a list of positive integers or null, got {ps!r}"
+            )
+        data["patch_size"] = list(ps)
+
+    net = cfg["network"]
+    if not isinstance(net, dict):
+        raise ConfigError(f"config key 'network' must be a mapping, got {net!r}")
+    from ..nets import network_spec
+
+    try:
+        network_spec(net)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'network': {exc}") from None
+
+    loss = cfg["loss"]
+    if not isinstance(loss["name"], str):
+        raise ConfigError(f"config key 'loss.name' must be a loss name, got {loss['name']!r}")
+    for key in ("options", "inputs"):
+        if not isinstance(loss[key], dict):
+            raise ConfigError(f"config key 'loss.{key}' must be a mapping, got {loss[key]!r}")
+    for kw, channel in loss["inputs"].items():
+        if not isinstance(channel, (int, str)) or isinstance(channel, bool):
+            raise ConfigError(
+                f"config key 'loss.inputs.{kw}' must be an input channel index or name, got {channel!r}"
+            )
+
+    opt = cfg["optimizer"]
+    _choice("optimizer.name", opt["name"], ("adam", "adamw", "sgd"))
+    _number(cfg, "optimizer.lr", opt["lr"], minimum=0.0, exclusive=True)
+    _number(cfg, "optimizer.weight_decay", opt["weight_decay"], minimum=0.0)
+    _number(cfg, "optimizer.momentum", opt["momentum"], minimum=0.0)
+    if not (
+        isinstance(opt["betas"], (list, tuple))
+        and len(opt["betas"]) == 2
+        and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in opt["betas"])
+    ):
+        raise ConfigError(f"config key 'optimizer.betas' must be two numbers in [0, 1), got {opt['betas']!r}")
+
+    sch = cfg["scheduler"]
+    _choice("scheduler.name", sch["name"], ("plateau", "none"))
+    _number(cfg, "scheduler.factor", sch["factor"], minimum=0.0, exclusive=True)
+    if sch["factor"] >= 1:
+        raise ConfigError(f"config key 'scheduler.factor' must be in (0, 1), got {sch['factor']!r}")
+    _number(cfg, "scheduler.patience", sch["patience"], minimum=0, integer=True)
+    _number(cfg, "scheduler.min_lr", sch["min_lr"], minimum=0.0)
+    _choice("scheduler.monitor", sch["monitor"], ("val_loss", "val_dice"))
+    es = cfg["early_stopping"]
+    _number(cfg, "early_stopping.patience", es["patience"], minimum=1, integer=True, allow_none=True)
+    _choice("early_stopping.monitor", es["monitor"], ("val_loss", "val_dice"))
+    _number(cfg, "early_stopping.min_delta", es["min_delta"], minimum=0.0)
+
+    aug = cfg["augmentation"]
+    if not isinstance(aug["enabled"], bool):
+        raise ConfigError(f"config key 'augmentation.enabled' must be true or false, got {aug['enabled']!r}")
+    for name in AUG_TRANSFORMS:
+        prob = _number(cfg, f"augmentation.{name}.prob", aug[name]["prob"], minimum=0.0)
+        if prob > 1:
+            raise ConfigError(f"config key 'augmentation.{name}.prob' must be in [0, 1], got {prob!r}")
+    for name in ("scale", "gamma", "contrast"):
+        aug[name]["range"] = _range(f"augmentation.{name}.range", aug[name]["range"])
+    _number(cfg, "augmentation.noise.std", aug["noise"]["std"], minimum=0.0)
+    axes = aug["flip"]["axes"]
+    if not isinstance(axes, (list, tuple)) or not all(isinstance(a, int) and a >= 0 for a in axes):
+        raise ConfigError(
+            f"config key 'augmentation.flip.axes' must list spatial axes (0, 1, 2), got {axes!r}"
+        )
+
+    cfg["epochs"] = _number(cfg, "epochs", cfg["epochs"], minimum=1, integer=True)
+    cfg["batch_size"] = _number(cfg, "batch_size", cfg["batch_size"], minimum=1, integer=True)
+    cfg["seed"] = _number(cfg, "seed", cfg["seed"], minimum=0, integer=True)
+    cfg["val_every"] = _number(cfg, "val_every", cfg["val_every"], minimum=1, integer=True)
+    device = cfg["device"]
+    if not isinstance(device, str) or not (
+        device in ("auto", "cpu", "cuda", "mps") or device.startswith("cuda:")
+    ):
+        raise ConfigError(f"config key 'device' must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    _choice("amp", cfg["amp"], ("auto", True, False))
+    if not isinstance(cfg["output_dir"], str) or not cfg["output_dir"]:
+        raise ConfigError(f"config key 'output_dir' must be a folder path, got {cfg['output_dir']!r}")
+    if not isinstance(cfg["deterministic"], bool):
+        raise ConfigError(f"config key 'deterministic' must be true or false, got {cfg['deterministic']!r}")
+    inf = cfg["inference"]
+    if inf["window"] is not None and not (
+        isinstance(inf["window"], (list, tuple)) and all(isinstance(v, int) and v > 0 for v in inf["window"])
+    ):
+        raise ConfigError(
+            f"config key 'inference.window' must be a list of positive integers or null, "
+            f"got {inf['window']!r}"
+        )
+    _number(cfg, "inference.overlap", inf["overlap"], minimum=0.0)
+    if inf["overlap"] >= 1:
+        raise ConfigError(f"config key 'inference.overlap' must be in [0, 1), got {inf['overlap']!r}")
+    ens = cfg["ensemble"]
+    _number(cfg, "ensemble.members", ens["members"], minimum=1, integer=True)
+    if ens["member"] is not None:
+        _number(cfg, "ensemble.member", ens["member"], minimum=0, integer=True)
+        if ens["member"] >= ens["members"]:
+            raise ConfigError(
+                f"config key 'ensemble.member' must be below ensemble.members="
+                f"{ens['members']}, got {ens['member']!r}"
+            )
+    return cfg
+
+
+def load_config(
+    path_or_config: str | os.PathLike | Mapping[str, Any], overrides: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Load a config file (or take a dict), apply overrides and validate: the complete config."""
+    if isinstance(path_or_config, Mapping):
+        raw = copy.deepcopy(dict(path_or_config))
+    else:
+        raw = load_config_file(path_or_config)
+    return validate_config(apply_overrides(raw, overrides))

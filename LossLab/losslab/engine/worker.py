@@ -1,0 +1,90 @@
+"""Background training process for a GUI.
+
+Usage: ``python -m losslab.engine.worker CONFIG [key=value ...] [--resume] [--stop-file PATH]``.
+
+
+Every line on stdout is one JSON object (a progress event of :func:`losslab.engine.train`, plus
+``{"event": "error", "type", "message"}`` on failure and ``{"event": "exit", "code"}`` at the end); nothing
+else is printed to stdout. SIGTERM or SIGINT (the GUI's Stop button), or the creation of the ``--stop-file``,
+stops training after the current batch; the last completed epoch's checkpoint stays, so ``--resume``
+continues from it. Exit codes: 0 done (or stopped on request), 2 invalid config or data, 1 other errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _emit(stream, event: dict[str, Any]) -> None:
+    stream.write(json.dumps(event, default=str) + "\n")
+    stream.flush()
+
+
+def main(argv: Sequence[str] | None = None, stream=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m losslab.engine.worker", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("config", help="config file (JSON or YAML)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=3 optimizer.lr=1e-3")
+    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
+    parser.add_argument("--stop-file", help="stop cleanly when this file appears")
+    args = parser.parse_args(argv)
+    stream = stream or sys.stdout
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    stop_file = Path(args.stop_file) if args.stop_file else None
+
+    def should_stop() -> bool:
+        if stop_file is not None and stop_file.exists():
+            stop.set()
+        return stop.is_set()
+
+    from .config import ConfigError
+    from .data import DatasetError
+    from .trainer import run
+
+    code = 0
+    try:
+        results = run(
+            args.config,
+            args.overrides,
+            resume=args.resume,
+            progress=lambda e: _emit(stream, e),
+            stop=should_stop,
+        )
+        _emit(stream, {"event": "done", "stopped": any(r.stopped for r in results)})
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as exc:
+        _emit(stream, {"event": "error", "type": type(exc).__name__, "message": str(exc)})
+        code = 2
+    except Exception as exc:  # report anything to the GUI rather than die silently
+        _emit(
+            stream,
+            {
+                "event": "error",
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(),
+            },
+        )
+        code = 1
+    _emit(stream, {"event": "exit", "code": code})
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""Label-set losses for partial supervision, label-set-losses-fidon2021.
+
+Encoding (the authors' released code): the target map holds leaf labels ``0..C-1`` (one per output channel)
+and set labels above them; ``label_sets = {set_label: [leaf labels]}`` says which leaves each set label
+stands for. A voxel labelled ``s`` is "one of the leaves ``label_sets[s]``, unknown which". Each set label
+must be larger than every leaf label (so at least ``C``).
+
+- :class:`LeafDiceLoss`: the leaf-Dice, eq. (4): set-labelled voxels have an all-zero leaf target; the
+  predicted probabilities count over all voxels.
+- :class:`MarginalDiceLoss`, :class:`MarginalCrossEntropyLoss`: the only axiom-compliant conversions of
+  Dice and cross-entropy, ``L(Phi(p; g), Psi_0(g))``, eq. (7).
+- :class:`SoftTargetDiceLoss`: ``L_Dice(p, Psi_0(g))`` without ``Phi`` (the paper's Baseline 2); it does
+  *not* satisfy the label-set axiom (2).
+
+Helpers: :func:`validate_label_sets`, :func:`marginalize` (``Phi``), :func:`label_set_target` (``Psi_0``),
+:func:`leaf_one_hot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._utils import (
+    check_choice,
+    check_input,
+    check_number,
+    check_reduction,
+    float32_compute,
+    label_map,
+    log_probabilities,
+    probabilities,
+    reduce,
+)
+from .dice import soft_dice_per_class
+
+LabelSets = dict[int, tuple[int, ...]]
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer label; got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # JSON / YAML object keys
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        return int(value)
+    if (
+        hasattr(value, "dtype")
+        and getattr(value.dtype, "kind", "") in "iu"
+        and getattr(value, "ndim", 1) == 0
+    ):
+        return int(value)  # numpy integer scalar
+    raise ValueError(f"{what} must be an integer label; got {value!r}")
+
+
+def validate_label_sets(label_sets: Any, num_classes: int | None = None) -> LabelSets:
+    """Check a ``{set_label: [leaf labels]}`` map and return it normalised (int keys, sorted int tuples).
+
+    Rules (the released code's encoding): every set label is an integer larger than each leaf of its set;
+    sets are non-empty, without repeats, of non-negative leaves. With ``num_classes`` (``C``, the number of
+    output channels) also: leaves lie in ``0..C-1`` and set labels are ``>= C`` (a set label below ``C``
+    would be read as that leaf label).
+
+    Raises:
+        ValueError: explaining the first violation found.
+    """
+    if not isinstance(label_sets, Mapping):
+        raise ValueError(
+            f"label_sets must be a mapping {{set_label: [leaf labels]}}; got {type(label_sets).__name__}"
+        )
+    out: LabelSets = {}
+    for key, leaves in label_sets.items():
+        s = _as_int(key, "a label_sets key (set label)")
+        if s in out:
+            raise ValueError(f"label_sets gives set label {s} twice")
+        if (
+            isinstance(leaves, (str, bytes))
+            or not isinstance(leaves, (Sequence, torch.Tensor))
+            or len(leaves) == 0
+        ):
+            raise ValueError(f"label_sets[{s}] must be a non-empty list of leaf labels; got {leaves!r}")
+        ls = [_as_int(c, f"a leaf label of label_sets[{s}]") for c in leaves]
+        if len(set(ls)) != len(ls):
+            raise ValueError(f"label_sets[{s}] repeats a leaf label: {ls}")
+        if min(ls) < 0:
+            raise ValueError(f"label_sets[{s}] has a negative leaf label: {ls}")
+        if s <= max(ls):
+            raise ValueError(
+                f"set label {s} must be larger than every leaf label of its set {sorted(ls)}: leaf labels "
+                "are 0..C-1 and set labels come after them (the encoding of the label-set paper's code)"
+            )
+        if num_classes is not None:
+            if max(ls) >= num_classes:
+                raise ValueError(
+                    f"label_sets[{s}] = {sorted(ls)} names a leaf >= {num_classes}, but the network outputs "
+                    f"only {num_classes} classes (leaves 0..{num_classes - 1})"
+                )
+            if s < num_classes:
+                raise ValueError(
+                    f"set label {s} is also a leaf label (the network outputs {num_classes} classes, "
+                    f"0..{num_classes - 1}); renumber the set labels from {num_classes} upwards"
+                )
+        out[s] = tuple(sorted(ls))
+    return out
+
+
+def _membership(
+    label_sets: LabelSets, num_classes: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L, C)`` matrix whose row ``g`` is the indicator of the leaves in label ``g``, and a ``(L,)``
+    boolean of the rows that are labels at all (leaves ``0..C-1`` and the keys of ``label_sets``)."""
+    n_rows = max([num_classes, *[s + 1 for s in label_sets]])
+    m = torch.zeros(n_rows, num_classes, dtype=dtype, device=device)
+    known = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    m[torch.arange(num_classes), torch.arange(num_classes)] = 1.0
+    known[:num_classes] = True
+    for s, leaves in label_sets.items():
+        m[s, list(leaves)] = 1.0
+        known[s] = True
+    return m, known
+
+
+def _voxel_membership(target: Any, input: torch.Tensor, label_sets: LabelSets) -> torch.Tensor:
+    """Per-voxel leaf indicator ``(B, C, *spatial)`` of the label-set target (``1`` for the leaves of g_i)."""
+    check_input(input)
+    c = input.shape[1]
+    if c < 2:
+        raise ValueError(
+            f"label-set losses need a softmax over C >= 2 leaf classes; got input {tuple(input.shape)}"
+        )
+    validate_label_sets(label_sets, c)
+    labels = label_map(target, input)
+    m, known = _membership(label_sets, c, input.device, input.dtype)
+    if labels.numel():
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= m.shape[0] or not bool(known[labels].all()):
+            present = torch.unique(labels).tolist()
+            unknown = [v for v in present if v < 0 or v >= m.shape[0] or not bool(known[v])]
+            raise ValueError(
+                f"target holds label(s) {unknown} that are neither leaf labels 0..{c - 1} nor set labels of "
+                f"label_sets (keys {sorted(label_sets)})"
+            )
+    return m[labels].movedim(-1, 1)
+
+
+def leaf_one_hot(
+    target: torch.Tensor, input: torch.Tensor, label_sets: Mapping[int, Sequence[int]]
+) -> torch.Tensor:
+    """One-hot of the leaf labels ``(B, C, *spatial)``; voxels with a set label get an all-zero row."""
+    ls = validate_label_sets(label_sets, input.shape[1])
+    member = _voxel_membership(target, input, ls)
+    return member * (member.sum(1, keepdim=True) == 1).to(member.dtype)
+
+
+def label_set_target(
+    target: torch.Tensor, input: torch.Tensor, label_sets: Mapping[int, Sequence[int]]
+) -> torch.Tensor:
+    """``Psi_0(g)`` (eq. 6): ``1/|g_i|`` on the leaves of ``g_i``, 0 elsewhere; ``(B, C, *spatial)``."""
+    ls = validate_label_sets(label_sets, input.shape[1])
+    member = _voxel_membership(target, input, ls)
+    return member / member.sum(1, keepdim=True)
+
+
+def _marginalize_with(probs: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    size = member.sum(1, keepdim=True)
+    mean_in_set = (member * probs).sum(1, keepdim=True) / size
+    return probs * (1.0 - member) + member * mean_in_set
+
+
+def marginalize(
+    probs: torch.Tensor, target: torch.Tensor, label_sets: Mapping[int, Sequence[int]]
+) -> torch.Tensor:
+    """``Phi(p; g)`` (Sec. 2.1): on each voxel, the probabilities of the leaves of ``g_i`` are replaced by
+    their mean; the others are kept. ``probs`` ``(B, C, *spatial)`` (probabilities, not logits)."""
+    ls = validate_label_sets(label_sets, probs.shape[1])
+    return _marginalize_with(probs, _voxel_membership(target, probs, ls))
+
+
+def _dice(
+    probs: torch.Tensor, target: torch.Tensor, alpha: int, epsilon: float, reduction: str
+) -> torch.Tensor:
+    dice = soft_dice_per_class(probs, target, alpha, epsilon)
+    return reduce((1.0 - dice).mean(dim=1), reduction)
+
+
+class _LabelSetDice(nn.Module):
+    def __init__(
+        self,
+        label_sets: Mapping[int, Sequence[int]],
+        alpha: int = 2,
+        epsilon: float = 1e-5,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.label_sets = validate_label_sets(label_sets)
+        self.alpha = check_choice("alpha", alpha, (1, 2))
+        self.epsilon = check_number("epsilon", epsilon, non_negative=True)
+        self.reduction = check_reduction(reduction)
+
+    def extra_repr(self) -> str:
+        return f"label_sets={self.label_sets}, alpha={self.alpha}, epsilon={self.epsilon:g}"
+
+
+class LeafDiceLoss(_LabelSetDice):
+    """Leaf-Dice loss, label-set-losses-fidon2021 eq. (4).
+
+    Per image ``L = 1 - 1/|L| sum_c 2 sum_i 1(g_i = {c}) p_ic / (sum_i 1(g_i = {c})^alpha + sum_i p_ic^alpha
+    + epsilon)``: the Dice of each leaf class against the voxels annotated with that leaf only, while the
+    probabilities ``p`` count over *all* voxels (set-labelled ones included), so leaves outside a voxel's
+    set are pushed to 0 there. The mean runs over all ``C`` leaf classes; ``epsilon`` sits in the
+    denominator only (a leaf absent from the annotation and the prediction counts as loss 1), as in the
+    authors' code.
+
+    It satisfies the label-set axiom (eq. 2) in the setting of the paper's Sec. 2.2, which is the fetal
+    use: per image, the set-labelled voxels stand for the leaves that were *not annotated in that image*
+    (so those leaves never appear as leaf labels in it). If an image mixes a set with leaf labels of its
+    own members, eq. (4) is still computed but is no longer invariant; use :class:`MarginalDiceLoss` or
+    :class:`MarginalCrossEntropyLoss` there (they satisfy the axiom for any label-set map).
+
+    Args:
+        label_sets: ``{set_label: [leaf labels]}``, each set label larger than its leaves (and ``>= C``).
+        alpha: 1 or 2 (2 squares the denominator terms; the released code's default).
+        epsilon: ``>= 0``.
+        reduction: "mean" | "sum" | "none" (``(B,)``).
+
+    Shapes:
+        input: logits ``(B, C, *spatial)``; target: ``(B, *spatial)`` or ``(B, 1, *spatial)`` int, leaf labels
+        ``0..C-1`` and set labels from ``label_sets``.
+    """
+
+    @float32_compute
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        member = _voxel_membership(target, input, self.label_sets)
+        leaf = member * (member.sum(1, keepdim=True) == 1).to(member.dtype)
+        return _dice(probabilities(input), leaf, self.alpha, self.epsilon, self.reduction)
+
+
+class MarginalDiceLoss(_LabelSetDice):
+    """Marginal Dice loss, label-set-losses-fidon2021 eq. (7) with the mean-class Dice:
+    ``L_Dice(Phi(p; g), Psi_0(g))``.
+
+    ``Phi`` replaces the probabilities of the leaves of each voxel's set by their mean, ``Psi_0`` spreads the
+    target uniformly over the set (``1/|g_i|``). The Dice is that of :class:`DiceLoss` (``alpha``, epsilon in
+    the denominator only, mean over the ``C`` classes per image). Satisfies the label-set axiom (eq. 2).
+
+    Args, shapes: as :class:`LeafDiceLoss`.
+    """
+
+    @float32_compute
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        member = _voxel_membership(target, input, self.label_sets)
+        soft = member / member.sum(1, keepdim=True)
+        marginal = _marginalize_with(probabilities(input), member)
+        return _dice(marginal, soft, self.alpha, self.epsilon, self.reduction)
+
+
+class SoftTargetDiceLoss(_LabelSetDice):
+    """Soft-target Dice loss ``L_Dice(p, Psi_0(g))``, label-set-losses-fidon2021 Sec. 4 (Baseline 2).
+
+    The Dice of the raw probabilities against the soft target ``Psi_0(g)`` (``1/|g_i|`` on the leaves of the
+    set), *without* the marginalisation ``Phi``. It does **not** satisfy the label-set axiom (eq. 2): two
+    predictions that differ only inside a voxel's set get different losses. Kept as the paper's baseline.
+
+    Args, shapes: as :class:`LeafDiceLoss`.
+    """
+
+    @float32_compute
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        member = _voxel_membership(target, input, self.label_sets)
+        soft = member / member.sum(1, keepdim=True)
+        return _dice(probabilities(input), soft, self.alpha, self.epsilon, self.reduction)
+
+
+class MarginalCrossEntropyLoss(nn.Module):
+    """Marginal cross-entropy, label-set-losses-fidon2021 eq. (7) with the cross-entropy:
+    ``L_CE(Phi(p; g), Psi_0(g))``.
+
+    Per voxel this is ``-log( 1/|g_i| sum_{c in g_i} p_ic )`` (the log of the *mean* probability of the set,
+    as in the authors' code; it differs from ``-log P(g_i)`` by the constant ``log |g_i|``), computed with a
+    log-sum-exp of the log-softmax. Leaf-labelled voxels give the usual ``-log p_{i, g_i}``. Averaged over
+    the voxels of each image (``(B,)`` under "none"), then over the batch ("mean") or summed ("sum").
+    Satisfies the label-set axiom (eq. 2).
+
+    Args:
+        label_sets: ``{set_label: [leaf labels]}``.
+        reduction: "mean" | "sum" | "none".
+
+    Shapes:
+        as :class:`LeafDiceLoss`.
+    """
+
+    def __init__(self, label_sets: Mapping[int, Sequence[int]], reduction: str = "mean") -> None:
+        super().__init__()
+        self.label_sets = validate_label_sets(label_sets)
+        self.reduction = check_reduction(reduction)
+
+    @float32_compute
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        member = _voxel_membership(target, input, self.label_sets)
+        logp = log_probabilities(input)
+        in_set = torch.logsumexp(logp.masked_fill(member == 0, float("-inf")), dim=1)
+        per_voxel = member.sum(1).log() - in_set
+        return reduce(per_voxel.flatten(1).mean(1), self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"label_sets={self.label_sets}"

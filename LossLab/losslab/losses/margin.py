@@ -1,0 +1,314 @@
+"""Distribution-aware margin calibration, margin-calibration-li2021.
+
+- :func:`count_labels` scans a dataset (any iterable of label maps, or of samples holding one) once and
+  counts the pixels of each class.
+- :func:`compute_margins` turns the counts into the margin-offsets of Corollary 1.1.
+- :class:`MarginCalibrationLoss` is the loss of eq. (27) with the rho-calibrated log-loss of eqs. (28)-(29)
+  (``variant="paper"``), or the authors' released implementation (``variant="released"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._utils import (
+    check_choice,
+    check_ignore_index,
+    check_input,
+    check_label_range,
+    check_number,
+    check_reduction,
+    float32_compute,
+    label_map,
+)
+
+VARIANTS = ("paper", "released")
+_LN2 = math.log(2.0)
+
+
+class Margins(NamedTuple):
+    """Margin-offsets per class ``k`` (Corollary 1.1), float64 tensors of shape ``(C,)``.
+
+    ``rho_k0`` offsets the margin of the pixels *of* class ``k`` (eq. 28), ``rho_0k`` that of the pixels of
+    the other classes (eq. 29).
+    """
+
+    rho_k0: torch.Tensor
+    rho_0k: torch.Tensor
+
+
+def count_labels(
+    dataset: Iterable[Any],
+    num_classes: int,
+    ignore_index: int | None = None,
+    key: int | str | None = None,
+) -> np.ndarray:
+    """Count the pixels of each class over a dataset: ``n_k`` of margin-calibration-li2021.
+
+    Args:
+        dataset: an iterable (a ``torch.utils.data.Dataset``, a ``DataLoader``, a list...) whose items are
+            label maps (numpy arrays or tensors of integer labels, any shape, batched or not) or samples
+            holding one, picked by ``key``.
+        num_classes: ``C``; labels must lie in ``0..C-1`` (or equal ``ignore_index``).
+        ignore_index: a label that is not counted (e.g. 255).
+        key: ``None`` if items are label maps; else the index (e.g. 1 for ``(image, label)`` pairs) or the
+            mapping key (e.g. ``"label"``) of the label map in each item.
+
+    Returns:
+        ``(C,)`` int64 array of pixel counts.
+
+    Raises:
+        ValueError: a label outside ``0..C-1`` (other than ``ignore_index``), or a non-integer label map.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}")
+    ignore_index = check_ignore_index(ignore_index)
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for i, item in enumerate(dataset):
+        labels = item if key is None else item[key]
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        labels = np.asarray(labels)
+        if labels.dtype.kind == "f":
+            if not np.array_equal(labels, np.round(labels)):
+                raise ValueError(f"item {i} of the dataset has non-integer labels")
+        elif labels.dtype.kind not in "iub":
+            raise ValueError(f"item {i} of the dataset is not an integer label map (dtype {labels.dtype})")
+        flat = labels.astype(np.int64).ravel()
+        if ignore_index is not None:
+            flat = flat[flat != ignore_index]
+        if flat.size == 0:
+            continue
+        lo, hi = int(flat.min()), int(flat.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"item {i} of the dataset has labels in {lo}..{hi}, outside 0..{num_classes - 1}"
+                + (f" (ignore_index={ignore_index})" if ignore_index is not None else "")
+            )
+        counts += np.bincount(flat, minlength=num_classes)
+    return counts
+
+
+def compute_margins(
+    class_counts: Sequence[float] | np.ndarray | torch.Tensor, tau: float = 10.0, nu: float = 1.0
+) -> Margins:
+    """Margin-offsets from a dataset's class pixel counts, margin-calibration-li2021 Corollary 1.1.
+
+    With ``n = sum_k n_k`` and ``p_k = n_k / n``::
+
+        rho_0k = tau * sqrt(n - n_k) / n_k                                  (so that eq. (23) holds)
+        mu_k   = p_k sqrt(n_k) / (nu (n - n_k) - p_k sqrt(n - n_k))
+        rho_k0 = mu_k * rho_0k
+
+    ``tau`` scales all offsets (the paper's sum-of-offsets constant); ``nu`` is the hyper-parameter of
+    Corollary 1.1 (the paper's Table 1 tries tau in {1, 10} and nu in {0.01..10}). Rare classes get the
+    large offsets: ``rho_0i / rho_0j = n_j sqrt(n - n_i) / (n_i sqrt(n - n_j))`` (eq. 23).
+
+    Args:
+        class_counts: ``(C,)`` pixel counts ``n_k`` (e.g. from :func:`count_labels`), ``C >= 2``.
+        tau: scale of the offsets, ``> 0``.
+        nu: ``> 0``.
+
+    Returns:
+        :class:`Margins` ``(rho_k0, rho_0k)``, float64.
+
+    Raises:
+        ValueError: a class with no pixels (its offsets would be infinite: drop the class or check the
+            dataset), negative counts, or ``nu`` so small that a denominator of ``mu_k`` is not positive.
+    """
+    tau = check_number("tau", tau, positive=True)
+    nu = check_number("nu", nu, positive=True)
+    n_k = torch.as_tensor(np.asarray(class_counts, dtype=np.float64))
+    if n_k.ndim != 1 or n_k.numel() < 2:
+        raise ValueError(f"class_counts must be a 1-D sequence of >= 2 counts; got shape {tuple(n_k.shape)}")
+    if not torch.isfinite(n_k).all() or (n_k < 0).any():
+        raise ValueError(f"class_counts must be finite and non-negative; got {n_k.tolist()}")
+    empty = torch.nonzero(n_k == 0).flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"class(es) {empty} have no pixels in class_counts: their margin-offsets rho_0k = "
+            "tau * sqrt(n - n_k) / n_k are infinite. Count over a dataset where every class appears, "
+            "or leave the class out of the model."
+        )
+    n = n_k.sum()
+    rest = n - n_k
+    p_k = n_k / n
+    rho_0k = tau * rest.sqrt() / n_k
+    denom = nu * rest - p_k * rest.sqrt()
+    bad = torch.nonzero(denom <= 0).flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"nu={nu} makes nu (n - n_k) - p_k sqrt(n - n_k) <= 0 for class(es) {bad} (Corollary 1.1 needs "
+            "it positive); increase nu"
+        )
+    mu_k = p_k * n_k.sqrt() / denom
+    return Margins(rho_k0=mu_k * rho_0k, rho_0k=rho_0k)
+
+
+def class_margins(scores: torch.Tensor) -> torch.Tensor:
+    """Margins ``lambda_ik = s_ik - max_{j != k} s_ij`` (eq. 4) for scores ``(B, C, *spatial)``, ``C >= 2``.
+
+    For the top class the margin is its lead over the runner-up (positive); for every other class it is
+    its (negative) distance to the top score.
+    """
+    top, arg = scores.max(dim=1, keepdim=True)
+    second = scores.scatter(1, arg, float("-inf")).max(dim=1, keepdim=True).values
+    classes = torch.arange(scores.shape[1], device=scores.device).view(1, -1, *([1] * (scores.ndim - 2)))
+    return scores - torch.where(classes == arg, second, top)
+
+
+def margin_calibration_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    rho_k0: torch.Tensor,
+    rho_0k: torch.Tensor,
+    variant: str = "paper",
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Functional twin of :class:`MarginCalibrationLoss` (offsets given as ``(C,)`` tensors)."""
+    check_choice("variant", variant, VARIANTS)
+    check_reduction(reduction)
+    check_input(input)
+    scores = torch.cat([torch.zeros_like(input), input], dim=1) if input.shape[1] == 1 else input
+    c = scores.shape[1]
+    if rho_k0.numel() != c or rho_0k.numel() != c:
+        raise ValueError(f"the margins are for {rho_k0.numel()} classes but the input encodes {c} classes")
+    labels = label_map(target, input)
+    check_label_range(labels, c, ignore_index)
+    valid = None if ignore_index is None else labels != ignore_index
+    safe = labels if valid is None else torch.where(valid, labels, torch.zeros_like(labels))
+    lam = class_margins(scores)
+    onehot = torch.zeros_like(lam).scatter_(1, safe.unsqueeze(1), 1.0)
+    shape = (1, c) + (1,) * (lam.ndim - 2)
+    r_pos = rho_k0.to(lam).view(shape)
+    r_neg = rho_0k.to(lam).view(shape)
+    # Both variants: x = lambda - rho_k0 for the true class, lambda + rho_0k for the others; the losses are
+    # softplus(-x) (true class) and softplus(x) (others), i.e. log(1 + e^{-lambda + rho}) and
+    # log(1 + e^{lambda + rho}).
+    sign = 1.0 - 2.0 * onehot  # -1 on the true class, +1 elsewhere
+    x = lam + torch.where(onehot > 0, -r_pos, r_neg)
+    if variant == "paper":
+        # log2(1 + 2^{z}) = softplus(z ln 2) / ln 2   (eqs. 28-29)
+        per_class = F.softplus(sign * x * _LN2) / _LN2
+    else:
+        # BCE with logits x, target 1 on the true class and 0 elsewhere, pos_weight = C.
+        per_class = F.softplus(sign * x) * (1.0 + (c - 1.0) * onehot)
+    per_pixel = per_class.sum(1)  # (B, *spatial): summed over classes (eq. 27)
+    if valid is not None:
+        per_pixel = per_pixel * valid.to(per_pixel.dtype)
+    per_classes = 1.0 if variant == "paper" else float(c)  # released: mean over pixels x C
+    b = per_pixel.shape[0]
+    count = per_pixel[0].numel() * torch.ones(b, dtype=per_pixel.dtype, device=per_pixel.device)
+    if valid is not None:
+        count = valid.reshape(b, -1).sum(1).to(per_pixel.dtype)
+    if reduction == "sum":
+        return per_pixel.sum()
+    if reduction == "mean":
+        return per_pixel.sum() / (count.sum() * per_classes)
+    return per_pixel.reshape(b, -1).sum(1) / (count * per_classes)
+
+
+class MarginCalibrationLoss(nn.Module):
+    """Margin-calibrated log-loss, margin-calibration-li2021 eq. (27) with eqs. (28)-(29).
+
+    With margins ``lambda_ik = s_ik - max_{j != k} s_ij`` (eq. 4) of the scores (logits) ``s``::
+
+        variant="paper":     L = 1/n sum_i sum_k [ y_i = k ] log2(1 + 2^(-lambda_ik + rho_k0))
+                                             + [ y_i != k ] log2(1 + 2^( lambda_ik + rho_0k))
+
+    summed over the classes and averaged over the ``n`` (non-ignored) pixels. ``variant="released"``
+    reproduces the authors' released code (``Margin_logloss``): natural-log BCE with logits on
+    ``lambda_ik - rho_k0`` (target 1, true class) and ``lambda_ik + rho_0k`` (target 0, other classes),
+    ``pos_weight = C``, averaged over pixels x C. (The released code applies the offsets to the margins
+    ``lambda``, as the paper does, not to the raw scores.)
+
+    The offsets come once from the dataset's class pixel counts (:func:`count_labels`,
+    :func:`compute_margins`): give ``class_counts`` (with ``tau``, ``nu``) or precomputed ``margins``. They
+    are buffers (float32; move with ``.to(device)``).
+
+    Args:
+        class_counts: ``(C,)`` pixel counts per class over the training set.
+        margins: instead of ``class_counts``: a :class:`Margins` or a ``(2, C)`` array ``[rho_k0, rho_0k]``
+            (the released code's layout).
+        tau, nu: hyper-parameters of :func:`compute_margins` (defaults 10 and 1, the released code's).
+        variant: "paper" | "released".
+        ignore_index: a label left out (neither summed nor counted).
+        reduction: "mean" (over the pixels of the batch; pixels x C for "released"), "sum" (over pixels and
+            classes), or "none" (per-image mean as "mean", ``(B,)``).
+
+    Shapes:
+        input: logits ``(B, C, *spatial)``, ``C >= 2`` (``C == 1`` is read as the scores ``[0, z]``).
+        target: label map ``(B, *spatial)`` or ``(B, 1, *spatial)``.
+
+    Raises:
+        ValueError: neither or both of ``class_counts`` / ``margins``, a class with no pixels, invalid
+            options, or margins for a different number of classes than the input.
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[float] | None = None,
+        margins: Any = None,
+        tau: float = 10.0,
+        nu: float = 1.0,
+        variant: str = "paper",
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.reduction = check_reduction(reduction)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.tau = check_number("tau", tau, positive=True)
+        self.nu = check_number("nu", nu, positive=True)
+        if (class_counts is None) == (margins is None):
+            raise ValueError(
+                "give exactly one of class_counts (pixel counts per class, see count_labels) or margins "
+                "(precomputed with compute_margins)"
+            )
+        if class_counts is not None:
+            m = compute_margins(class_counts, self.tau, self.nu)
+        else:
+            m = _as_margins(margins)
+        self.rho_k0: torch.Tensor
+        self.rho_0k: torch.Tensor
+        self.register_buffer("rho_k0", m.rho_k0.to(torch.float32))
+        self.register_buffer("rho_0k", m.rho_0k.to(torch.float32))
+
+    @float32_compute
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return margin_calibration_loss(
+            input, target, self.rho_k0, self.rho_0k, self.variant, self.ignore_index, self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, classes={self.rho_k0.numel()}, reduction={self.reduction!r}"
+
+
+def _as_margins(margins: Any) -> Margins:
+    if isinstance(margins, Margins):
+        pair = (margins.rho_k0, margins.rho_0k)
+    else:
+        try:
+            arr = torch.as_tensor(np.asarray(margins, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"margins must be a Margins or a (2, C) array; got {type(margins).__name__}"
+            ) from None
+        if arr.ndim != 2 or arr.shape[0] != 2:
+            raise ValueError(f"margins must have shape (2, C) = [rho_k0, rho_0k]; got {tuple(arr.shape)}")
+        pair = (arr[0], arr[1])
+    rho_k0, rho_0k = (torch.as_tensor(t, dtype=torch.float64).flatten() for t in pair)
+    if rho_k0.numel() != rho_0k.numel() or rho_k0.numel() < 2:
+        raise ValueError("margins must hold rho_k0 and rho_0k for the same C >= 2 classes")
+    if not (torch.isfinite(rho_k0).all() and torch.isfinite(rho_0k).all()):
+        raise ValueError("margins must be finite")
+    return Margins(rho_k0, rho_0k)

@@ -1,0 +1,139 @@
+"""Dataset manifests, splits, batches and augmentation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from losslab.engine import DatasetError, VolumeDataset, load_manifest, split_cases
+from losslab.engine._io import read_label
+from losslab.engine.config import DEFAULTS
+from losslab.engine.data import augment, epoch_order, fit_to_size, sample_generator
+from losslab.engine.synthetic import make_blobs_dataset
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    return make_blobs_dataset(
+        tmp_path_factory.mktemp("d"), n_cases=5, shape=(10, 12, 14), extra_channels=["u"]
+    )
+
+
+def test_manifest_channels_and_samples(blobs):
+    manifest = load_manifest(blobs)
+    assert manifest.channel_names == ["image", "u"] and manifest.num_classes == 3
+    assert manifest.channel_index("u") == 1 and manifest.channel_index(0) == 0
+    data = VolumeDataset(manifest, ["case03"])
+    sample = data[0]
+    assert sample["image"].shape == (2, 10, 12, 14) and sample["label"].dtype == torch.int64
+    assert abs(float(sample["image"][0].mean())) < 1e-5  # z-scored image channel
+    assert float(sample["image"][1].min()) >= 0  # extra channels are not normalised
+    with pytest.raises(DatasetError, match="unknown input channel 'v'"):
+        manifest.channel_index("v")
+
+
+def test_random_split_depends_on_the_seed(blobs):
+    manifest = load_manifest(blobs)
+    manifest.splits = {}
+    a = split_cases(manifest, ["train"], "val", 0.4, seed=0)
+    b = split_cases(manifest, ["train"], "val", 0.4, seed=0)
+    assert a == b and len(a[1]) == 2 and not set(a[0]) & set(a[1])
+    assert any(split_cases(manifest, ["train"], "val", 0.4, seed=s)[1] != a[1] for s in range(1, 6))
+
+
+def _write(tmp_path, manifest):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize(
+    "manifest, words",
+    [
+        ({"cases": []}, ["labels"]),
+        ({"labels": ["bg"], "cases": []}, ["at least 2"]),
+        ({"labels": ["bg", "fg"], "cases": []}, ["cases", "non-empty"]),
+        ({"labels": ["bg", "fg"], "label_sets": {"1": [0]}, "cases": [{}]}, ["set label 1", "above"]),
+        ({"labels": ["bg", "fg"], "label_sets": {"5": [7]}, "cases": [{}]}, ["label_sets", "0..1"]),
+        ({"labels": ["bg", "fg"], "cases": [{"id": "a"}]}, ["case 'a'", "image"]),
+        (
+            {"labels": ["bg", "fg"], "cases": [{"id": "a", "image": "x"}, {"id": "a", "image": "y"}]},
+            ["'a'", "twice"],
+        ),
+        (
+            {"labels": ["bg", "fg"], "cases": [{"id": "a", "image": "x"}, {"id": "b", "image": ["x", "y"]}]},
+            ["case 'b'", "2 image channels"],
+        ),
+        (
+            {"labels": ["bg", "fg"], "extra_channels": ["u"], "cases": [{"id": "a", "image": "x"}]},
+            ["case 'a'", "'u'"],
+        ),
+    ],
+)
+def test_bad_manifests_are_named(tmp_path, manifest, words):
+    with pytest.raises(DatasetError) as info:
+        load_manifest(_write(tmp_path, manifest), check_files=False)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_shape_mismatch_is_named(tmp_path):
+    manifest = make_blobs_dataset(tmp_path, n_cases=2, shape=(8, 8, 8), n_val=0)
+    sitk.WriteImage(sitk.Image(9, 8, 8, sitk.sitkUInt8), str(tmp_path / "labels" / "case01.nii.gz"))
+    data = VolumeDataset(load_manifest(manifest), ["case01"])
+    with pytest.raises(DatasetError, match=r"case01.*\(8, 8, 9\)"):
+        data[0]
+
+
+def test_seg_nrrd_segments_are_mapped_by_name(tmp_path):
+    array = np.zeros((4, 5, 6), dtype=np.uint8)
+    array[1, 1, 1] = 1
+    array[2, 2, 2] = 2
+    image = sitk.GetImageFromArray(array)
+    for i, (name, value) in enumerate([("tumour", 1), ("Liver", 2)]):
+        image.SetMetaData(f"Segment{i}_ID", f"Segment_{i}")
+        image.SetMetaData(f"Segment{i}_Name", name)
+        image.SetMetaData(f"Segment{i}_LabelValue", str(value))
+        image.SetMetaData(f"Segment{i}_Layer", "0")
+    sitk.WriteImage(image, str(tmp_path / "s.seg.nrrd"))
+    label, _ = read_label(tmp_path / "s.seg.nrrd", ["background", "liver", "tumour"])
+    assert label[1, 1, 1] == 2 and label[2, 2, 2] == 1  # by name, not by stored value
+    label, _ = read_label(tmp_path / "s.seg.nrrd")
+    assert label[1, 1, 1] == 1 and label[2, 2, 2] == 2
+
+
+def test_fit_to_size_crops_and_pads():
+    image = torch.arange(2 * 10 * 6 * 4, dtype=torch.float32).reshape(2, 10, 6, 4)
+    label = torch.ones(10, 6, 4, dtype=torch.long)
+    out_i, out_l = fit_to_size(image, label, (8, 8, 8), torch.Generator().manual_seed(0))
+    assert out_i.shape == (2, 8, 8, 8) and out_l.shape == (8, 8, 8)
+    assert int(out_l.sum()) == 8 * 6 * 4  # padding is background
+
+
+def test_augmentation_is_reproducible_and_keeps_image_and_label_aligned():
+    options = json.loads(json.dumps(DEFAULTS["augmentation"]))
+    for name in ("scale", "gamma", "contrast", "noise"):
+        options[name]["prob"] = 1.0
+    options["flip"] = {"prob": 1.0, "axes": [0]}
+    label = torch.zeros(12, 12, 12, dtype=torch.long)
+    label[2:5, 4:8, 4:8] = 1
+    image = torch.stack([label.float() * 3, label.float()])
+    a = augment(image, label, options, sample_generator(0, 1, 2), intensity_channels=1)
+    b = augment(image, label, options, sample_generator(0, 1, 2), intensity_channels=1)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    c = augment(image, label, options, sample_generator(0, 1, 3), intensity_channels=1)
+    assert not torch.equal(a[0], c[0])
+    img, lab = a
+    assert lab.dtype == torch.long and set(torch.unique(lab).tolist()) <= {0, 1}
+    # the label moved with the image (flip along axis 0): the unaugmented extra channel still matches it
+    assert (img[1][lab == 1] > 0.5).float().mean() > 0.9
+    assert int(lab[7:, :, :].sum()) > 0 and int(lab[:4].sum()) == 0
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    assert epoch_order(10, 0, 3) == epoch_order(10, 0, 3)
+    assert epoch_order(10, 0, 3) != epoch_order(10, 0, 4)
+    assert len(epoch_order(5, 0, 0, multiple=4)) == 8
