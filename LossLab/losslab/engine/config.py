@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "inference": {"window": None, "overlap": 0.5},  # sliding window for validation / inference (None: whole)
     "ensemble": {"members": 1, "member": None},  # N runs with seeds seed+k and their own random splits
     "deterministic": True,
+    "channels_last": True,  # channels-last 3D memory layout on CPU and CUDA (faster convolutions)
+    "plot_every": 1,  # write curves.png every N epochs (0: only at the end)
 }
 
 _FREE_FORM = {("loss", "options"), ("loss", "inputs"), ("network",)}
@@ -284,6 +286,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     _choice("amp", cfg["amp"], ("auto", True, False))
     if not isinstance(cfg["output_dir"], str) or not cfg["output_dir"]:
         raise ConfigError(f"config key 'output_dir' must be a folder path, got {cfg['output_dir']!r}")
+    if not isinstance(cfg["channels_last"], bool):
+        raise ConfigError(f"config key 'channels_last' must be true or false, got {cfg['channels_last']!r}")
+    _number(cfg, "plot_every", cfg["plot_every"], minimum=0, integer=True)
     if not isinstance(cfg["deterministic"], bool):
         raise ConfigError(f"config key 'deterministic' must be true or false, got {cfg['deterministic']!r}")
     inf = cfg["inference"]

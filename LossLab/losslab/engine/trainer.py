@@ -374,6 +374,10 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
     from ..nets import UNet
 
     model = UNet(**spec).to(device)
+    memory_format = torch.contiguous_format
+    if cfg["channels_last"] and dims == 3 and device.type in ("cpu", "cuda"):
+        memory_format = torch.channels_last_3d
+        model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     history: list[dict[str, Any]] = []
@@ -441,7 +445,8 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
                 lo = step * global_batch + rank * batch
                 positions = [p for p in range(lo, lo + batch) if p < len(order)]
                 images, labels = training_batch(train_set, positions, order, patch, aug, cfg["seed"], epoch)
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                labels = labels.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(device, dtype):
                     logits = net(images)
@@ -513,13 +518,17 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
                 save_checkpoint(last_path, payload)
                 if improved:
                     save_checkpoint(ckpt_dir / "best.pt", payload)
-                plot_curves(history, out_dir / "curves.png", manifest.labels)
+                every = cfg["plot_every"]
+                if (every and (epoch + 1) % every == 0) or epoch + 1 == cfg["epochs"]:
+                    plot_curves(history, out_dir / "curves.png", manifest.labels)
             report({"event": "epoch", "epochs": cfg["epochs"], "improved": improved, **record})
     except TrainingStopped:
         result.stopped = True
     finally:
         report.close()
     result.best_epoch = best["epoch"]
+    if main and history and (result.stopped or result.early_stopped) and cfg["plot_every"] != 1:
+        plot_curves(history, out_dir / "curves.png", manifest.labels)
     if not result.stopped and main:
         source = ckpt_dir / ("best.pt" if best["epoch"] is not None else "last.pt")
         state = load_checkpoint(source)
@@ -579,6 +588,8 @@ def _validate(model, val_set, loss_fn, loss_inputs, manifest, cfg, device, dtype
         for i in range(len(val_set)):
             sample = val_set[i]
             image = sample["image"][None].to(device)
+            if cfg["channels_last"] and image.ndim == 5 and device.type in ("cpu", "cuda"):
+                image = image.contiguous(memory_format=torch.channels_last_3d)
             label = sample["label"][None].to(device)
             logits = predict_logits(model, image, window, overlap, dtype)
             extra = {kw: image[:, c] for kw, c in loss_inputs.items()}

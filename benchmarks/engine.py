@@ -1,0 +1,189 @@
+"""Speed of the ICE editing network: inference latency (3 x 128^3) and training throughput, beside the paper.
+
+ice-editing-shahin2023 (Sec. 3.3) reports about 20 ms per volume for inference and about 3 minutes per
+epoch of about 480 volumes (2.7 volumes/s) on one NVIDIA V100. Goals: on an H100 at most 5 ms per volume
+(4x) and 3x the training throughput; on 2 CPU cores one edit in under 1.5 s.
+
+Usage::
+
+    python benchmarks/engine.py             # CPU (--threads, default 2), and CUDA when present
+    python benchmarks/engine.py --device cpu --threads 2 --json out.json
+    python benchmarks/engine.py --device cuda --train-batch 4
+
+Inference is measured as the editor runs it: :func:`losslab.engine.load_predictor`'s path (eval mode, batch
+norm folded, channels-last 3D, ``torch.inference_mode``, bf16/fp16 autocast on CUDA), input already on the
+device, synchronised timing, median of the runs after warm-up. Training is the engine's step (forward,
+EditingLoss built by ``get_loss``, backward, Adam) on random tensors, so data loading is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "LossLab"))
+
+from losslab.engine.device import amp_dtype, autocast  # noqa: E402
+from losslab.losses import get_loss  # noqa: E402
+from losslab.nets import build_network, count_parameters, fuse_batch_norm  # noqa: E402
+
+PAPER_INFERENCE_MS = 20.0
+PAPER_TRAIN_VOLUMES_PER_S = 480 / 180
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_inference(device: torch.device, size: int, runs: int, fast: bool = True) -> dict:
+    torch.manual_seed(0)
+    model = build_network({"preset": "ice_editing"}).eval().to(device)
+    x = torch.rand(1, 3, size, size, size, device=device)
+    dtype = amp_dtype(device) if fast else None
+    if fast:
+        fuse_batch_norm(model)
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 2):
+            _sync(device)
+            t = time.perf_counter()
+            with autocast(device, dtype):
+                out = model(x)
+            probs = torch.softmax(out.float(), 1)
+            _sync(device)
+            if i >= 2:
+                times.append(time.perf_counter() - t)
+    assert probs.shape == (1, 2, size, size, size)
+    return {
+        "median_ms": 1000 * statistics.median(times),
+        "min_ms": 1000 * min(times),
+        "runs": runs,
+        "mixed_precision": str(dtype).replace("torch.", "") if dtype else "float32",
+        "optimised": fast,
+    }
+
+
+def bench_training(device: torch.device, size: int, batch: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    model = build_network({"preset": "ice_editing", "out_channels": 1}).to(device)
+    model = model.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)  # the paper's optimizer and rate
+    loss_fn = get_loss("editing")
+    dtype = amp_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    x = torch.rand(batch, 3, size, size, size, device=device).contiguous(memory_format=torch.channels_last_3d)
+    y = (torch.rand(batch, size, size, size, device=device) > 0.5).float()
+    times = []
+    for i in range(steps + 1):
+        _sync(device)
+        t = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y, x[:, 1], x[:, 2])
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        _sync(device)
+        if i >= 1:
+            times.append(time.perf_counter() - t)
+    per_step = statistics.median(times)
+    return {
+        "batch": batch,
+        "step_s": per_step,
+        "volumes_per_s": batch / per_step,
+        "epoch_of_480_min": 480 / (batch / per_step) / 60,
+        "steps": steps,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="CPU threads (default 2, the CPU goal's setting)"
+    )
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=None, help="timed inference runs")
+    parser.add_argument(
+        "--train-batch", type=int, default=None, help="default: 4 (the paper's) on GPU, 1 on CPU"
+    )
+    parser.add_argument("--train-steps", type=int, default=None)
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    devices = []
+    if args.device in ("auto", "cpu"):
+        devices.append(torch.device("cpu"))
+    if args.device in ("auto", "cuda") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    if args.device == "mps":
+        devices.append(torch.device("mps"))
+    torch.set_num_threads(args.threads)
+    net = build_network({"preset": "ice_editing"})
+    report = {
+        "network": "ice_editing (3 inputs, filters 8-16-32-64, batch norm, ReLU)",
+        "parameters": count_parameters(net),
+        "input": f"3 x {args.size}^3",
+        "torch": str(torch.__version__),
+        "cpu_threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "paper": {"inference_ms": PAPER_INFERENCE_MS, "train_volumes_per_s": PAPER_TRAIN_VOLUMES_PER_S},
+        "results": {},
+    }
+    for device in devices:
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{args.threads} threads"
+        gpu = device.type != "cpu"
+        runs = args.runs or (50 if gpu else 5)
+        entry = {"device": name}
+        entry["inference"] = bench_inference(device, args.size, runs, fast=True)
+        entry["inference_plain"] = bench_inference(device, args.size, max(2, runs // 2), fast=False)
+        if not args.skip_training:
+            batch = args.train_batch or (4 if gpu else 1)
+            steps = args.train_steps or (20 if gpu else 2)
+            entry["training"] = bench_training(device, args.size, batch, steps)
+        report["results"][device.type] = entry
+
+        inf = entry["inference"]["median_ms"]
+        goal = 5.0 if gpu else 1500.0
+        print(f"\n== {name} ==")
+        print(
+            f"inference, 3x{args.size}^3, optimised ({entry['inference']['mixed_precision']}): {inf:9.1f} ms "
+            f"per volume (min {entry['inference']['min_ms']:.1f}) | paper (V100) {PAPER_INFERENCE_MS:.0f} ms "
+            f"| speed-up x{PAPER_INFERENCE_MS / inf:.2f} "
+            f"| goal <= {goal:g} ms: {'met' if inf <= goal else 'NOT met'}"
+        )
+        plain = entry["inference_plain"]["median_ms"]
+        print(f"inference, plain float32 eval (no fusion, default layout): {plain:9.1f} ms per volume")
+        if "training" in entry:
+            tr = entry["training"]
+            ratio = tr["volumes_per_s"] / PAPER_TRAIN_VOLUMES_PER_S
+            print(
+                f"training, batch {tr['batch']}: {tr['volumes_per_s']:.3f} volumes/s "
+                f"({tr['step_s']:.3f} s/step; an epoch of 480 volumes: {tr['epoch_of_480_min']:.1f} min) "
+                f"| paper (V100) "
+                f"{PAPER_TRAIN_VOLUMES_PER_S:.2f} volumes/s | ratio x{ratio:.2f}"
+                + (f" | goal x3: {'met' if ratio >= 3 else 'NOT met'}" if gpu else "")
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
