@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from losslab.analysis import GradientMaps, dice_gradient_values, dynamic_range_db, gradient_maps
 from losslab.losses import (
     CompoundLoss,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from losslab.engine import DEFAULTS, ConfigError, apply_overrides, load_config, validate_config
 from losslab.engine.config import parse_value
 

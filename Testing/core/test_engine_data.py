@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
 from losslab.engine import DatasetError, VolumeDataset, load_manifest, split_cases
 from losslab.engine._io import read_label
 from losslab.engine.config import DEFAULTS

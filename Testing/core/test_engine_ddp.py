@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+
 from losslab.engine import train
 from losslab.engine.synthetic import make_blobs_dataset
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+
 from losslab.engine import _io, load_predictor, predict_logits, train
 from losslab.engine.cli import main as cli_main
 from losslab.engine.cli import register_commands

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from losslab.engine import ConfigError, DatasetError, load_checkpoint, load_predictor, run, train
 from losslab.engine.synthetic import make_blobs_dataset
 
@@ -179,6 +180,7 @@ def test_missing_data_and_bad_manifest_are_named(blobs, tmp_path):
 
 def test_label_values_outside_the_labels_are_named(tmp_path):
     import numpy as np
+
     from losslab.engine import _io
 
     manifest = make_blobs_dataset(tmp_path / "d", n_cases=3, shape=(8, 8, 8), n_val=1)

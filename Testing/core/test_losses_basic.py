@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.autograd import gradcheck
+
 from losslab.losses import (
     CrossEntropyLoss,
     DiceLoss,
@@ -19,7 +21,6 @@ from losslab.losses import (
     generalized_dice_loss,
     tversky_loss,
 )
-from torch.autograd import gradcheck
 
 
 def _two_voxels() -> tuple[torch.Tensor, torch.Tensor]:

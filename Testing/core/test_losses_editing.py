@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.autograd import gradcheck
+
 from losslab.losses import EditingLoss, attention_from_scribbles, editing_loss, get_loss
 from losslab.metrics import attention_map
-from torch.autograd import gradcheck
 
 
 def test_known_value():

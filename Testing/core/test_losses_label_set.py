@@ -7,6 +7,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.autograd import gradcheck
+
 from losslab.losses import (
     CrossEntropyLoss,
     DiceLoss,
@@ -20,7 +22,6 @@ from losslab.losses import (
     marginalize,
     validate_label_sets,
 )
-from torch.autograd import gradcheck
 
 SETS = {4: [1, 2], 5: [0, 2, 3]}
 AXIOM_LOSSES = (LeafDiceLoss, MarginalDiceLoss, MarginalCrossEntropyLoss)

@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
-from losslab.losses import LovaszSoftmaxLoss, lovasz_softmax_loss
 from torch.autograd import gradcheck
+
+from losslab.losses import LovaszSoftmaxLoss, lovasz_softmax_loss
 
 
 def _reference(probs: torch.Tensor, labels: torch.Tensor, classes: str, ignore: int | None) -> torch.Tensor:

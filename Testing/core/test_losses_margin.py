@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.autograd import gradcheck
+
 from losslab.losses import (
     MarginCalibrationLoss,
     Margins,
@@ -18,7 +20,6 @@ from losslab.losses import (
     get_loss,
     margin_calibration_loss,
 )
-from torch.autograd import gradcheck
 
 COUNTS = [9000, 700, 250, 50]
 

@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from torch.autograd import gradcheck
+
 from losslab.losses import MimeLoss, NegativeMimeLoss, mime_loss, negative_mime_loss
 from losslab.losses._utils import probe_probabilities
-from torch.autograd import gradcheck
 
 
 def _two_voxels():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from losslab.nets import PRESETS, UNet, available_presets, build_network, fuse_batch_norm, network_spec
 from torch import nn
+
+from losslab.nets import PRESETS, UNet, available_presets, build_network, fuse_batch_norm, network_spec
 
 
 @pytest.mark.parametrize("shape", [(16, 16, 16), (17, 9, 30), (5, 5, 5)])
