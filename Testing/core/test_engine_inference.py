@@ -110,6 +110,24 @@ def test_numpy_and_tensor_inputs_agree(trained):
         predictor.predict(x[0])
 
 
+def test_large_volumes_switch_to_windows_of_the_patch_size(trained, monkeypatch):
+    _, model = trained
+    predictor = load_predictor(model, device="cpu")
+    assert predictor.info.patch_size == [16, 16, 16]
+    seen = []
+    import losslab.engine.inference as inference
+
+    real = inference.predict_logits
+    monkeypatch.setattr(
+        inference, "predict_logits", lambda m, x, w, o, d: seen.append(w) or real(m, x, w, o, d)
+    )
+    x = np.zeros((2, 20, 20, 20), dtype=np.float32)
+    predictor.predict(x)
+    predictor.max_whole_voxels = 10**3
+    out = predictor.predict(x)
+    assert seen == [None, [16, 16, 16]] and out.labels.shape == (20, 20, 20)
+
+
 def test_fused_predictor_matches_the_trained_model(trained):
     _, model = trained
     fused = load_predictor(model, device="cpu", fuse=True)

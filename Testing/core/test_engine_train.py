@@ -231,3 +231,36 @@ def test_worker_streams_json_lines(blobs, tmp_path):
     )
     events = [json.loads(line) for line in bad.stdout.splitlines()]
     assert bad.returncode == 2 and events[0]["event"] == "error" and "rmsprop" in events[0]["message"]
+
+
+def test_worker_stops_cleanly_on_sigterm_and_resumes(blobs, tmp_path):
+    import signal
+
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(tiny(blobs, tmp_path / "w", epochs=200)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "LossLab")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "losslab.engine.worker", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    events = []
+    try:
+        for line in proc.stdout:
+            events.append(json.loads(line))
+            if events[-1]["event"] == "epoch" and events[-1]["epoch"] == 2:
+                proc.send_signal(signal.SIGTERM)  # the GUI's Stop button
+                break
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events += [json.loads(line) for line in rest.splitlines()]
+    assert proc.returncode == 0
+    end = next(e for e in events if e["event"] == "end")
+    assert end["stopped"] and 2 <= end["epochs_done"] < 200
+    assert load_checkpoint(tmp_path / "w" / "checkpoints" / "last.pt")["epoch"] == end["epochs_done"]
+    resumed = train(tiny(blobs, tmp_path / "w", epochs=end["epochs_done"] + 1), resume=True)
+    assert resumed.epochs_done == end["epochs_done"] + 1 and resumed.model_path.is_file()

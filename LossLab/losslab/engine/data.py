@@ -387,8 +387,8 @@ def augment(
             label = label.flip(axis)
     if draw(options["scale"]["prob"]):
         factor = _uniform(generator, *options["scale"]["range"])
-        theta = torch.zeros(1, dims, dims + 1)
-        theta[0, :, :dims] = torch.eye(dims) / factor  # factor > 1 zooms in
+        theta = torch.zeros(1, dims, dims + 1, device=image.device)
+        theta[0, :, :dims] = torch.eye(dims, device=image.device) / factor  # factor > 1 zooms in
         grid = F.affine_grid(theta, [1, 1, *image.shape[1:]], align_corners=False)
         flat = image.flatten(1)
         lo, hi = flat.min(1).values, flat.max(1).values
@@ -411,7 +411,7 @@ def augment(
             part = ((part - mean) * factor + mean).clamp(lo, hi)
         if draw(options["noise"]["prob"]):
             std = options["noise"]["std"] * float(torch.rand((), generator=generator))
-            part = part + std * torch.randn(part.shape, generator=generator)
+            part = part + std * torch.randn(part.shape, generator=generator).to(part.device)
         image[:intensity_channels] = part
     return image, label
 
@@ -443,13 +443,18 @@ def training_batch(
     aug: dict[str, Any] | None,
     seed: int,
     epoch: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack the samples at ``positions`` of the epoch ``order``, fitted to ``size`` and augmented."""
+    """Stack the samples at ``positions`` of the epoch ``order``, fitted to ``size`` and augmented.
+
+    Cropping and augmentation run on ``device`` (the random draws come from CPU generators, so they do not
+    depend on it); on a GPU this keeps the CPU from becoming the bottleneck.
+    """
     images, labels = [], []
     for pos in positions:
         sample = dataset[order[pos]]
         g = sample_generator(seed, epoch, pos)
-        image, label = fit_to_size(sample["image"], sample["label"], size, g)
+        image, label = fit_to_size(sample["image"].to(device), sample["label"].to(device), size, g)
         if aug is not None:
             image, label = augment(image, label, aug, g, dataset.manifest.n_image_channels)
         images.append(image)

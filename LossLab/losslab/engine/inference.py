@@ -9,7 +9,8 @@
 Sizes that do not divide by the network's pooling factor are padded and cropped back
 (:class:`~losslab.nets.UNet`).
 With ``window`` set (from the checkpoint's ``inference.window`` or the call), volumes larger than the window
-are predicted by overlapping sliding windows whose logits are averaged.
+are predicted by overlapping sliding windows whose logits are averaged; a model without that setting uses
+windows of its training patch size for volumes above ``Predictor.max_whole_voxels`` (256^3).
 """
 
 from __future__ import annotations
@@ -79,6 +80,17 @@ def logits_to_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
+def probabilities_to_labels(probabilities: torch.Tensor) -> torch.Tensor:
+    """Arg-max over the class axis 0 of ``(K, *spatial)`` (first class on ties), int64.
+
+    Two classes are compared directly: torch's CPU ``argmax`` over a leading axis is several times slower
+    than the network's own time budget allows for an ICE edit.
+    """
+    if probabilities.shape[0] == 2:
+        return (probabilities[1] > probabilities[0]).long()
+    return probabilities.argmax(0)
+
+
 @dataclass
 class Prediction:
     """``probabilities`` ``(K, *spatial)`` float32 (ensemble mean) and ``labels`` ``(*spatial)`` int64."""
@@ -98,6 +110,7 @@ class ModelInfo:
     normalize: str
     window: list[int] | None
     overlap: float
+    patch_size: list[int] | None = None
     path: Path | None = None
 
 
@@ -113,6 +126,7 @@ def _info_from_checkpoint(data: dict[str, Any], path: Path | None) -> ModelInfo:
         normalize=str(meta["normalize"]),
         window=list(meta["window"]) if meta.get("window") else None,
         overlap=float(meta.get("overlap", 0.5)),
+        patch_size=list(meta["patch_size"]) if meta.get("patch_size") else None,
         path=path,
     )
 
@@ -159,6 +173,9 @@ class Predictor:
         self.device = device
         self.dtype = amp_dtype(device, amp)
         self.channels_last = device.type != "mps" and info.network.get("spatial_dims", 3) == 3
+        #: above this many voxels, a model trained without ``inference.window`` predicts by sliding windows
+        #: of its training patch size (memory); below, the whole (padded) volume goes through at once.
+        self.max_whole_voxels = 256**3
 
     @property
     def num_classes(self) -> int:
@@ -196,8 +213,9 @@ class Predictor:
         Args:
             image: numpy array or tensor; a numpy input gives numpy outputs, a tensor gives tensors on the
                 predictor's device.
-            window: sliding-window size; ``"checkpoint"`` uses the trained model's setting, None the
-                whole volume.
+            window: sliding-window size; None: the whole volume at once; ``"checkpoint"``: the trained
+                model's ``inference.window``, or, when it has none, the whole volume up to
+                ``max_whole_voxels`` (256^3) and windows of the training patch size above.
             overlap: overlap of the windows (default: the checkpoint's).
             normalize: apply the training's intensity normalisation to the image channels (turn off only when
                 the input is already normalised).
@@ -210,16 +228,22 @@ class Predictor:
             x = x[None, None] if x.ndim == int(self.info.network.get("spatial_dims", 3)) else x[None]
         if self.channels_last and x.ndim == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        window = self.info.window if window == "checkpoint" else window
+        if window == "checkpoint":
+            window = self.info.window
+            if window is None and x[0, 0].numel() > self.max_whole_voxels:
+                window = self.info.patch_size or [128] * (x.ndim - 2)
         overlap = self.info.overlap if overlap is None else overlap
         probs = None
         for model in self.models:
             p = logits_to_probabilities(predict_logits(model, x, window, overlap, self.dtype))
             probs = p if probs is None else probs + p
         probs = (probs / len(self.models))[0].contiguous()
-        labels = probs.argmax(0)
+        labels = probabilities_to_labels(probs)
         if as_numpy:
-            return Prediction(probs.cpu().numpy().astype(np.float32), labels.cpu().numpy().astype(np.int64))
+            return Prediction(
+                probs.cpu().numpy().astype(np.float32, copy=False),
+                labels.cpu().numpy().astype(np.int64, copy=False),
+            )
         return Prediction(probs, labels)
 
     def predict_files(

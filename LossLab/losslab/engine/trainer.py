@@ -178,6 +178,13 @@ def _nanmean(values: Iterable[float]) -> float | None:
     return float(sum(vals) / len(vals)) if vals else None
 
 
+def _grad_scaler():
+    """fp16 gradient scaler (``torch.amp.GradScaler`` from torch 2.3, ``torch.cuda.amp`` before)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
 def _distributed(device_name: str) -> tuple[int, int, int, bool]:
     """(rank, world size, local rank, created): joins or creates the process group from torchrun's
     environment (NCCL when the run uses CUDA, else gloo)."""
@@ -261,7 +268,9 @@ def plot_curves(history: list[dict[str, Any]], path: Path, labels: list[str]) ->
 
 
 # ------------------------------------------------------------------------------------------- training
-def model_info(config: Mapping[str, Any], manifest: Manifest, spec: Mapping[str, Any]) -> dict[str, Any]:
+def model_info(
+    config: Mapping[str, Any], manifest: Manifest, spec: Mapping[str, Any], patch_size=None
+) -> dict[str, Any]:
     """What a checkpoint must carry for inference without the dataset."""
     return {
         "network": dict(spec),
@@ -271,6 +280,7 @@ def model_info(config: Mapping[str, Any], manifest: Manifest, spec: Mapping[str,
         "n_image_channels": manifest.n_image_channels,
         "normalize": config["data"]["normalize"],
         "window": config["inference"]["window"],
+        "patch_size": list(patch_size) if patch_size else None,
         "overlap": config["inference"]["overlap"],
     }
 
@@ -341,8 +351,9 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
     ckpt_dir = out_dir / "checkpoints"
     device = select_device(cfg["device"], local_rank)
     dtype = amp_dtype(device, cfg["amp"])
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    scaler = _grad_scaler() if dtype == torch.float16 else None
     if device.type == "cuda":
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not cfg["deterministic"]
         torch.backends.cudnn.deterministic = cfg["deterministic"]
 
@@ -356,7 +367,6 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
         split_seed,
     )
     spec = _resolve_network(cfg, manifest)
-    info = model_info(cfg, manifest, spec)
     train_set = VolumeDataset(manifest, train_ids, cfg["data"]["normalize"], cfg["data"]["cache"])
     val_set = VolumeDataset(manifest, val_ids, cfg["data"]["normalize"], cfg["data"]["cache"])
     loss_fn = build_loss(cfg["loss"], manifest.label_sets).to(device)
@@ -369,6 +379,7 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
     dims = int(spec.get("spatial_dims", 3))
     if len(patch) != dims:
         raise ConfigError(f"config key 'data.patch_size' has {len(patch)} axes; the network is {dims}D")
+    info = model_info(cfg, manifest, spec, patch)
 
     seed_everything(cfg["seed"])
     from ..nets import UNet
@@ -402,6 +413,8 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
         history = list(state["history"])
         best = dict(state["best"])
         start_epoch = int(state["epoch"])
+        if main:  # the checkpoint's history is the truth: drop lines of an epoch the kill interrupted
+            _atomic_text(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     elif main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if (out_dir / "metrics.jsonl").exists():
@@ -444,7 +457,9 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
             for step in range(steps):
                 lo = step * global_batch + rank * batch
                 positions = [p for p in range(lo, lo + batch) if p < len(order)]
-                images, labels = training_batch(train_set, positions, order, patch, aug, cfg["seed"], epoch)
+                images, labels = training_batch(
+                    train_set, positions, order, patch, aug, cfg["seed"], epoch, device=device
+                )
                 images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 labels = labels.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
@@ -565,10 +580,7 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
 def _update_best(best: dict[str, Any], record: dict[str, Any], monitor: str, min_delta: float) -> bool:
     key = "val_dice_mean" if monitor == "val_dice" else "val_loss"
     value = record.get(key)
-    if value is None:
-        if "val_loss" not in record and best["epoch"] is None:
-            return False
-        best["since"] += 1
+    if value is None:  # no validation this epoch: patience counts validated epochs only
         return False
     better = best["value"] is None or (
         value > best["value"] + min_delta if monitor == "val_dice" else value < best["value"] - min_delta

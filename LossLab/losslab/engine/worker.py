@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,8 @@ from typing import Any
 
 
 def _emit(stream, event: dict[str, Any]) -> None:
+    if os.environ.get("RANK", "0") != "0" and event.get("event") != "error":
+        return  # under torchrun only rank 0 reports (every rank reports its errors)
     stream.write(json.dumps(event, default=str) + "\n")
     stream.flush()
 

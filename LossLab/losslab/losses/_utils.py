@@ -188,27 +188,41 @@ def one_hot(
     return out
 
 
+def _is_dense_target(target: Any, input: torch.Tensor) -> bool:
+    return (
+        isinstance(target, torch.Tensor)
+        and target.is_floating_point()
+        and target.shape == input.shape
+        and input.shape[1] > 1
+    )
+
+
 def target_one_hot(
     target: Any, input: torch.Tensor, *, allow_soft: bool = True, name: str = "target"
 ) -> torch.Tensor:
     """The target as a (one-hot or soft) tensor with the class layout of :func:`probabilities`.
 
     An integer label map becomes one-hot over ``num_classes(input)`` classes. A floating tensor of exactly
-    the input's shape is taken as already one-hot / soft (for a binary input ``(B, 1, ...)``: the
-    foreground, and the background ``1 - target`` is prepended).
+    the input's shape (``C > 1``) is taken as already one-hot / soft.
     """
-    if (
-        allow_soft
-        and isinstance(target, torch.Tensor)
-        and target.is_floating_point()
-        and target.shape == input.shape
-        and input.shape[1] > 1
-    ):
+    if allow_soft and _is_dense_target(target, input):
         return target.to(input.dtype)
     labels = label_map(target, input, name=name)
     n = num_classes(input)
     check_label_range(labels, n, name=name)
     return one_hot(labels, n, input.dtype)
+
+
+def target_labels_or_dense(
+    target: Any, input: torch.Tensor, name: str = "target"
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(labels, None)`` for a label map (validated, int64 ``(B, *spatial)``), or ``(None, dense)`` for a
+    one-hot / soft target of the input's shape. Lets the losses skip building a one-hot tensor."""
+    if _is_dense_target(target, input):
+        return None, target.to(input.dtype)
+    labels = label_map(target, input, name=name)
+    check_label_range(labels, num_classes(input), name=name)
+    return labels, None
 
 
 # The gradient lab (losslab.analysis) needs dL/ds with the probabilities s as free variables (the

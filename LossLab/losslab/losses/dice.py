@@ -25,7 +25,7 @@ from ._utils import (
     probabilities,
     reduce,
     spatial_sum,
-    target_one_hot,
+    target_labels_or_dense,
 )
 
 
@@ -41,6 +41,51 @@ def soft_dice_per_class(
     return 2.0 * inter / (denom + epsilon)
 
 
+def class_stats(
+    probs: torch.Tensor,
+    labels: torch.Tensor | None,
+    dense: torch.Tensor | None,
+    alpha: int = 1,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image and class ``(B, C)``: ``sum_i y s``, ``sum_i s^alpha`` and ``sum_i y^alpha``.
+
+    With a label map (``labels``, optionally restricted to the voxels where ``mask`` is True) the target
+    terms come from a gather and a scatter-add over ``(B, N)``, without building a one-hot ``(B, C, N)``
+    tensor; with a ``dense`` (one-hot / soft) target they are plain products.
+    """
+    flat = probs.flatten(2)
+    psum = flat.sum(-1) if alpha == 1 else (flat * flat).sum(-1)
+    if dense is not None:
+        y = dense.flatten(2)
+        inter = (flat * y).sum(-1)
+        ysum = y.sum(-1) if alpha == 1 else (y * y).sum(-1)
+        return inter, psum, ysum
+    if labels is None:
+        raise ValueError("class_stats needs labels or a dense target")
+    index = labels.flatten(1).unsqueeze(1)  # (B, 1, N)
+    p_y = flat.gather(1, index)[:, 0]  # (B, N)
+    ones = torch.ones_like(p_y)
+    if mask is not None:
+        m = mask.flatten(1).to(p_y.dtype)
+        p_y, ones = p_y * m, m
+    zeros = torch.zeros(flat.shape[:2], dtype=flat.dtype, device=flat.device)
+    inter = zeros.scatter_add(1, index[:, 0], p_y)
+    ysum = zeros.scatter_add(1, index[:, 0], ones)
+    return inter, psum, ysum
+
+
+def _stats(
+    input: torch.Tensor, target: torch.Tensor, alpha: int, include_background: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_input(input)
+    labels, dense = target_labels_or_dense(target, input)
+    inter, psum, ysum = class_stats(probabilities(input), labels, dense, alpha)
+    if not include_background:
+        inter, psum, ysum = inter[:, 1:], psum[:, 1:], ysum[:, 1:]
+    return inter, psum, ysum
+
+
 def dice_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -52,12 +97,8 @@ def dice_loss(
     """Functional twin of :class:`DiceLoss`."""
     check_choice("alpha", alpha, (1, 2))
     check_reduction(reduction)
-    check_input(input)
-    probs = probabilities(input)
-    onehot = target_one_hot(target, input)
-    if not include_background:
-        probs, onehot = probs[:, 1:], onehot[:, 1:]
-    dice = soft_dice_per_class(probs, onehot, alpha, epsilon)
+    inter, psum, ysum = _stats(input, target, alpha, include_background)
+    dice = 2.0 * inter / (psum + ysum + epsilon)
     return reduce((1.0 - dice).mean(dim=1), reduction)
 
 
@@ -120,21 +161,16 @@ def generalized_dice_loss(
 ) -> torch.Tensor:
     """Functional twin of :class:`GeneralizedDiceLoss`."""
     check_reduction(reduction)
-    check_input(input)
-    probs = probabilities(input)
-    onehot = target_one_hot(target, input)
-    if not include_background:
-        probs, onehot = probs[:, 1:], onehot[:, 1:]
-    volume = spatial_sum(onehot)
+    inter, psum, volume = _stats(input, target, 1, include_background)
     w = 1.0 / (volume * volume)
     # Classes absent from the target: weight = the largest finite weight of the image (MONAI's convention).
     absent = torch.isinf(w)
     w = torch.where(absent, torch.zeros_like(w), w)
     w = w + absent.to(w.dtype) * w.max(dim=1, keepdim=True).values
     w = w.detach()
-    inter = (w * spatial_sum(probs * onehot)).sum(1)
-    denom = (w * (spatial_sum(probs) + volume)).sum(1)
-    return reduce(1.0 - 2.0 * inter / (denom + epsilon), reduction)
+    numer = (w * inter).sum(1)
+    denom = (w * (psum + volume)).sum(1)
+    return reduce(1.0 - 2.0 * numer / (denom + epsilon), reduction)
 
 
 class GeneralizedDiceLoss(nn.Module):
@@ -177,14 +213,9 @@ def tversky_loss(
 ) -> torch.Tensor:
     """Functional twin of :class:`TverskyLoss`."""
     check_reduction(reduction)
-    check_input(input)
-    probs = probabilities(input)
-    onehot = target_one_hot(target, input)
-    if not include_background:
-        probs, onehot = probs[:, 1:], onehot[:, 1:]
-    tp = spatial_sum(probs * onehot)
-    fp = spatial_sum(probs) - tp
-    fn = spatial_sum(onehot) - tp
+    tp, psum, ysum = _stats(input, target, 1, include_background)
+    fp = psum - tp
+    fn = ysum - tp
     ti = tp / (tp + alpha * fp + beta * fn + epsilon)
     return reduce((1.0 - ti).mean(dim=1), reduction)
 

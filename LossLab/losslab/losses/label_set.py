@@ -18,7 +18,9 @@ Helpers: :func:`validate_label_sets`, :func:`marginalize` (``Phi``), :func:`labe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,7 +37,7 @@ from ._utils import (
     probabilities,
     reduce,
 )
-from .dice import soft_dice_per_class
+from .dice import class_stats, soft_dice_per_class
 
 LabelSets = dict[int, tuple[int, ...]]
 
@@ -109,24 +111,47 @@ def validate_label_sets(label_sets: Any, num_classes: int | None = None) -> Labe
     return out
 
 
-def _membership(
-    label_sets: LabelSets, num_classes: int, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(L, C)`` matrix whose row ``g`` is the indicator of the leaves in label ``g``, and a ``(L,)``
-    boolean of the rows that are labels at all (leaves ``0..C-1`` and the keys of ``label_sets``)."""
-    n_rows = max([num_classes, *[s + 1 for s in label_sets]])
-    m = torch.zeros(n_rows, num_classes, dtype=dtype, device=device)
-    known = torch.zeros(n_rows, dtype=torch.bool, device=device)
-    m[torch.arange(num_classes), torch.arange(num_classes)] = 1.0
-    known[:num_classes] = True
-    for s, leaves in label_sets.items():
-        m[s, list(leaves)] = 1.0
-        known[s] = True
-    return m, known
+@dataclass(frozen=True)
+class _Encoded:
+    """A validated label-set target: the label map, its leaf voxels and the set labels present in it."""
+
+    labels: torch.Tensor  # (B, *spatial) int64
+    is_leaf: torch.Tensor  # (B, *spatial) bool
+    present: tuple[tuple[int, tuple[int, ...]], ...]  # (set label, its leaves) found in the batch
+    num_classes: int
+
+    def leaf_one_hot(self, dtype: torch.dtype) -> torch.Tensor:
+        """One-hot of the leaf labels ``(B, C, *spatial)``; all-zero on set-labelled voxels."""
+        b, c = self.labels.shape[0], self.num_classes
+        out = torch.zeros((b, c, *self.labels.shape[1:]), dtype=dtype, device=self.labels.device)
+        index = self.labels.clamp_max(c - 1).unsqueeze(1)
+        return out.scatter_(1, index, self.is_leaf.unsqueeze(1).to(dtype))
+
+    def psi0(self, dtype: torch.dtype) -> torch.Tensor:
+        """``Psi_0(g)`` (eq. 6): ``1/|g_i|`` on the leaves of ``g_i``, 0 elsewhere."""
+        out = self.leaf_one_hot(dtype)
+        for s, leaves in self.present:
+            mask = (self.labels == s).unsqueeze(1).to(dtype)
+            out[:, list(leaves)] += mask / len(leaves)
+        return out
+
+    def phi(self, probs: torch.Tensor) -> torch.Tensor:
+        """``Phi(p; g)``: per voxel, the probabilities of the leaves of its set replaced by their mean."""
+        out = probs
+        for s, leaves in self.present:
+            idx = torch.tensor(leaves, device=probs.device)
+            sub = out.index_select(1, idx)
+            mean = sub.mean(dim=1, keepdim=True)
+            out = out.index_copy(1, idx, torch.where((self.labels == s).unsqueeze(1), mean, sub))
+        return out
 
 
-def _voxel_membership(target: Any, input: torch.Tensor, label_sets: LabelSets) -> torch.Tensor:
-    """Per-voxel leaf indicator ``(B, C, *spatial)`` of the label-set target (``1`` for the leaves of g_i)."""
+def _encode(target: Any, input: torch.Tensor, label_sets: LabelSets) -> _Encoded:
+    """Validate ``target`` against ``label_sets`` and the input's ``C`` (one O(N) pass: min/max, bincount).
+
+    A loop over the set labels *present in the batch* follows in the losses (a handful: one per partially
+    annotated case), never over voxels.
+    """
     check_input(input)
     c = input.shape[1]
     if c < 2:
@@ -135,41 +160,36 @@ def _voxel_membership(target: Any, input: torch.Tensor, label_sets: LabelSets) -
         )
     validate_label_sets(label_sets, c)
     labels = label_map(target, input)
-    m, known = _membership(label_sets, c, input.device, input.dtype)
+    present: list[tuple[int, tuple[int, ...]]] = []
     if labels.numel():
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= m.shape[0] or not bool(known[labels].all()):
-            present = torch.unique(labels).tolist()
-            unknown = [v for v in present if v < 0 or v >= m.shape[0] or not bool(known[v])]
-            raise ValueError(
-                f"target holds label(s) {unknown} that are neither leaf labels 0..{c - 1} nor set labels of "
-                f"label_sets (keys {sorted(label_sets)})"
-            )
-    return m[labels].movedim(-1, 1)
+        lo, hi = (int(v) for v in torch.aminmax(labels))
+        if lo < 0:
+            raise ValueError(f"target holds negative labels (min {lo}); leaf labels are 0..{c - 1}")
+        if hi >= c:
+            counts = torch.bincount(labels.flatten(), minlength=hi + 1)[c:].tolist()
+            found = [c + j for j, n in enumerate(counts) if n > 0]
+            unknown = [v for v in found if v not in label_sets]
+            if unknown:
+                raise ValueError(
+                    f"target holds label(s) {unknown} that are neither leaf labels 0..{c - 1} nor set labels "
+                    f"of label_sets (keys {sorted(label_sets)})"
+                )
+            present = [(v, label_sets[v]) for v in found]
+    return _Encoded(labels, labels < c, tuple(present), c)
 
 
 def leaf_one_hot(
     target: torch.Tensor, input: torch.Tensor, label_sets: Mapping[int, Sequence[int]]
 ) -> torch.Tensor:
     """One-hot of the leaf labels ``(B, C, *spatial)``; voxels with a set label get an all-zero row."""
-    ls = validate_label_sets(label_sets, input.shape[1])
-    member = _voxel_membership(target, input, ls)
-    return member * (member.sum(1, keepdim=True) == 1).to(member.dtype)
+    return _encode(target, input, validate_label_sets(label_sets)).leaf_one_hot(input.dtype)
 
 
 def label_set_target(
     target: torch.Tensor, input: torch.Tensor, label_sets: Mapping[int, Sequence[int]]
 ) -> torch.Tensor:
     """``Psi_0(g)`` (eq. 6): ``1/|g_i|`` on the leaves of ``g_i``, 0 elsewhere; ``(B, C, *spatial)``."""
-    ls = validate_label_sets(label_sets, input.shape[1])
-    member = _voxel_membership(target, input, ls)
-    return member / member.sum(1, keepdim=True)
-
-
-def _marginalize_with(probs: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
-    size = member.sum(1, keepdim=True)
-    mean_in_set = (member * probs).sum(1, keepdim=True) / size
-    return probs * (1.0 - member) + member * mean_in_set
+    return _encode(target, input, validate_label_sets(label_sets)).psi0(input.dtype)
 
 
 def marginalize(
@@ -177,8 +197,7 @@ def marginalize(
 ) -> torch.Tensor:
     """``Phi(p; g)`` (Sec. 2.1): on each voxel, the probabilities of the leaves of ``g_i`` are replaced by
     their mean; the others are kept. ``probs`` ``(B, C, *spatial)`` (probabilities, not logits)."""
-    ls = validate_label_sets(label_sets, probs.shape[1])
-    return _marginalize_with(probs, _voxel_membership(target, probs, ls))
+    return _encode(target, probs, validate_label_sets(label_sets)).phi(probs)
 
 
 def _dice(
@@ -235,9 +254,11 @@ class LeafDiceLoss(_LabelSetDice):
 
     @float32_compute
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        member = _voxel_membership(target, input, self.label_sets)
-        leaf = member * (member.sum(1, keepdim=True) == 1).to(member.dtype)
-        return _dice(probabilities(input), leaf, self.alpha, self.epsilon, self.reduction)
+        enc = _encode(target, input, self.label_sets)
+        labels = enc.labels.clamp_max(enc.num_classes - 1)
+        inter, psum, ysum = class_stats(probabilities(input), labels, None, self.alpha, mask=enc.is_leaf)
+        dice = 2.0 * inter / (psum + ysum + self.epsilon)
+        return reduce((1.0 - dice).mean(dim=1), self.reduction)
 
 
 class MarginalDiceLoss(_LabelSetDice):
@@ -253,10 +274,9 @@ class MarginalDiceLoss(_LabelSetDice):
 
     @float32_compute
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        member = _voxel_membership(target, input, self.label_sets)
-        soft = member / member.sum(1, keepdim=True)
-        marginal = _marginalize_with(probabilities(input), member)
-        return _dice(marginal, soft, self.alpha, self.epsilon, self.reduction)
+        enc = _encode(target, input, self.label_sets)
+        marginal = enc.phi(probabilities(input))
+        return _dice(marginal, enc.psi0(input.dtype), self.alpha, self.epsilon, self.reduction)
 
 
 class SoftTargetDiceLoss(_LabelSetDice):
@@ -271,9 +291,8 @@ class SoftTargetDiceLoss(_LabelSetDice):
 
     @float32_compute
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        member = _voxel_membership(target, input, self.label_sets)
-        soft = member / member.sum(1, keepdim=True)
-        return _dice(probabilities(input), soft, self.alpha, self.epsilon, self.reduction)
+        enc = _encode(target, input, self.label_sets)
+        return _dice(probabilities(input), enc.psi0(input.dtype), self.alpha, self.epsilon, self.reduction)
 
 
 class MarginalCrossEntropyLoss(nn.Module):
@@ -301,10 +320,13 @@ class MarginalCrossEntropyLoss(nn.Module):
 
     @float32_compute
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        member = _voxel_membership(target, input, self.label_sets)
+        enc = _encode(target, input, self.label_sets)
         logp = log_probabilities(input)
-        in_set = torch.logsumexp(logp.masked_fill(member == 0, float("-inf")), dim=1)
-        per_voxel = member.sum(1).log() - in_set
+        index = enc.labels.clamp_max(enc.num_classes - 1).unsqueeze(1)
+        per_voxel = -logp.gather(1, index)[:, 0]  # leaf voxels: -log p_y
+        for s, leaves in enc.present:  # set voxels: -log(mean_{c in S} p_c), by a log-sum-exp
+            in_set = torch.logsumexp(logp.index_select(1, torch.tensor(leaves, device=logp.device)), dim=1)
+            per_voxel = torch.where(enc.labels == s, math.log(len(leaves)) - in_set, per_voxel)
         return reduce(per_voxel.flatten(1).mean(1), self.reduction)
 
     def extra_repr(self) -> str:

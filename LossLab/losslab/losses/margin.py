@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._utils import (
@@ -30,7 +29,6 @@ from ._utils import (
 )
 
 VARIANTS = ("paper", "released")
-_LN2 = math.log(2.0)
 
 
 class Margins(NamedTuple):
@@ -152,16 +150,57 @@ def compute_margins(
     return Margins(rho_k0=mu_k * rho_0k, rho_0k=rho_0k)
 
 
+class _NegativeTerms(torch.autograd.Function):
+    """``sum_k softplus(scale (s_k - top + r_k))`` over the class axis, with a hand-written backward
+    (``d/ds_k = scale sigmoid(z_k)``, ``d/dtop = -sum_k scale sigmoid(z_k)``): the (B, C, ...) part of the
+    margin loss in a few passes instead of autograd's dozen. Checked by gradcheck in the tests."""
+
+    @staticmethod
+    def forward(ctx: Any, s: torch.Tensor, top: torch.Tensor, r: torch.Tensor, scale: float) -> torch.Tensor:
+        z = s - top
+        z += r
+        if scale != 1.0:
+            z *= scale
+        ctx.save_for_backward(z)
+        ctx.scale = scale
+        return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device)).sum(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (z,) = ctx.saved_tensors
+        gs = torch.sigmoid(z)
+        gs *= grad.unsqueeze(1) * ctx.scale
+        gtop = -gs.sum(1, keepdim=True) if ctx.needs_input_grad[1] else None
+        return gs, gtop, None, None
+
+
+def _first_index_of_max(x: torch.Tensor, max_value: torch.Tensor) -> torch.Tensor:
+    """Index ``(B, 1, *spatial)`` of the first class reaching ``max_value`` (no grad; faster than argmax on
+    the CPU for a non-innermost axis)."""
+    c = x.shape[1]
+    rank = torch.arange(c, 0, -1, device=x.device, dtype=x.dtype).view(1, c, *([1] * (x.ndim - 2)))
+    return (c - ((x == max_value) * rank).amax(dim=1, keepdim=True)).long()
+
+
+def _top_two_indices(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(B, 1, *spatial)`` of the top class and of the best of the other classes (no grad; with a
+    tie at the top, the second index points to the other tied class)."""
+    with torch.no_grad():
+        a = _first_index_of_max(scores, scores.amax(dim=1, keepdim=True))
+        others = scores.scatter(1, a, float("-inf"))
+        b = _first_index_of_max(others, others.amax(dim=1, keepdim=True))
+    return a, b
+
+
 def class_margins(scores: torch.Tensor) -> torch.Tensor:
     """Margins ``lambda_ik = s_ik - max_{j != k} s_ij`` (eq. 4) for scores ``(B, C, *spatial)``, ``C >= 2``.
 
-    For the top class the margin is its lead over the runner-up (positive); for every other class it is
-    its (negative) distance to the top score.
+    For the top class the margin is its lead over the runner-up (positive; 0 for a tie); for every other
+    class it is its (negative) distance to the top score.
     """
-    top, arg = scores.max(dim=1, keepdim=True)
-    second = scores.scatter(1, arg, float("-inf")).max(dim=1, keepdim=True).values
-    classes = torch.arange(scores.shape[1], device=scores.device).view(1, -1, *([1] * (scores.ndim - 2)))
-    return scores - torch.where(classes == arg, second, top)
+    a, b = _top_two_indices(scores)
+    top, second = scores.gather(1, torch.cat([a, b], dim=1)).split(1, dim=1)
+    return (scores - top).scatter(1, a, top - second)
 
 
 def margin_calibration_loss(
@@ -185,23 +224,35 @@ def margin_calibration_loss(
     check_label_range(labels, c, ignore_index)
     valid = None if ignore_index is None else labels != ignore_index
     safe = labels if valid is None else torch.where(valid, labels, torch.zeros_like(labels))
-    lam = class_margins(scores)
-    onehot = torch.zeros_like(lam).scatter_(1, safe.unsqueeze(1), 1.0)
-    shape = (1, c) + (1,) * (lam.ndim - 2)
-    r_pos = rho_k0.to(lam).view(shape)
-    r_neg = rho_0k.to(lam).view(shape)
-    # Both variants: x = lambda - rho_k0 for the true class, lambda + rho_0k for the others; the losses are
-    # softplus(-x) (true class) and softplus(x) (others), i.e. log(1 + e^{-lambda + rho}) and
-    # log(1 + e^{lambda + rho}).
-    sign = 1.0 - 2.0 * onehot  # -1 on the true class, +1 elsewhere
-    x = lam + torch.where(onehot > 0, -r_pos, r_neg)
-    if variant == "paper":
-        # log2(1 + 2^{z}) = softplus(z ln 2) / ln 2   (eqs. 28-29)
-        per_class = F.softplus(sign * x * _LN2) / _LN2
-    else:
-        # BCE with logits x, target 1 on the true class and 0 elsewhere, pos_weight = C.
-        per_class = F.softplus(sign * x) * (1.0 + (c - 1.0) * onehot)
-    per_pixel = per_class.sum(1)  # (B, *spatial): summed over classes (eq. 27)
+    # Every class first as a negative ("[y_i != k]" term, lambda_k = s_k - top), on one (B, C, ...) pass;
+    # then, on (B, *spatial) gathers, the top class's term is fixed (its lambda is top - second) and the
+    # true class's term swapped for the positive one. No one-hot tensor.
+    #   paper:    log2(1 + 2^{lambda + rho_0k})  and  log2(1 + 2^{-lambda + rho_k0})        (eqs. 28-29)
+    #   released: ln(1 + e^{lambda + rho_0k})    and  C * ln(1 + e^{-lambda + rho_k0})  (BCE, pos_weight C)
+    # with log2(1 + 2^z) = ln(1 + e^{z ln 2}) / ln 2.
+    a, b = _top_two_indices(scores)
+    # One gather (one scatter in the backward pass) for the top, second and true-class scores.
+    top, second, s_y = scores.gather(1, torch.cat([a, b, safe.unsqueeze(1)], dim=1)).split(1, dim=1)
+    scale = math.log(2.0) if variant == "paper" else 1.0
+    r_pos = rho_k0.to(scores)
+    r_neg = rho_0k.to(scores)
+    zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
+
+    def phi(z: torch.Tensor) -> torch.Tensor:
+        return torch.logaddexp(scale * z, zero)
+
+    shape = (1, c) + (1,) * (scores.ndim - 2)
+    negatives = _NegativeTerms.apply(scores, top, r_neg.view(shape), scale)  # (B, *spatial), times scale
+    a, top, second, s_y, y = a[:, 0], top[:, 0], second[:, 0], s_y[:, 0], safe
+    lam_y = torch.where(y == a, top - second, s_y - top)
+    pos_weight = 1.0 if variant == "paper" else float(c)
+    per_pixel = (
+        negatives
+        - phi(r_neg[a])
+        + phi(top - second + r_neg[a])
+        - phi(lam_y + r_neg[y])
+        + pos_weight * phi(r_pos[y] - lam_y)
+    ) / scale  # (B, *spatial): summed over classes (eq. 27)
     if valid is not None:
         per_pixel = per_pixel * valid.to(per_pixel.dtype)
     per_classes = 1.0 if variant == "paper" else float(c)  # released: mean over pixels x C

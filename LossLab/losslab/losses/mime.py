@@ -16,8 +16,16 @@ from ._utils import (
     float32_compute,
     probabilities,
     reduce,
-    target_one_hot,
+    target_labels_or_dense,
 )
+
+
+def _y_dot_s(probs: torch.Tensor, target: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
+    """``y^T s`` per image ``(B,)``: a gather for a label map, a product for a one-hot / soft target."""
+    labels, dense = target_labels_or_dense(target, input)
+    if dense is not None:
+        return (dense * probs).flatten(1).sum(1)
+    return probs.gather(1, labels.unsqueeze(1)).flatten(1).sum(1)
 
 
 def _per_image(total: torch.Tensor, reduction: str, numel_per_image: int) -> torch.Tensor:
@@ -34,9 +42,8 @@ def mime_loss(
     check_reduction(reduction)
     check_input(input)
     probs = probabilities(input)
-    y = target_one_hot(target, input)
-    omega = b - (a + b) * y  # = -a y + b (1 - y)
-    total = (omega * probs).flatten(1).sum(1)
+    # omega^T s = b sum(s) - (a + b) y^T s, with omega = -a y + b (1 - y)
+    total = b * probs.flatten(1).sum(1) - (a + b) * _y_dot_s(probs, target, input)
     return _per_image(total, reduction, probs[0].numel())
 
 
@@ -84,8 +91,7 @@ def negative_mime_loss(input: torch.Tensor, target: torch.Tensor, reduction: str
     check_reduction(reduction)
     check_input(input)
     probs = probabilities(input)
-    y = target_one_hot(target, input)
-    total = -(y * probs).flatten(1).sum(1)
+    total = -_y_dot_s(probs, target, input)
     return _per_image(total, reduction, probs[0].numel())
 
 
