@@ -305,8 +305,8 @@ class LossLabLogic(ScriptedLoadableModuleLogic):
         return "" if text in ("", ".") else text
 
     def startTraining(self, p, pythonExecutable=None):
-        """Start a LossLabLib.TrainingJob from the Train fields; the run folder defaults to Slicer's
-        temporary folder (LossLab/run-<time>), never next to the data."""
+        """Start a LossLabLib.TrainingJob from the Train fields; without an output folder, each run gets a
+        new one in Slicer's temporary folder (LossLab/run-<time>, named in the log), never next to the data."""
         self.ensureDependencies()
         import LossLabLib
 
@@ -323,16 +323,12 @@ class LossLabLogic(ScriptedLoadableModuleLogic):
             device=p.device,
             python_executable=pythonExecutable or self.pythonExecutable(),
         )
-        p.outputFolder = Path(output)
         logging.info("LossLab: training in %s", output)
         return job.start()
 
     def updateCurves(self, p, job):
         """Write the job's per-epoch curves into the parameter node's table and chart (created once)."""
-        import LossLabLib
-
-        p.trainingTable = LossLabLib.curves_table(slicer.mrmlScene, job.history, node=p.trainingTable)
-        p.trainingChart = LossLabLib.curves_chart(slicer.mrmlScene, p.trainingTable, chart=p.trainingChart)
+        p.trainingTable, p.trainingChart = job.fill_curves(slicer.mrmlScene, p.trainingTable, p.trainingChart)
         return p.trainingChart
 
     def infer(self, p, progress=None):

@@ -78,6 +78,7 @@ def bench_predictor(device: torch.device, size: int, runs: int, folder: Path) ->
     """End to end as the editor calls it: ``Predictor.predict(numpy (3, D, H, W))`` -> numpy probabilities and
     labels (normalisation, host/device copies, softmax and argmax included)."""
     import numpy as np
+
     from losslab.engine.checkpoint import save_checkpoint
     from losslab.engine.inference import load_predictor
     from losslab.nets import network_spec

@@ -364,12 +364,13 @@ class TrainingJob:
     @property
     def model_path(self) -> Path | None:
         """``model.pt`` (or the ensemble folder) once training completed, else ``None``."""
-        for event in reversed(self.events):
-            if event.get("event") == "end" and event.get("model_path"):
-                if self.config.get("ensemble", {}).get("members", 1) > 1:
-                    return self.output_dir
-                return Path(event["model_path"])
-        return None
+        ends = [e for e in self.events if e.get("event") == "end"]
+        if not ends or not ends[-1].get("model_path"):
+            return None
+        members = int(self.config.get("ensemble", {}).get("members", 1))
+        if members > 1:  # the ensemble folder, once its last member is done
+            return self.output_dir if ends[-1].get("member", members - 1) == members - 1 else None
+        return Path(ends[-1]["model_path"])
 
     def poll(self) -> list[dict[str, Any]]:
         """The events that arrived since the last call (never blocks)."""
@@ -469,6 +470,12 @@ class TrainingJob:
                 self._process.kill()
         except Exception:
             pass
+
+    def fill_curves(self, scene, table=None, chart=None):
+        """Write the per-epoch curves so far into a table node and a plot chart (created when ``None``):
+        :func:`curves_table` then :func:`curves_chart`. Returns ``(table, chart)``."""
+        table = curves_table(scene, self.history, node=table)
+        return table, curves_chart(scene, table, chart=chart)
 
     # Text -------------------------------------------------------------------------------------------------
 

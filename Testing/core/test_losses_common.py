@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 import torch
-from losslab.losses import available_losses, get_loss
 from torch import nn
+
+from losslab.losses import available_losses, get_loss
 
 SETS = {4: [1, 2]}
 

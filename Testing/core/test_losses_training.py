@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 import torch
-from losslab.losses import EditingLoss, available_losses, count_labels, get_loss
 from torch import nn
+
+from losslab.losses import EditingLoss, available_losses, count_labels, get_loss
 
 STEPS = 200
 SIZE = 16

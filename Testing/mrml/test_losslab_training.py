@@ -87,6 +87,7 @@ def test_background_run_streams_events_and_curves(scene, dataset, tmp_path):
     series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
     assert [s.GetYColumnName() for s in series] == columns[1:-1]
     assert all(s.GetXColumnName() == "Epoch" and s.GetTableNode() is table for s in series)
+    assert job.fill_curves(scene, table, chart) == (table, chart)
     # updating with more epochs reuses the table and the series
     curves_table(scene, job.history + [dict(job.history[-1], epoch=3)], node=table)
     assert curves_chart(scene, table, chart=chart) is chart
