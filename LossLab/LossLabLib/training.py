@@ -416,7 +416,7 @@ class TrainingJob:
     @property
     def progress(self) -> float:
         """Fraction of the run done, in [0, 1] (from the last batch / epoch event)."""
-        return 1.0 if self.result and not self.result.get("stopped") else self._progress
+        return 1.0 if self.model_path is not None else self._progress
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the process to end (or ``timeout`` seconds), poll its output; the return code or None."""
@@ -497,7 +497,7 @@ class TrainingJob:
 def format_event(event: Mapping[str, Any]) -> str | None:
     """A log line for an event (``None`` for batch events, which only move the progress bar)."""
     kind = event.get("event")
-    member = f"[member {event['member'] + 1}/{event['members']}] " if "member" in event else ""
+    member = f"[member {event['member'] + 1}/{event.get('members', '?')}] " if "member" in event else ""
     if kind == "start":
         return (
             f"{member}training on {event.get('device')}: {event.get('train_cases')} training / "

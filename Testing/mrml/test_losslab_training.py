@@ -165,3 +165,36 @@ def test_progress_and_curves_rows_without_validation():
     assert rows == [(1, 0.5, None, None, 0.1)]
     _, rows = curves_rows([{"epoch": 1, "train_loss": 0.5, "val_dice": {"a": float("nan")}, "lr": 0.1}])
     assert rows[0][3] is None and not any(isinstance(v, float) and math.isnan(v) for v in rows[0])
+
+
+def test_ensemble_events_progress_and_model_folder(dataset, tmp_path):
+    config = build_training_config(
+        dataset, tmp_path / "ens", epochs=2, **{**TINY, "overrides": {"ensemble": {"members": 2}}}
+    )
+    job = TrainingJob(config)  # not started: feed it the worker's events of an ensemble run
+    epoch = {"event": "epoch", "epochs": 2, "train_loss": 0.5, "lr": 0.01, "members": 2}
+    job._record({**epoch, "epoch": 2, "member": 0})
+    assert job.progress == pytest.approx(0.5)
+    job._record(
+        {
+            "event": "end",
+            "model_path": str(tmp_path / "ens" / "member0" / "model.pt"),
+            "member": 0,
+            "members": 2,
+        }
+    )
+    assert job.model_path is None  # member 1 still to come
+    job._record({**epoch, "epoch": 1, "member": 1})
+    assert job.progress == pytest.approx(0.75)
+    job._record(
+        {
+            "event": "end",
+            "model_path": str(tmp_path / "ens" / "member1" / "model.pt"),
+            "member": 1,
+            "members": 2,
+        }
+    )
+    assert job.model_path == tmp_path / "ens"  # the ensemble folder, which InferenceLogic takes
+    columns, rows = curves_rows(job.history)
+    assert columns[:2] == ["Member", "Epoch"] and [r[:2] for r in rows] == [(1, 2), (2, 1)]
+    assert "[member 2/2] epoch 1/2" in job.log[-2]
