@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import slicer
 
 from . import mrml_io
 from .mrml_io import Grid
@@ -219,7 +220,8 @@ class InferenceLogic:
         name="",
     ):
         """A segmentation node with one segment per foreground label ``1..K-1`` of ``labels`` (empty
-        segments included), named and coloured; its reference geometry is ``volume_node``'s (or ``grid``)."""
+        segments included), named and coloured. Its reference geometry is ``grid`` (world RAS, so a volume
+        under a linear transform is segmented where it is shown) and it has no parent transform."""
         if node is None:
             node = self.scene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name or "Segmentation")
@@ -229,8 +231,14 @@ class InferenceLogic:
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
         if volume_node is not None:
-            node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)  # also the reference role
+        # the geometry itself from the world grid: right also when the volume is under a linear transform
+        node.SetAndObserveTransformNodeID(None)
         segmentation = node.GetSegmentation()
+        segmentation.SetConversionParameter(
+            slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
+            slicer.vtkSegmentationConverter.SerializeImageGeometry(grid.to_oriented_image(allocate=False)),
+        )
         was_modifying = node.StartModify()
         segmentation.RemoveAllSegments()
         for index, label in enumerate(label_names):

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 import slicer.util  # noqa: E402
 from losslab_models import SHAPE, trained_model  # noqa: E402
-from mrml_builders import make_volume, oblique_directions  # noqa: E402
+from mrml_builders import linear_transform, make_volume, oblique_directions  # noqa: E402
 
 from losslab.engine import _io, load_predictor  # noqa: E402
 from LossLabLib import mrml_io  # noqa: E402
@@ -64,6 +64,21 @@ def test_segmentation_node_has_named_coloured_segments_on_the_volume_grid(scene,
     # re-run into the same node: segments replaced, not added
     again = InferenceLogic(scene, device="cpu").run(model, volume, output_segmentation=seg)
     assert again.segmentation_node is seg and len(mrml_io.segment_ids(seg)) == 2
+
+
+def test_volume_under_a_linear_transform(scene, model):
+    volume = blob_volume(scene, model)
+    angle = np.deg2rad(20)
+    matrix = np.eye(4)
+    matrix[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    matrix[:3, 3] = (10.0, -5.0, 2.5)
+    volume.SetAndObserveTransformNodeID(linear_transform(scene, matrix).GetID())
+    result = InferenceLogic(scene, device="cpu").run(model, volume)
+    world = Grid.from_volume(volume)
+    seg = result.segmentation_node  # on the world grid: where the transformed volume is shown
+    assert seg.GetParentTransformNode() is None and Grid.from_segmentation(seg).same_as(world)
+    for index, segment_id in enumerate(result.segment_ids, start=1):
+        np.testing.assert_array_equal(mrml_io.segment_mask(seg, segment_id, world), result.labels == index)
 
 
 def test_ensemble_folder(scene, model, tmp_path):
