@@ -84,3 +84,18 @@ def test_invalid_json(tmp_path):
     path.write_text("{epochs: 3")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(path)
+
+
+def test_device_choice_and_mixed_precision():
+    import torch
+
+    from losslab.engine import select_device
+    from losslab.engine.device import amp_dtype
+
+    assert select_device("cpu") == torch.device("cpu")
+    auto = select_device("auto")
+    assert auto.type in ("cuda", "mps", "cpu")
+    assert amp_dtype(torch.device("cpu")) is None  # mixed precision on CUDA only
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda:0")

@@ -97,6 +97,19 @@ def test_cli_train_with_overrides(trained, tmp_path, capsys):
     assert "lbfgs" in capsys.readouterr().err
 
 
+def test_losslab_command_line_lists_train_and_infer(trained, tmp_path, capsys):
+    cli = pytest.importorskip("losslab.cli")
+    if "losslab.engine.cli" not in cli.COMMAND_MODULES:
+        pytest.skip("losslab.cli does not list losslab.engine.cli")
+    root, model = trained
+    case = root / "data" / "images" / "case00.nii.gz"
+    prior = root / "data" / "prior" / "case00.nii.gz"
+    assert cli.main(["infer", str(model), str(case), str(prior), "-o", str(tmp_path / "o.nrrd")]) == 0
+    assert (tmp_path / "o.nrrd").is_file()
+    assert cli.main(["train", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+
+
 def test_numpy_and_tensor_inputs_agree(trained):
     _, model = trained
     predictor = load_predictor(model, device="cpu")

@@ -11,7 +11,10 @@ from collections.abc import Sequence
 def _train(args: argparse.Namespace) -> int:
     from .trainer import run
 
-    results = run(args.config, args.overrides, resume=args.resume)
+    try:
+        results = run(args.config, args.overrides, resume=args.resume)
+    except FloatingPointError as exc:  # a diverging loss: a user-fixable setting, not a crash
+        raise ValueError(str(exc)) from None
     for result in results:
         if result.stopped:
             print(f"stopped after epoch {result.epochs_done}; continue with --resume", file=sys.stderr)

@@ -423,7 +423,9 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,  # no gradient copies (and no stride warnings with channels-last)
         )
 
     batch, global_batch = cfg["batch_size"], cfg["batch_size"] * world

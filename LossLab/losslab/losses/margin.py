@@ -157,10 +157,9 @@ class _NegativeTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, s: torch.Tensor, top: torch.Tensor, r: torch.Tensor, scale: float) -> torch.Tensor:
-        z = s - top
-        z += r
-        if scale != 1.0:
-            z *= scale
+        # z = scale (s - top + r) in two passes over (B, C, ...): the offsets are folded in first on the
+        # small (1, C, 1...) and (B, 1, ...) tensors.
+        z = torch.add(scale * r - scale * top, s, alpha=scale)
         ctx.save_for_backward(z)
         ctx.scale = scale
         return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device)).sum(1)
