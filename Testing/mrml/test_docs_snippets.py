@@ -23,3 +23,8 @@ def test_console_snippets_of_the_slicer_docs_run(mrml, capsys):
     out = capsys.readouterr().out
     assert "['truth', 'initial', 'edited']" in out and "100% Done" in out
     assert namespace["result"].editing is not None
+    # the LossLab module section: a background training run, inference and the gradient lab
+    assert namespace["job"].returncode == 0 and namespace["job"].model_path.is_file()
+    assert "['background', 'class1', 'class2']" in out and "dynamic range: Dice" in out
+    assert namespace["table"].GetNumberOfRows() == 2
+    assert namespace["dice"].dynamic_range_db < namespace["ce"].dynamic_range_db
