@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -151,116 +151,131 @@ def compute_margins(
 
 
 # Spatial chunks of the passes over (B, C, ...): their temporaries stay small enough (<= ~8 MiB) for the
-# allocator to reuse them from one chunk to the next instead of mapping fresh memory each time.
+# allocator to reuse them from one chunk to the next instead of mapping fresh memory each time, and the
+# passes over one chunk run in cache.
 _CHUNK_BYTES = 8 << 20
 
 
-def _chunks(
-    s: torch.Tensor,
-    top: torch.Tensor,
-    rn: torch.Tensor,
-    scale: float,
-    small: Any,
-    out: torch.Tensor | None = None,
-) -> Iterator[tuple[torch.Tensor, Any]]:
-    """``z = scale (s - top + r)`` over spatial chunks of ``s`` ``(B, C, *spatial)``, each with the matching
-    chunk (a view, ``(B, chunk)``) of ``small``: a contiguous ``(B, *spatial)`` tensor or a tuple of them.
-    ``z`` is written into the chunk of ``out`` (contiguous, ``s``'s shape) when given, for in-place work on
-    the result; else into a temporary small enough for the allocator to reuse across chunks (no fresh pages
-    per call) and for the passes over it to stay in cache."""
+def _chunk_step(s: torch.Tensor) -> int:
     b, c = s.shape[:2]
-    flat_s, flat_top = s.flatten(2), top.flatten(2)
-    flat_out = None if out is None else out.view(b, c, -1)
-    rn = rn.view(1, c, 1)
-    n = flat_s.shape[2]
-    step = max(1, _CHUNK_BYTES // max(1, b * c * s.element_size()))
-    pieces = small if isinstance(small, tuple) else (small,)
-    flat_small = [t.view(b, -1) for t in pieces]
-    for start in range(0, n, step):
-        sl = slice(start, start + step)
-        dest = None if flat_out is None else flat_out[:, :, sl]
-        z = torch.sub(flat_s[:, :, sl], flat_top[:, :, sl], out=dest)
-        z.add_(rn)
-        if scale != 1.0:
-            z.mul_(scale)
-        parts = tuple(t[:, sl] for t in flat_small)
-        yield z, (parts if isinstance(small, tuple) else parts[0])
+    return max(1, _CHUNK_BYTES // max(1, b * c * s.element_size()))
+
+
+def _pixel_terms(
+    a: torch.Tensor,
+    y: torch.Tensor,
+    top: torch.Tensor,
+    second: torch.Tensor,
+    s_y: torch.Tensor,
+    r_neg: torch.Tensor,
+    r_pos: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, ...]:
+    """``(B, n)`` pieces of the per-pixel loss: whether the true class is the top one, and the arguments
+    (times ``scale``) of phi for the top class's term, the true class's negative and positive terms."""
+    is_a = y == a
+    lead = top - second
+    lam_y = torch.where(is_a, lead, s_y - top)
+    u_top = (lead + r_neg.take(a)).mul_(scale)
+    u_neg = (lam_y + r_neg.take(y)).mul_(scale)
+    u_pos = (r_pos.take(y) - lam_y).mul_(scale)
+    return is_a, u_top, u_neg, u_pos
 
 
 class _PerPixel(torch.autograd.Function):
     """The per-pixel loss of eq. (27) (summed over the classes, times ``scale``) from the scores ``s`` and the
-    indices of the top class ``a``, the runner-up ``b`` and the true class ``y``, with a hand-written backward.
+    true classes ``y``, with a hand-written backward.
 
-    Every class first counts as a negative, ``sum_k phi(z_k)`` with ``z_k = scale (s_k - top + r0_k)``
-    (spatial chunks over ``(B, C, ...)``, see :func:`_chunks`); then, on ``(B, *spatial)`` values, the top
-    class's term is fixed (its margin is ``top - second``) and the true class's term swapped for the
-    positive one, with ``phi(u) = ln(1 + e^u)``. The backward recomputes ``z`` into the gradient tensor
-    itself (``d/ds_k = scale sigmoid(z_k)``, in place) and adds the ``(B, *spatial)`` gradients of ``top``,
-    ``second`` and ``s_y`` with three scatter-adds: no dense temporaries beyond the gradient. Checked
-    against the autograd formulation and by gradcheck in the tests.
+    Every class first counts as a negative, ``sum_k phi(z_k)`` with ``z_k = scale (s_k - top + r0_k)``;
+    then the top class's term is fixed (its margin is ``top - second``) and the true class's term swapped
+    for the positive one, with ``phi(u) = ln(1 + e^u)``. All of it runs over spatial chunks (temporaries
+    reused, in cache): the top-two search (as :func:`_top_two_indices`), ``z``, the sum of phi and the
+    per-pixel terms. The backward recomputes ``z`` into the gradient tensor itself (``d/ds_k = scale
+    sigmoid(z_k)``, in place) and scatter-adds the gradients of ``top``, ``second`` and ``s_y`` into it:
+    no dense temporaries beyond the gradient. Checked against the autograd formulation and by gradcheck in
+    the tests.
     """
 
     @staticmethod
     def forward(
         ctx: Any,
         s: torch.Tensor,
-        a: torch.Tensor,
-        b: torch.Tensor,
         y: torch.Tensor,
         r_neg: torch.Tensor,
         r_pos: torch.Tensor,
         scale: float,
         pos_weight: float,
     ) -> torch.Tensor:
-        c = s.shape[1]
-        top, second, s_y = s.gather(1, torch.cat([a, b, y], dim=1)).split(1, dim=1)
-        shape = (1, c) + (1,) * (s.ndim - 2)
-        rn = r_neg.view(shape)
+        bsz, c = s.shape[:2]
+        flat = s.flatten(2)  # (B, C, N)
+        n = flat.shape[2]
+        y = y.reshape(bsz, 1, n)
+        rn = r_neg.view(1, c, 1)
         zero = torch.zeros((), dtype=s.dtype, device=s.device)
-        negatives = torch.empty((s.shape[0], *s.shape[2:]), dtype=s.dtype, device=s.device)
-        for z, neg in _chunks(s, top, rn, scale, negatives):  # sum_k phi(z_k), chunk by chunk
-            torch.sum(torch.logaddexp(z, zero, out=z), 1, out=neg)
-        rn_a, rn_y, rp_y = r_neg[a[:, 0]], r_neg[y[:, 0]], r_pos[y[:, 0]]
-        top, second, s_y = top[:, 0], second[:, 0], s_y[:, 0]
-        is_a = y[:, 0] == a[:, 0]
-        lead = top - second
-        lam_y = torch.where(is_a, lead, s_y - top)
-        u_top = scale * (lead + rn_a)
-        u_neg = scale * (lam_y + rn_y)
-        u_pos = scale * (rp_y - lam_y)
-        per_pixel = (
-            negatives
-            - torch.logaddexp(scale * rn_a, zero)
-            + torch.logaddexp(u_top, zero)
-            - torch.logaddexp(u_neg, zero)
-            + pos_weight * torch.logaddexp(u_pos, zero)
-        )
-        ctx.save_for_backward(s, a, b, y, top, is_a, u_top, u_neg, u_pos, rn)
+        phi_rn = torch.logaddexp(scale * r_neg, zero)  # (C,): the top class's term as a negative
+        idx = torch.empty((2, bsz, 1, n), dtype=torch.int64, device=s.device)  # a, b
+        val = torch.empty((3, bsz, 1, n), dtype=s.dtype, device=s.device)  # top, second, s_y
+        per_pixel = torch.empty((bsz, n), dtype=s.dtype, device=s.device)
+        for start in range(0, n, _chunk_step(s)):
+            sl = slice(start, start + _chunk_step(s))
+            x, yc = flat[:, :, sl], y[:, :, sl]
+            top = torch.amax(x, dim=1, keepdim=True, out=val[0, :, :, sl])
+            a = _first_index_of_max(x, top)
+            idx[0, :, :, sl] = a
+            others = x.scatter(1, a, float("-inf"))
+            second = torch.amax(others, dim=1, keepdim=True, out=val[1, :, :, sl])
+            idx[1, :, :, sl] = _first_index_of_max(others, second)
+            s_y = torch.gather(x, 1, yc, out=val[2, :, :, sl])
+            z = torch.sub(x, top, out=others)  # z = scale (s - top + r0), in the buffer of `others`
+            z.add_(rn)
+            if scale != 1.0:
+                z.mul_(scale)
+            out = torch.sum(torch.logaddexp(z, zero, out=z), 1, out=per_pixel[:, sl])
+            a, yc, top, second, s_y = a[:, 0], yc[:, 0], top[:, 0], second[:, 0], s_y[:, 0]
+            _, u_top, u_neg, u_pos = _pixel_terms(a, yc, top, second, s_y, r_neg, r_pos, scale)
+            out -= phi_rn.take(a)
+            out += torch.logaddexp(u_top, zero)
+            out -= torch.logaddexp(u_neg, zero)
+            out += torch.logaddexp(u_pos, zero).mul_(pos_weight)
+        ctx.save_for_backward(s, y, idx, val, r_neg, r_pos)
         ctx.scale, ctx.pos_weight = scale, pos_weight
-        return per_pixel
+        return per_pixel.view(bsz, *s.shape[2:])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        s, a, b, y, top, is_a, u_top, u_neg, u_pos, rn = ctx.saved_tensors
-        scale = ctx.scale
-        g = grad * scale  # (B, *spatial)
+        s, y, idx, val, r_neg, r_pos = ctx.saved_tensors
+        scale, pos_weight = ctx.scale, ctx.pos_weight
+        bsz, c = s.shape[:2]
+        flat = s.flatten(2)
+        n = flat.shape[2]
+        rn = r_neg.view(1, c, 1)
+        g = (grad * scale).reshape(bsz, n)
         gs = torch.empty(s.shape, dtype=s.dtype, device=s.device)
-        sig_sum = torch.empty(top.shape, dtype=s.dtype, device=s.device)  # sum_k sigmoid(z_k)
-        # d/ds_k = scale sigmoid(z_k) g, written chunk by chunk into the gradient itself.
-        for z, (ssum, gc) in _chunks(s, top.unsqueeze(1), rn, scale, (sig_sum, g), out=gs):
-            torch.sum(z.sigmoid_(), 1, out=ssum)
+        gflat = gs.view(bsz, c, n)
+        for start in range(0, n, _chunk_step(s)):
+            sl = slice(start, start + _chunk_step(s))
+            gc, yc, a, b = g[:, sl], y[:, :, sl], idx[0, :, :, sl], idx[1, :, :, sl]
+            top, second, s_y = val[0, :, :, sl], val[1, :, :, sl], val[2, :, :, sl]
+            # d/ds_k = scale sigmoid(z_k) g, written into the gradient itself.
+            z = torch.sub(flat[:, :, sl], top, out=gflat[:, :, sl])
+            z.add_(rn)
+            if scale != 1.0:
+                z.mul_(scale)
+            sig_sum = z.sigmoid_().sum(1)  # sum_k sigmoid(z_k)
             z.mul_(gc.unsqueeze(1))
-        # d/dlambda_y of -phi(u_neg) + w phi(u_pos), per unit of scale.
-        d_lam = -torch.sigmoid(u_neg) - ctx.pos_weight * torch.sigmoid(u_pos)
-        d_top_lead = torch.sigmoid(u_top)
-        sign = torch.where(is_a, 1.0, -1.0).to(g.dtype)
-        g_top = (d_top_lead - sig_sum + sign * d_lam) * g
-        g_second = (torch.where(is_a, d_lam, torch.zeros_like(d_lam)) + d_top_lead) * -g
-        g_y = torch.where(is_a, torch.zeros_like(d_lam), d_lam) * g
-        gs.scatter_add_(1, a, g_top.unsqueeze(1))
-        gs.scatter_add_(1, b, g_second.unsqueeze(1))
-        gs.scatter_add_(1, y, g_y.unsqueeze(1))
-        return gs, None, None, None, None, None, None, None
+            is_a, u_top, u_neg, u_pos = _pixel_terms(
+                a[:, 0], yc[:, 0], top[:, 0], second[:, 0], s_y[:, 0], r_neg, r_pos, scale
+            )
+            # d/dlambda_y of -phi(u_neg) + w phi(u_pos), per unit of scale.
+            d_lam = torch.sigmoid(u_neg).add_(torch.sigmoid(u_pos), alpha=pos_weight).neg_()
+            d_lead = torch.sigmoid(u_top)
+            g_top = (d_lead - sig_sum + torch.where(is_a, d_lam, -d_lam)).mul_(gc)
+            g_second = (d_lead + torch.where(is_a, d_lam, 0.0)).mul_(gc).neg_()
+            g_y = torch.where(is_a, 0.0, d_lam).mul_(gc)
+            z.scatter_add_(1, a, g_top.unsqueeze(1))
+            z.scatter_add_(1, b, g_second.unsqueeze(1))
+            z.scatter_add_(1, yc, g_y.unsqueeze(1))
+        return gs, None, None, None, None, None
 
 
 def _first_index_of_max(x: torch.Tensor, max_value: torch.Tensor) -> torch.Tensor:
@@ -334,12 +349,11 @@ def margin_calibration_loss(
     #   paper:    log2(1 + 2^{lambda + rho_0k})  and  log2(1 + 2^{-lambda + rho_k0})        (eqs. 28-29)
     #   released: ln(1 + e^{lambda + rho_0k})    and  C * ln(1 + e^{-lambda + rho_k0})  (BCE, pos_weight C)
     # with log2(1 + 2^z) = ln(1 + e^{z ln 2}) / ln 2.
-    a, b = _top_two_indices(scores)
     scale = math.log(2.0) if variant == "paper" else 1.0
     pos_weight = 1.0 if variant == "paper" else float(c)
     r_pos = rho_k0.to(scores)
     r_neg = rho_0k.to(scores)
-    per_pixel = _PerPixel.apply(scores, a, b, safe.unsqueeze(1), r_neg, r_pos, scale, pos_weight) / scale
+    per_pixel = _PerPixel.apply(scores, safe, r_neg, r_pos, scale, pos_weight) / scale
     if valid is not None:
         per_pixel = per_pixel * valid.to(per_pixel.dtype)
     per_classes = 1.0 if variant == "paper" else float(c)  # released: mean over pixels x C
