@@ -200,6 +200,30 @@ def marginalize(
     return _encode(target, probs, validate_label_sets(label_sets)).phi(probs)
 
 
+_CHUNK = 1 << 17  # spatial chunk of _square_sum: (B, C, chunk) temporaries the allocator reuses
+
+
+def _square_sum(flat: torch.Tensor) -> torch.Tensor:
+    """``sum_i p_ic^2`` ``(B, C)`` of ``(B, C, N)`` over spatial chunks (no ``(B, C, N)`` temporary)."""
+    out = torch.zeros(flat.shape[:2], dtype=flat.dtype, device=flat.device)
+    for start in range(0, flat.shape[2], _CHUNK):
+        x = flat[:, :, start : start + _CHUNK]
+        out += (x * x).sum(-1)
+    return out
+
+
+def _consecutive(idx: torch.Tensor) -> bool:
+    """Whether the (sorted, distinct: validate_label_sets) leaves ``idx`` are consecutive channels."""
+    return int(idx[-1]) - int(idx[0]) == idx.numel() - 1
+
+
+def _leaves(flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The channels ``idx`` of ``(B, C, N)``: a view when they are consecutive, else a copy."""
+    if _consecutive(idx):
+        return flat.narrow(1, int(idx[0]), idx.numel())
+    return flat.index_select(1, idx)
+
+
 class _SetDiceStats(torch.autograd.Function):
     """``sum_i phi_ic psi_ic`` and ``sum_i phi_ic^alpha`` per image and class ``(B, C)`` of the marginal
     (``phi = Phi(p; g)``) or soft-target (``phi = p``) Dice, with ``psi = Psi_0(g)``, without dense
@@ -224,13 +248,13 @@ class _SetDiceStats(torch.autograd.Function):
         marginal: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         flat = probs.flatten(2)  # (B, C, N)
-        psum = flat.sum(-1) if alpha == 1 else (flat * flat).sum(-1)
+        psum = flat.sum(-1) if alpha == 1 else _square_sum(flat)
         p_y = flat.gather(1, index.unsqueeze(1))[:, 0] * leaf
         inter = torch.zeros_like(psum).scatter_add_(1, index, p_y)
         means = []
         for mask, idx in sets:  # mask (B, N) 0/1, idx the leaves of the set
             k = idx.numel()
-            sub = flat.index_select(1, idx)  # (B, |S|, N)
+            sub = _leaves(flat, idx)  # (B, |S|, N)
             if marginal:
                 m = sub.mean(dim=1)  # (B, N)
                 means.append(m)
@@ -265,8 +289,12 @@ class _SetDiceStats(torch.autograd.Function):
                     value = torch.addcmul(
                         shared, means[j], g_psum[:, idx].sum(1, keepdim=True), value=2.0 / k
                     )
-                sub = grad.index_select(1, idx)
-                grad.index_copy_(1, idx, torch.where(mask.unsqueeze(1) > 0, value.unsqueeze(1), sub))
+                sub = _leaves(grad, idx)
+                new = torch.where(mask.unsqueeze(1) > 0, value.unsqueeze(1), sub)
+                if _consecutive(idx):
+                    sub.copy_(new)  # sub is a view of grad
+                else:
+                    grad.index_copy_(1, idx, new)
             else:
                 grad.index_add_(1, idx, (g_inter[:, idx] / k).unsqueeze(-1) * mask.unsqueeze(1))
         return grad.view(ctx.shape), None, None, None, None, None
