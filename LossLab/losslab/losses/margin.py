@@ -150,45 +150,165 @@ def compute_margins(
     return Margins(rho_k0=mu_k * rho_0k, rho_0k=rho_0k)
 
 
-class _NegativeTerms(torch.autograd.Function):
-    """``sum_k softplus(scale (s_k - top + r_k))`` over the class axis, with a hand-written backward
-    (``d/ds_k = scale sigmoid(z_k)``, ``d/dtop = -sum_k scale sigmoid(z_k)``): the (B, C, ...) part of the
-    margin loss in a few passes instead of autograd's dozen. Checked by gradcheck in the tests."""
+# Spatial chunks of the passes over (B, C, ...): their temporaries stay small enough (<= ~8 MiB) for the
+# allocator to reuse them from one chunk to the next instead of mapping fresh memory each time, and the
+# passes over one chunk run in cache.
+_CHUNK_BYTES = 8 << 20
+
+
+def _chunk_step(s: torch.Tensor) -> int:
+    b, c = s.shape[:2]
+    return max(1, _CHUNK_BYTES // max(1, b * c * s.element_size()))
+
+
+def _pixel_terms(
+    a: torch.Tensor,
+    y: torch.Tensor,
+    top: torch.Tensor,
+    second: torch.Tensor,
+    s_y: torch.Tensor,
+    r_neg: torch.Tensor,
+    r_pos: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, ...]:
+    """``(B, n)`` pieces of the per-pixel loss: whether the true class is the top one, and the arguments
+    (times ``scale``) of phi for the top class's term, the true class's negative and positive terms."""
+    is_a = y == a
+    lead = top - second
+    lam_y = torch.where(is_a, lead, s_y - top)
+    u_top = (lead + r_neg.take(a)).mul_(scale)
+    u_neg = (lam_y + r_neg.take(y)).mul_(scale)
+    u_pos = (r_pos.take(y) - lam_y).mul_(scale)
+    return is_a, u_top, u_neg, u_pos
+
+
+class _PerPixel(torch.autograd.Function):
+    """The per-pixel loss of eq. (27) (summed over the classes, times ``scale``) from the scores ``s`` and the
+    true classes ``y``, with a hand-written backward.
+
+    Every class first counts as a negative, ``sum_k phi(z_k)`` with ``z_k = scale (s_k - top + r0_k)``;
+    then the top class's term is fixed (its margin is ``top - second``) and the true class's term swapped
+    for the positive one, with ``phi(u) = ln(1 + e^u)``. All of it runs over spatial chunks (temporaries
+    reused, in cache): the top-two search (as :func:`_top_two_indices`), ``z``, the sum of phi and the
+    per-pixel terms. The backward recomputes ``z`` into the gradient tensor itself (``d/ds_k = scale
+    sigmoid(z_k)``, in place) and scatter-adds the gradients of ``top``, ``second`` and ``s_y`` into it:
+    no dense temporaries beyond the gradient. Checked against the autograd formulation and by gradcheck in
+    the tests.
+    """
 
     @staticmethod
-    def forward(ctx: Any, s: torch.Tensor, top: torch.Tensor, r: torch.Tensor, scale: float) -> torch.Tensor:
-        # z = scale (s - top + r) in two passes over (B, C, ...): the offsets are folded in first on the
-        # small (1, C, 1...) and (B, 1, ...) tensors.
-        z = torch.add(scale * r - scale * top, s, alpha=scale)
-        ctx.save_for_backward(z)
-        ctx.scale = scale
-        return torch.logaddexp(z, torch.zeros((), dtype=z.dtype, device=z.device)).sum(1)
+    def forward(
+        ctx: Any,
+        s: torch.Tensor,
+        y: torch.Tensor,
+        r_neg: torch.Tensor,
+        r_pos: torch.Tensor,
+        scale: float,
+        pos_weight: float,
+    ) -> torch.Tensor:
+        bsz, c = s.shape[:2]
+        flat = s.flatten(2)  # (B, C, N)
+        n = flat.shape[2]
+        y = y.reshape(bsz, 1, n)
+        rn = r_neg.view(1, c, 1)
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        phi_rn = torch.logaddexp(scale * r_neg, zero)  # (C,): the top class's term as a negative
+        idx = torch.empty((2, bsz, 1, n), dtype=torch.int64, device=s.device)  # a, b
+        val = torch.empty((3, bsz, 1, n), dtype=s.dtype, device=s.device)  # top, second, s_y
+        per_pixel = torch.empty((bsz, n), dtype=s.dtype, device=s.device)
+        for start in range(0, n, _chunk_step(s)):
+            sl = slice(start, start + _chunk_step(s))
+            x, yc = flat[:, :, sl], y[:, :, sl]
+            top = torch.amax(x, dim=1, keepdim=True, out=val[0, :, :, sl])
+            a = _first_index_of_max(x, top)
+            idx[0, :, :, sl] = a
+            others = x.scatter(1, a, float("-inf"))
+            second = torch.amax(others, dim=1, keepdim=True, out=val[1, :, :, sl])
+            idx[1, :, :, sl] = _first_index_of_max(others, second)
+            s_y = torch.gather(x, 1, yc, out=val[2, :, :, sl])
+            z = torch.sub(x, top, out=others)  # z = scale (s - top + r0), in the buffer of `others`
+            z.add_(rn)
+            if scale != 1.0:
+                z.mul_(scale)
+            out = torch.sum(torch.logaddexp(z, zero, out=z), 1, out=per_pixel[:, sl])
+            a, yc, top, second, s_y = a[:, 0], yc[:, 0], top[:, 0], second[:, 0], s_y[:, 0]
+            _, u_top, u_neg, u_pos = _pixel_terms(a, yc, top, second, s_y, r_neg, r_pos, scale)
+            out -= phi_rn.take(a)
+            out += torch.logaddexp(u_top, zero)
+            out -= torch.logaddexp(u_neg, zero)
+            out += torch.logaddexp(u_pos, zero).mul_(pos_weight)
+        ctx.save_for_backward(s, y, idx, val, r_neg, r_pos)
+        ctx.scale, ctx.pos_weight = scale, pos_weight
+        return per_pixel.view(bsz, *s.shape[2:])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (z,) = ctx.saved_tensors
-        gs = torch.sigmoid(z)
-        gs *= grad.unsqueeze(1) * ctx.scale
-        gtop = -gs.sum(1, keepdim=True) if ctx.needs_input_grad[1] else None
-        return gs, gtop, None, None
+        s, y, idx, val, r_neg, r_pos = ctx.saved_tensors
+        scale, pos_weight = ctx.scale, ctx.pos_weight
+        bsz, c = s.shape[:2]
+        flat = s.flatten(2)
+        n = flat.shape[2]
+        rn = r_neg.view(1, c, 1)
+        g = (grad * scale).reshape(bsz, n)
+        gs = torch.empty(s.shape, dtype=s.dtype, device=s.device)
+        gflat = gs.view(bsz, c, n)
+        for start in range(0, n, _chunk_step(s)):
+            sl = slice(start, start + _chunk_step(s))
+            gc, yc, a, b = g[:, sl], y[:, :, sl], idx[0, :, :, sl], idx[1, :, :, sl]
+            top, second, s_y = val[0, :, :, sl], val[1, :, :, sl], val[2, :, :, sl]
+            # d/ds_k = scale sigmoid(z_k) g, written into the gradient itself.
+            z = torch.sub(flat[:, :, sl], top, out=gflat[:, :, sl])
+            z.add_(rn)
+            if scale != 1.0:
+                z.mul_(scale)
+            sig_sum = z.sigmoid_().sum(1)  # sum_k sigmoid(z_k)
+            z.mul_(gc.unsqueeze(1))
+            is_a, u_top, u_neg, u_pos = _pixel_terms(
+                a[:, 0], yc[:, 0], top[:, 0], second[:, 0], s_y[:, 0], r_neg, r_pos, scale
+            )
+            # d/dlambda_y of -phi(u_neg) + w phi(u_pos), per unit of scale.
+            d_lam = torch.sigmoid(u_neg).add_(torch.sigmoid(u_pos), alpha=pos_weight).neg_()
+            d_lead = torch.sigmoid(u_top)
+            g_top = (d_lead - sig_sum + torch.where(is_a, d_lam, -d_lam)).mul_(gc)
+            g_second = (d_lead + torch.where(is_a, d_lam, 0.0)).mul_(gc).neg_()
+            g_y = torch.where(is_a, 0.0, d_lam).mul_(gc)
+            z.scatter_add_(1, a, g_top.unsqueeze(1))
+            z.scatter_add_(1, b, g_second.unsqueeze(1))
+            z.scatter_add_(1, yc, g_y.unsqueeze(1))
+        return gs, None, None, None, None, None
 
 
 def _first_index_of_max(x: torch.Tensor, max_value: torch.Tensor) -> torch.Tensor:
-    """Index ``(B, 1, *spatial)`` of the first class reaching ``max_value`` (no grad; faster than argmax on
-    the CPU for a non-innermost axis)."""
+    """Index ``(B, 1, ...)`` of the first class reaching ``max_value`` (no grad; faster than argmax on the CPU
+    for a non-innermost axis): the largest of the reversed ranks ``C..1`` of the classes that reach it, in
+    ``uint8`` (a quarter of the memory traffic of floats) when ``C <= 255``."""
     c = x.shape[1]
-    rank = torch.arange(c, 0, -1, device=x.device, dtype=x.dtype).view(1, c, *([1] * (x.ndim - 2)))
-    return (c - ((x == max_value) * rank).amax(dim=1, keepdim=True)).long()
+    hit = x == max_value
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if c <= 255:
+        rank = torch.arange(c, 0, -1, device=x.device, dtype=torch.uint8).view(shape)
+        return c - (hit.view(torch.uint8) * rank).amax(dim=1, keepdim=True).long()
+    rank = torch.arange(c, 0, -1, device=x.device, dtype=x.dtype).view(shape)
+    return (c - (hit * rank).amax(dim=1, keepdim=True)).long()
 
 
 def _top_two_indices(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(B, 1, *spatial)`` of the top class and of the best of the other classes (no grad; with a
     tie at the top, the second index points to the other tied class)."""
+    b, c = scores.shape[:2]
+    flat = scores.detach().flatten(2)  # (B, C, N)
+    n = flat.shape[2]
+    out = torch.empty((2, b, 1, n), dtype=torch.int64, device=scores.device)
+    step = max(1, _CHUNK_BYTES // max(1, b * c * flat.element_size()))
     with torch.no_grad():
-        a = _first_index_of_max(scores, scores.amax(dim=1, keepdim=True))
-        others = scores.scatter(1, a, float("-inf"))
-        b = _first_index_of_max(others, others.amax(dim=1, keepdim=True))
-    return a, b
+        for start in range(0, n, step):
+            x = flat[:, :, start : start + step]
+            a = _first_index_of_max(x, x.amax(dim=1, keepdim=True))
+            others = x.scatter(1, a, float("-inf"))
+            out[0, :, :, start : start + step] = a
+            out[1, :, :, start : start + step] = _first_index_of_max(others, others.amax(dim=1, keepdim=True))
+    spatial = (b, 1, *scores.shape[2:])
+    return out[0].view(spatial), out[1].view(spatial)
 
 
 def class_margins(scores: torch.Tensor) -> torch.Tensor:
@@ -229,29 +349,11 @@ def margin_calibration_loss(
     #   paper:    log2(1 + 2^{lambda + rho_0k})  and  log2(1 + 2^{-lambda + rho_k0})        (eqs. 28-29)
     #   released: ln(1 + e^{lambda + rho_0k})    and  C * ln(1 + e^{-lambda + rho_k0})  (BCE, pos_weight C)
     # with log2(1 + 2^z) = ln(1 + e^{z ln 2}) / ln 2.
-    a, b = _top_two_indices(scores)
-    # One gather (one scatter in the backward pass) for the top, second and true-class scores.
-    top, second, s_y = scores.gather(1, torch.cat([a, b, safe.unsqueeze(1)], dim=1)).split(1, dim=1)
     scale = math.log(2.0) if variant == "paper" else 1.0
+    pos_weight = 1.0 if variant == "paper" else float(c)
     r_pos = rho_k0.to(scores)
     r_neg = rho_0k.to(scores)
-    zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
-
-    def phi(z: torch.Tensor) -> torch.Tensor:
-        return torch.logaddexp(scale * z, zero)
-
-    shape = (1, c) + (1,) * (scores.ndim - 2)
-    negatives = _NegativeTerms.apply(scores, top, r_neg.view(shape), scale)  # (B, *spatial), times scale
-    a, top, second, s_y, y = a[:, 0], top[:, 0], second[:, 0], s_y[:, 0], safe
-    lam_y = torch.where(y == a, top - second, s_y - top)
-    pos_weight = 1.0 if variant == "paper" else float(c)
-    per_pixel = (
-        negatives
-        - phi(r_neg[a])
-        + phi(top - second + r_neg[a])
-        - phi(lam_y + r_neg[y])
-        + pos_weight * phi(r_pos[y] - lam_y)
-    ) / scale  # (B, *spatial): summed over classes (eq. 27)
+    per_pixel = _PerPixel.apply(scores, safe, r_neg, r_pos, scale, pos_weight) / scale
     if valid is not None:
         per_pixel = per_pixel * valid.to(per_pixel.dtype)
     per_classes = 1.0 if variant == "paper" else float(c)  # released: mean over pixels x C
