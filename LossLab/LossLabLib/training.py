@@ -20,6 +20,7 @@ Example (Slicer's Python console)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -437,15 +438,13 @@ class TrainingJob:
         if not self.is_running:
             return
         self._stop_requested = True
-        try:
+        # Two routes to the same clean stop; either one failing (an unwritable folder, a worker that has
+        # just exited) leaves the other.
+        with contextlib.suppress(OSError):
             self.stop_path.touch()
-        except OSError:
-            pass
         if sys.platform != "win32":  # on Windows terminate() is a hard kill: the stop file does it
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """Stop gracefully (:meth:`request_stop`), wait up to ``timeout`` s, then kill. The return code."""
@@ -465,11 +464,10 @@ class TrainingJob:
             self._process.kill()
 
     def __del__(self):  # never leave a worker running behind a dropped job
-        try:
+        # At interpreter shutdown anything may already be torn down: a failure here must not raise.
+        with contextlib.suppress(Exception):
             if self._process is not None and self._process.poll() is None:
                 self._process.kill()
-        except Exception:
-            pass
 
     def fill_curves(self, scene, table=None, chart=None):
         """Write the per-epoch curves so far into a table node and a plot chart (created when ``None``):

@@ -7,6 +7,7 @@ the key, the value received and what was expected. See ``docs/engine.md`` for th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -111,10 +112,8 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def parse_value(text: str) -> Any:
     """Parse an override value: JSON, else YAML (``3``, ``1e-3``, ``true``, ``[1,2]``), else text."""
-    try:
+    with contextlib.suppress(json.JSONDecodeError):  # not JSON: try YAML, then keep the text
         return json.loads(text)
-    except json.JSONDecodeError:
-        pass
     try:
         import yaml
 
