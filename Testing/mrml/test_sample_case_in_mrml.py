@@ -15,9 +15,9 @@ import slicer  # noqa: E402
 import slicer.util  # noqa: E402
 
 from losslab import sample  # noqa: E402
+from losslab.cli.metrics import compute_metrics  # noqa: E402
 from losslab.io import read_image  # noqa: E402
 from losslab.metrics import attention_map, editing_metric  # noqa: E402
-from losslab.metrics.cli import compute_metrics  # noqa: E402
 from LossLabLib import SegmentationMetricsLogic, mrml_io  # noqa: E402
 
 if not all((sample.SAMPLE_DIR / name).is_file() for name in sample.FILES.values()):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .trainer import run
+    from ..engine.trainer import run
 
     try:
         results = run(args.config, args.overrides, resume=args.resume)
@@ -34,7 +33,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from .inference import load_predictor
+    from ..engine.inference import load_predictor
 
     predictor = load_predictor(args.model, device=args.device)
     kwargs = {}
@@ -72,19 +71,3 @@ def register_commands(subparsers) -> None:
     p.add_argument("--window", type=int, nargs="+", help="sliding-window size (default: the model's)")
     p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1)")
     p.set_defaults(func=_infer)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry, ``python -m losslab.engine.cli``, for when ``losslab.cli`` lacks this module."""
-    parser = argparse.ArgumentParser(prog="python -m losslab.engine.cli")
-    register_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"losslab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``losslab metrics``, ``losslab demo`` and ``losslab sample-data``: the metrics from the command line."""
+"""``losslab metrics``: every segmentation metric, and the ICE editing metric, from the command line."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..io import Image, check_same_grid, read_image, write_image
-from . import attention_map, editing_metric, overlap_per_class, pixel_accuracy
-from .surface import compare_masks
+from ..metrics import attention_map, compare_masks, editing_metric, overlap_per_class, pixel_accuracy
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -44,20 +43,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help="also write the D map (NaN off the contours) to this file; prefer .nrrd: ITK's NIfTI reader, used by Slicer, reads NaN as 0",
     )
     p.set_defaults(func=run_metrics)
-
-    d = subparsers.add_parser(
-        "demo",
-        help="compute every metric on the bundled sample case and write a report",
-        description="Runs the metrics and the editing metric on the bundled sample ICE-editing case, "
-        "then writes report.json, report.md and report.png into the output folder.",
-    )
-    d.add_argument("-o", "--output", type=Path, default=Path("losslab-output/demo"), help="output folder")
-    d.set_defaults(func=run_demo)
-
-    s = subparsers.add_parser("sample-data", help="write the synthetic sample case (NIfTI files)")
-    s.add_argument("output", type=Path, help="folder to write into")
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=run_sample_data)
 
 
 def _read(path: Path, role: str) -> Image:
@@ -187,22 +172,4 @@ def run_metrics(args: argparse.Namespace) -> int:
             raise ValueError("--dmap needs the editing metric (--initial, --scribble and --cas)")
         write_image(args.dmap, report["_editing_result"].d_map, reference.geometry)
     print(to_json(report) if args.json else format_table(report))
-    return 0
-
-
-def run_sample_data(args: argparse.Namespace) -> int:
-    from ..sample import write_sample_case
-
-    paths = write_sample_case(args.output, seed=args.seed)
-    for role, path in paths.items():
-        print(f"{role}\t{path}")
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from .report import write_demo_report
-
-    paths = write_demo_report(args.output)
-    print(paths["markdown"].read_text())
-    print(f"report written to {args.output}/ ({', '.join(p.name for p in paths.values())})")
     return 0

@@ -11,9 +11,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from .. import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("losslab.metrics.cli", "losslab.engine.cli")
+COMMAND_MODULES: tuple[str, ...] = ("losslab.cli.metrics", "losslab.cli.demo", "losslab.cli.engine")
 
 
 class CommandError(Exception):
