@@ -28,7 +28,6 @@ import queue
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -294,10 +293,9 @@ class TrainingJob:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.stop_path.exists():
             self.stop_path.unlink()
-        fd, tmp = tempfile.mkstemp(prefix=f".{CONFIG_NAME}.", dir=self.output_dir)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.config, handle, indent=2)
-        os.replace(tmp, self.config_path)
+        from losslab.io import write_text
+
+        write_text(self.config_path, json.dumps(self.config, indent=2))
         env = dict(os.environ)
         core = _core_folder()
         env["PYTHONPATH"] = core + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,12 +190,70 @@ def read_label_map(path: str | os.PathLike, label_names: Sequence[str] | None = 
     return image
 
 
-def _atomic_target(path: Path) -> tuple[Path, str]:
+def _new_file_mode() -> int:
+    """The mode a new file gets from the process's umask (0666 & ~umask), read without changing it for long."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    verify: Callable[[Path], None] | None = None,
+    suffix: str | None = None,
+) -> Path:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder, ``verify(tmp)``
+    (optional) checks it, then it is flushed to disk and renamed over ``path``.
+
+    The one implementation of atomic writes in LossLab (images, text, figures, checkpoints, configs).
+    On any failure (the writer or the check raises, the disk is full, the rename fails) the temporary file
+    is removed and the previous ``path``, if any, is left whole. The file keeps the mode of the file it
+    replaces, or gets the umask's default for a new file (``mkstemp`` alone would make it 0600).
+
+    Args:
+        path: destination.
+        write: called with the temporary path; must create or fill that file.
+        verify: called with the temporary path after ``write``; raises if the file is not what was meant.
+        suffix: suffix of the temporary file (default: the destination's, so writers that choose the format
+            by suffix work).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = _suffix(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    if suffix is None:
+        suffix = SEG_SUFFIX if path.name.lower().endswith(SEG_SUFFIX) else "".join(path.suffixes[-2:])
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
-    return Path(tmp), suffix
+    tmp = Path(name)
+    try:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else _new_file_mode()
+        write(tmp)
+        if verify is not None:
+            verify(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes atomically (see :func:`atomic_write`); the written size is checked before the rename."""
+
+    def verify(tmp: Path) -> None:
+        if tmp.stat().st_size != len(data):
+            raise OSError(f"{path}: wrote {tmp.stat().st_size} of {len(data)} bytes (disk full?)")
+
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), verify=verify)
 
 
 def write_image(
@@ -231,8 +289,9 @@ def write_image(
         raise ValueError(f"geometry is {geometry.ndim}D but the array has shape {array.shape}")
     if vector and _suffix(path) == SEG_SUFFIX:
         raise ValueError(f"{path}: a vector image cannot be written as a .seg.nrrd segmentation")
-    tmp, suffix = _atomic_target(path)
-    try:
+    suffix = _suffix(path)
+
+    def write(tmp: Path) -> None:
         if suffix == SEG_SUFFIX:
             _write_seg_nrrd(tmp, array, geometry, labels or {})
         else:
@@ -241,10 +300,8 @@ def write_image(
             img.SetOrigin(geometry.origin)
             img.SetDirection(geometry.direction)
             sitk.WriteImage(img, str(tmp), useCompression=compress)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return path
 
 
@@ -282,30 +339,12 @@ def check_same_grid(a: Image, b: Image, names: tuple[str, str] = ("first", "seco
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a UTF-8 text file atomically (see :func:`atomic_write`)."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def save_figure(figure, path: str | os.PathLike, **kwargs) -> Path:
     """Save a matplotlib figure atomically (the format follows the suffix of ``path``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    kwargs.setdefault("format", path.suffix.lstrip(".") or None)
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, **kwargs), suffix=path.suffix)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..io import atomic_write
 
 FORMAT = "losslab-checkpoint"
 FORMAT_VERSION = 1
@@ -64,15 +65,17 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    return atomic_write(path, lambda tmp: torch.save(data, tmp), verify=_verify_checkpoint, suffix=".tmp")
+
+
+def _verify_checkpoint(tmp: Path) -> None:
+    """Read a just-written checkpoint back (on the CPU) so that a truncated file never replaces a good one."""
     try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        torch.load(tmp, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise OSError(
+            f"the checkpoint written to {tmp.parent} does not read back ({exc}); disk full?"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -22,7 +22,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..io import save_figure, write_text
 from ..nets import network_spec
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .config import ConfigError, load_config
@@ -90,10 +90,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def build_loss(loss_config: Mapping[str, Any], label_sets: Mapping[int, list[int]] | None) -> nn.Module:
@@ -261,10 +258,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path, labels: list[str]) ->
     ax_lr.plot(epochs, [h["lr"] for h in history])
     ax_lr.set(title="learning rate", xlabel="epoch", yscale="log")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------- training
