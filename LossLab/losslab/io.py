@@ -51,7 +51,13 @@ MAX_LABELS = 1000
 
 class WriteError(OSError):
     """A file could not be written, or did not read back as written (e.g. a full disk that the writer did
-    not report). The previous file at the destination, if any, is unchanged."""
+    not report). The previous file at the destination, if any, is unchanged. ``filename`` is the
+    destination; ``str()`` is ``"<destination>: <reason>"``."""
+
+    def __str__(self) -> str:
+        if self.filename is not None and self.strerror:
+            return f"{self.filename}: {self.strerror}"
+        return super().__str__()
 
 
 @dataclass(frozen=True)
@@ -592,7 +598,7 @@ def _verify_image(
     try:
         back = read_image(tmp, allow_vector=vector)
     except (ValueError, OSError) as exc:
-        raise fail(str(exc).replace(str(tmp), "the file")) from None
+        raise fail(str(exc).replace(f"{tmp}: ", "").replace(str(tmp), "the file")) from None
     if suffix == SEG_SUFFIX:
         values = np.unique(expected[expected != 0])
         want = np.zeros(expected.shape, np.int64)

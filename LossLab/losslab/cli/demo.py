@@ -53,6 +53,8 @@ def _markdown(report: dict) -> str:
     for region in ("overall", "near", "far", "no_editing", "cas_to_prediction"):
         s = ed[region]
         lines.append(f"| {region} | {s['p95']:.3f} | {s['mean']:.3f} | {s['count']} |")
+    if report.get("warnings"):
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
 
 
