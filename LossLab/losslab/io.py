@@ -221,6 +221,8 @@ def _check_nifti(path: Path, gzipped: bool) -> _NiftiData:
             f"{bitpix} bits a value) but the {what} holds {len(data)}"
         )
     code = _NIFTI_DTYPES.get(int(datatype))
+    if code and np.dtype(code).itemsize * 8 != int(bitpix):
+        code = None  # inconsistent header: size checked from bitpix, values left to ITK
     dtype = np.dtype(endian + code) if code else np.dtype("u1")
     shape = tuple(reversed(extent)) if code else (0,)
     return _NiftiData(dtype, shape, data, offset, float(slope), float(inter))
@@ -389,13 +391,28 @@ def check_label_values(
                 "Is this an intensity image or a probability map? Threshold it into a label map first"
             )
     if max_labels is not None:
-        values = np.unique(array)
-        count = int(np.count_nonzero(values))
+        count = _count_nonzero_values(array)
         if count > max_labels:
             raise ValueError(
                 f"{where} holds {count} distinct labels (more than {max_labels}): is this an intensity "
                 f"image rather than a segmentation?{(' ' + hint) if hint else ''}"
             )
+
+
+def _count_nonzero_values(array: np.ndarray) -> int:
+    """How many distinct non-zero values ``array`` holds (a histogram for small integer ranges: no sort)."""
+    if array.size and (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        low, high = int(array.min()), int(array.max())
+        if high - low < 1 << 22:
+            flat = array.ravel()
+            counts = np.zeros(high - low + 1, np.int64)
+            for start in range(0, flat.size, 1 << 20):  # in chunks: no full-size int64 copy
+                counts += np.bincount(
+                    flat[start : start + (1 << 20)].astype(np.int64) - low, minlength=counts.size
+                )
+            return int(np.count_nonzero(counts)) - int(low <= 0 <= high and counts[-low] > 0)
+    values = np.unique(array)
+    return int(np.count_nonzero(values))
 
 
 def read_label_map(
