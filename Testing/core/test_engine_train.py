@@ -153,7 +153,8 @@ def test_editing_loss_gets_its_extra_inputs_from_channels(tmp_path):
     prediction = load_predictor(result.model_path, device="cpu").predict(torch.rand(3, 12, 12, 12).numpy())
     assert prediction.probabilities.shape == (2, 12, 12, 12)
     with pytest.raises(DatasetError, match="unknown input channel 'scribble'"):
-        train({**cfg, "loss": {"name": "editing", "inputs": {"initial": "initial", "attention": "scribble"}}})
+        inputs = {"initial": "initial", "attention": "scribble"}
+        train({**cfg, "output_dir": str(tmp_path / "run2"), "loss": {"name": "editing", "inputs": inputs}})
 
 
 def test_missing_data_and_bad_manifest_are_named(blobs, tmp_path):

@@ -1,13 +1,15 @@
 """Background training process for a GUI.
 
-Usage: ``python -m losslab.engine.worker CONFIG [key=value ...] [--resume] [--stop-file PATH]``.
+Usage: ``python -m losslab.engine.worker CONFIG [key=value ...] [--resume | --overwrite] [--stop-file PATH]``.
 
 
 Every line on stdout is one JSON object (a progress event of :func:`losslab.engine.train`, plus
 ``{"event": "error", "type", "message"}`` on failure and ``{"event": "exit", "code"}`` at the end); nothing
 else is printed to stdout. SIGTERM or SIGINT (the GUI's Stop button), or the creation of the ``--stop-file``,
 stops training after the current batch; the last completed epoch's checkpoint stays, so ``--resume``
-continues from it. Exit codes: 0 done (or stopped on request), 2 invalid config or data, 1 other errors.
+continues from it. An ``output_dir`` that already holds a run is refused unless ``--resume`` or
+``--overwrite``. Exit codes: 0 done (or stopped on request), 2 invalid config or data (and a run folder
+refused, a diverging loss), 1 other errors.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ def main(argv: Sequence[str] | None = None, stream=None) -> int:
     )
     parser.add_argument("config", help="config file (JSON or YAML)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=3 optimizer.lr=1e-3")
-    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
+    mode.add_argument("--overwrite", action="store_true", help="replace a run that output_dir already holds")
     parser.add_argument("--stop-file", help="stop cleanly when this file appears")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow --resume
     stream = stream or sys.stdout
     stop = threading.Event()
 
@@ -67,6 +71,7 @@ def main(argv: Sequence[str] | None = None, stream=None) -> int:
             args.config,
             args.overrides,
             resume=args.resume,
+            overwrite=args.overwrite,
             progress=lambda e: _emit(stream, e),
             stop=should_stop,
         )
