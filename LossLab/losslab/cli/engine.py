@@ -32,7 +32,7 @@ def _intermixed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     """Train; SIGINT (Ctrl-C) and SIGTERM stop after the current batch, keeping the last completed epoch's
-    checkpoint, with one line and no traceback (a second signal aborts at once)."""
+    checkpoint, with one line and no traceback (a second Ctrl-C aborts at once)."""
     import signal
     import threading
 
@@ -42,9 +42,9 @@ def _train(args: argparse.Namespace) -> int:
     received: list[int] = []
 
     def on_signal(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now (every write is atomic)
         received.append(signum)
+        if stop.is_set() and signum == signal.SIGINT and received.count(signal.SIGINT) > 1:
+            raise KeyboardInterrupt  # Ctrl-C pressed again: stop now (every write is atomic)
         stop.set()
 
     previous = {}

@@ -181,9 +181,9 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike) -> None:
     missing = [key for key in RESUME_KEYS if state.get(key) is None]
     if missing:
         raise ValueError(
-            f"cannot resume from {str(path)!r}: the checkpoint has no {', '.join(missing)} "
-            f"({'optimizer state' if 'optimizer' in missing else 'training state'} is needed to continue); "
-            "it is not a training checkpoint as checkpoints/last.pt is. Start a new run with --overwrite"
+            f"cannot resume from {str(path)!r}: the checkpoint has no {', '.join(missing)} entry, which "
+            "resuming needs (only a training checkpoint, checkpoints/last.pt as `losslab train` writes it, "
+            "can be resumed); start a new run with --overwrite"
         )
 
 
