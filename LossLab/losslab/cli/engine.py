@@ -37,33 +37,23 @@ def _train(args: argparse.Namespace) -> int:
     import threading
 
     from ..engine.trainer import run
+    from ..engine.worker import stop_on_signals
 
     stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, frame):
-        received.append(signum)
-        if stop.is_set() and signum == signal.SIGINT and received.count(signal.SIGINT) > 1:
-            raise KeyboardInterrupt  # Ctrl-C pressed again: stop now (every write is atomic)
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
-        results = run(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop)
-    except KeyboardInterrupt:
-        print(
-            "losslab train: aborted; the last completed epoch's checkpoint is kept, continue with --resume",
-            file=sys.stderr,
-        )
-        return 130
-    except FloatingPointError as exc:  # a diverging loss: a user-fixable setting, not a crash
-        raise ValueError(str(exc)) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(stop, abort_on_second_interrupt=True) as received:
+        try:
+            results = run(
+                args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
+            )
+        except KeyboardInterrupt:
+            print(
+                "losslab train: aborted; the last completed epoch's checkpoint is kept, continue with "
+                "--resume",
+                file=sys.stderr,
+            )
+            return 130
+        except FloatingPointError as exc:  # a diverging loss: a user-fixable setting, not a crash
+            raise ValueError(str(exc)) from None
     for result in results:
         if result.stopped:
             why = signal.Signals(received[0]).name if received else "request"

@@ -15,6 +15,7 @@ refused, a diverging loss), 1 other errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +34,31 @@ def _emit(stream, event: dict[str, Any]) -> None:
     stream.flush()
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event, *, abort_on_second_interrupt: bool = False):
+    """While inside, SIGINT (Ctrl-C) and SIGTERM set ``stop`` (training then stops after the current batch)
+    instead of killing the process; the previous handlers come back on exit. Yields the list of the
+    signal numbers received. With ``abort_on_second_interrupt``, a second SIGINT raises
+    ``KeyboardInterrupt`` (the user insists). Outside the main thread nothing is installed."""
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        if abort_on_second_interrupt and stop.is_set() and received.count(signal.SIGINT) > 1:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None, stream=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m losslab.engine.worker", description=__doc__.split("\n")[0]
@@ -46,14 +72,11 @@ def main(argv: Sequence[str] | None = None, stream=None) -> int:
     args = parser.parse_intermixed_args(argv)  # overrides may follow --resume
     stream = stream or sys.stdout
     stop = threading.Event()
+    with stop_on_signals(stop):
+        return _work(args, stream, stop)
 
-    def on_signal(signum, frame):
-        stop.set()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-
+def _work(args: argparse.Namespace, stream, stop: threading.Event) -> int:
     stop_file = Path(args.stop_file) if args.stop_file else None
 
     def should_stop() -> bool:
