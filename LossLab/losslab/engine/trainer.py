@@ -425,9 +425,10 @@ def _train_epoch(run: _Run, epoch: int, steps: int, report: Reporter, stop: Stop
         extra = {kw: images[:, c] for kw, c in run.loss_inputs.items()}
         loss = run.loss_fn(logits.float(), labels, **extra)
         value = float(loss.detach())
+        low, high = torch.aminmax(logits.detach())  # no |logits|-sized temporary
         check_divergence(
             value,
-            float(logits.detach().abs().amax()),
+            float(torch.maximum(-low, high)),  # NaN propagates
             run.first_loss,
             where=f"epoch {epoch + 1}, step {step + 1}",
             lr=run.optimizer.param_groups[0]["lr"],
