@@ -369,20 +369,23 @@ def test_a_folder_holding_a_run_is_refused_and_a_failed_start_keeps_it(blobs, ol
     assert _tree(out) == before
 
 
-def test_overwrite_replaces_the_old_run_once_the_first_epoch_is_done(blobs, old_run, tmp_path):
+def test_overwrite_replaces_the_old_run_once_the_first_epoch_is_done(blobs, old_run, tmp_path, monkeypatch):
     out = _copy_run(old_run, tmp_path)
+    monkeypatch.chdir(tmp_path)  # a relative output_dir
     stop = threading.Event()
 
     def stop_in_epoch_2(event):
         if event["event"] == "batch" and event["epoch"] == 2:
             stop.set()
 
-    result = train(tiny(blobs, out, epochs=3, seed=5), overwrite=True, progress=stop_in_epoch_2, stop=stop)
+    cfg = tiny(blobs, Path("run"), epochs=3, seed=5)
+    result = train(cfg, overwrite=True, progress=stop_in_epoch_2, stop=stop)
     assert result.stopped and result.epochs_done == 1
     # the new run's files, and none of the old run's: no model.pt / summary.json of the replaced run
     assert not (out / "model.pt").exists() and not (out / "summary.json").exists()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
     assert load_checkpoint(out / "checkpoints" / "last.pt")["config"]["seed"] == 5
+    assert (out / "checkpoints" / "best.pt").is_file()  # epoch 1 improved: rewritten, not removed
 
 
 def test_resume_needs_a_run_and_a_training_checkpoint(blobs, old_run, tmp_path):

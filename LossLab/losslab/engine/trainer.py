@@ -477,14 +477,14 @@ def _write_epoch(run: _Run, record: dict[str, Any], improved: bool) -> None:
         "rng": rng_state(),
         "first_loss": run.first_loss,
     }
-    written = [save_checkpoint(run.ckpt_dir / "last.pt", payload)]
+    written = {"checkpoints/last.pt", "metrics.jsonl"} | ({"checkpoints/best.pt"} if improved else set())
+    save_checkpoint(run.ckpt_dir / "last.pt", payload)
     if improved:
-        written.append(save_checkpoint(run.ckpt_dir / "best.pt", payload))
+        save_checkpoint(run.ckpt_dir / "best.pt", payload)
     _write_metrics(run)
-    written.append(run.out_dir / "metrics.jsonl")
     if run.replacing:  # the old run's files the new run has not replaced: model.pt, summary.json, ...
         for path in run_files(run.out_dir):
-            if path not in written:
+            if path.relative_to(run.out_dir).as_posix() not in written:
                 path.unlink()
         run.replacing = False
     every = cfg["plot_every"]
