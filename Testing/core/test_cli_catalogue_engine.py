@@ -165,6 +165,23 @@ def empty_ensemble_json(tmp_path, store):
     return ["train", config, "--resume", "ensemble.members=2"], ["ensemble.json", "empty"]
 
 
+def output_dir_is_a_file(tmp_path, store):
+    config, out = _workspace(tmp_path, store)
+    out.write_text("a file of mine")
+    return ["train", config], ["output_dir", "is a file"]
+
+
+def output_dir_is_read_only(tmp_path, store):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    config, out = _workspace(tmp_path, store)
+    out.mkdir()
+    out.chmod(0o555)
+    return ["train", config], ["output_dir", "read-only"]
+
+
 def invalid_yaml_config(tmp_path, store):
     pytest.importorskip("yaml")
     config = tmp_path / "cfg.yaml"
@@ -189,6 +206,8 @@ CASES = [
     label_on_another_grid,
     extra_channel_on_another_grid,
     checkpoint_without_optimizer_state,
+    output_dir_is_a_file,
+    output_dir_is_read_only,
     malformed_ensemble_json,
     empty_ensemble_json,
     invalid_yaml_config,

@@ -132,6 +132,7 @@ def run_files(folder: str | os.PathLike) -> list[Path]:
 def check_run_folder(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> None:
     """Refuse to start a run that would silently replace another, or to resume where there is no run.
 
+    - ``folder`` must be a folder (or not exist yet) that can be written.
     - ``resume``: ``folder/checkpoints/last.pt`` must exist.
     - otherwise: ``folder`` must hold no run files (:func:`run_files`) unless ``overwrite``. Even then the
       old files are only removed when the new run has completed its first epoch (see
@@ -141,6 +142,7 @@ def check_run_folder(folder: str | os.PathLike, *, resume: bool = False, overwri
         RunFolderError: with the folder and what to do.
     """
     folder = Path(folder)
+    _check_writable(folder)
     if resume and overwrite:
         raise RunFolderError(
             "resume and overwrite exclude each other: --resume continues a run, --overwrite replaces it"
@@ -161,6 +163,20 @@ def check_run_folder(folder: str | os.PathLike, *, resume: bool = False, overwri
             f"output_dir {str(folder)!r} already holds a run ({names}); continue it with --resume, "
             "replace it with --overwrite, or choose another output_dir"
         )
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse at the start, not after the first epoch: an ``output_dir`` that is a file, or whose nearest
+    existing folder cannot be written."""
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"output_dir {str(folder)!r} is a file, not a folder; choose a folder")
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunFolderError(f"output_dir {str(folder)!r} cannot be made: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"output_dir {str(folder)!r} cannot be written: {str(existing)!r} is read-only")
 
 
 def clear_run_files(folder: str | os.PathLike) -> list[Path]:
