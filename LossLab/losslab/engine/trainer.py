@@ -84,11 +84,6 @@ from .reporting import ProgressCallback, Reporter, plot_curves
 
 StopFlag = threading.Event | Callable[[], bool] | Any
 
-# the names these helpers had when they lived here
-_Reporter = Reporter
-_resolve_network = resolve_network
-_grad_scaler = grad_scaler
-
 #: a network output beyond this magnitude means the weights have blown up (see the module docstring)
 LOGIT_LIMIT = 1e4
 #: a batch loss above this many times the magnitude of the run's first batch loss means divergence
