@@ -57,6 +57,22 @@ BASE = {"data": {"manifest": "/data/dataset.json"}}
         ({"data": {"manifest": None}}, ["data.manifest", "required"]),
         ({"batch_size": "two"}, ["batch_size", "two"]),
         ({"ensemble": {"members": 3, "member": 3}}, ["ensemble.member", "3"]),
+        ({"augmentation": {"flip": {"axes": [5]}}}, ["augmentation.flip.axes", "[5]", "0..2"]),
+        ({"augmentation": {"flip": {"axes": [1, 1]}}}, ["augmentation.flip.axes", "distinct"]),
+        (
+            {"network": {"preset": "unet2d"}, "augmentation": {"flip": {"axes": [2]}}},
+            ["augmentation.flip.axes", "2D", "0..1"],
+        ),
+        ({"loss": {"name": "editing"}}, ["loss.inputs", "attention", "initial", "'editing'"]),
+        (
+            {"loss": {"name": "editing", "inputs": {"initial": "initial"}}},
+            ["loss.inputs", "attention", "editing"],
+        ),
+        (
+            {"loss": {"name": "compound", "options": {"terms": [{"name": "dice"}, {"name": "editing"}]}}},
+            ["loss.inputs", "attention", "editing"],
+        ),
+        ({"loss": {"name": "dice", "inputs": {"initial": 1}}}, ["loss.inputs", "initial", "does not take"]),
     ],
 )
 def test_bad_configs_name_the_problem(change, words):
@@ -65,6 +81,21 @@ def test_bad_configs_name_the_problem(change, words):
         validate_config(cfg)
     for word in words:
         assert word in str(info.value), (word, str(info.value))
+
+
+def test_flip_axes_default_to_the_last_spatial_axis():
+    assert validate_config(BASE)["augmentation"]["flip"]["axes"] == [2]
+    assert validate_config({**BASE, "network": {"preset": "unet2d"}})["augmentation"]["flip"]["axes"] == [1]
+    editing = {"name": "editing", "inputs": {"initial": "initial", "attention": "heatmap"}}
+    assert validate_config({**BASE, "loss": editing})["loss"]["inputs"] == editing["inputs"]
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path):
+    pytest.importorskip("yaml")
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  manifest: [unclosed\nepochs: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*not valid YAML \(line \d+"):
+        load_config(path)
 
 
 def test_bad_override_syntax():

@@ -59,6 +59,14 @@ def _write(tmp_path, manifest):
         ({"labels": ["bg", "fg"], "cases": []}, ["cases", "non-empty"]),
         ({"labels": ["bg", "fg"], "label_sets": {"1": [0]}, "cases": [{}]}, ["set label 1", "above"]),
         ({"labels": ["bg", "fg"], "label_sets": {"5": [7]}, "cases": [{}]}, ["label_sets", "0..1"]),
+        (
+            {"labels": ["bg", "a", "b"], "label_sets": {"3": [1, 1]}, "cases": [{}]},
+            ["label_sets[3]", "repeats leaf label(s) [1]"],
+        ),
+        (
+            {"labels": ["bg", "a", "b"], "label_sets": {"9": [1, 7]}, "cases": [{}]},
+            ["label_sets[9]", "leaf label(s) [7] out of range", "0..2"],
+        ),
         ({"labels": ["bg", "fg"], "cases": [{"id": "a"}]}, ["case 'a'", "image"]),
         (
             {"labels": ["bg", "fg"], "cases": [{"id": "a", "image": "x"}, {"id": "a", "image": "y"}]},
@@ -79,6 +87,46 @@ def test_bad_manifests_are_named(tmp_path, manifest, words):
         load_manifest(_write(tmp_path, manifest), check_files=False)
     for word in words:
         assert word in str(info.value), (word, str(info.value))
+
+
+@pytest.mark.parametrize("sets", [{"3": [1, 1]}, {"9": [1, 7]}, {"2": [1]}, {"4": [-1, 1]}])
+def test_manifest_and_losses_share_one_label_set_validation(tmp_path, sets):
+    """The engine refuses exactly what the loss API refuses, with the same message."""
+    from losslab.losses import LeafDiceLoss
+
+    with pytest.raises(ValueError) as from_loss:
+        LeafDiceLoss(sets)(torch.zeros(1, 3, 2, 2, 2), torch.zeros(1, 2, 2, 2, dtype=torch.long))
+    manifest = {"labels": ["bg", "a", "b"], "label_sets": sets, "cases": [{}]}
+    with pytest.raises(DatasetError) as from_manifest:
+        load_manifest(_write(tmp_path, manifest), check_files=False)
+    assert str(from_loss.value) in str(from_manifest.value)
+
+
+def _rewrite(path, change):
+    image = sitk.ReadImage(str(path))
+    change(image)
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.mark.parametrize(
+    "file, change, field",
+    [
+        ("labels", lambda im: im.SetSpacing((1.0, 1.0, 2.0)), "spacing"),
+        ("labels", lambda im: im.SetOrigin((0.0, 5.0, 0.0)), "origin"),
+        ("labels", lambda im: im.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, 1)), "direction"),
+        ("initial", lambda im: im.SetOrigin((3.0, 0.0, 0.0)), "origin"),
+    ],
+)
+def test_grid_mismatch_names_the_case_and_the_field(tmp_path, file, change, field):
+    manifest = make_blobs_dataset(tmp_path, n_cases=2, shape=(8, 8, 8), n_val=0, extra_channels=["initial"])
+    _rewrite(tmp_path / file / "case01.nii.gz", change)
+    data = VolumeDataset(load_manifest(manifest), ["case00", "case01"])
+    assert data[0]["label"].shape == (8, 8, 8)  # the untouched case loads
+    kind = "label" if file == "labels" else "extra channel"
+    with pytest.raises(
+        DatasetError, match=rf"case 'case01'.*the {kind}.*not on the same voxel grid: {field}"
+    ):
+        data[1]
 
 
 def test_shape_mismatch_is_named(tmp_path):

@@ -7,17 +7,66 @@ import json
 import sys
 
 
-def _train(args: argparse.Namespace) -> int:
-    from ..engine.trainer import run
+class _IntermixedParsing:
+    """Lets positionals follow options (``losslab train CONFIG --resume epochs=50``): argparse alone stops
+    filling ``nargs="*"`` positionals at the first option; this parses like ``parse_intermixed_args``."""
 
-    try:
-        results = run(args.config, args.overrides, resume=args.resume)
-    except FloatingPointError as exc:  # a diverging loss: a user-fixable setting, not a crash
-        raise ValueError(str(exc)) from None
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _intermixed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give a sub-command's parser (whatever its class) intermixed parsing of options and positionals."""
+    base = type(parser)
+    parser.__class__ = type(f"Intermixed{base.__name__}", (_IntermixedParsing, base), {})
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train; SIGINT (Ctrl-C) and SIGTERM stop after the current batch, keeping the last completed epoch's
+    checkpoint, with one line and no traceback (a second Ctrl-C aborts at once)."""
+    import signal
+    import threading
+
+    from ..engine.trainer import run
+    from ..engine.worker import stop_on_signals
+
+    stop = threading.Event()
+    with stop_on_signals(stop, abort_on_second_interrupt=True) as received:
+        try:
+            results = run(
+                args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
+            )
+        except KeyboardInterrupt:
+            print(
+                "losslab train: aborted; the last completed epoch's checkpoint is kept, continue with "
+                "--resume",
+                file=sys.stderr,
+            )
+            return 130
+        except FloatingPointError as exc:  # a diverging loss: a user-fixable setting, not a crash
+            raise ValueError(str(exc)) from None
     for result in results:
         if result.stopped:
-            print(f"stopped after epoch {result.epochs_done}; continue with --resume", file=sys.stderr)
-            return 1
+            why = signal.Signals(received[0]).name if received else "request"
+            if result.epochs_done:
+                where = (
+                    f"after epoch {result.epochs_done}; checkpoint "
+                    f"{result.output_dir / 'checkpoints' / 'last.pt'}; continue with: "
+                    f"losslab train {args.config} --resume"
+                )
+            else:
+                where = "during its first epoch: no epoch completed, nothing was written"
+            print(f"losslab train: stopped by {why} {where}", file=sys.stderr)
+            return 128 + received[0] if received else 1
         print(
             json.dumps(
                 {
@@ -51,11 +100,26 @@ def register_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model (or an ensemble) from a config file",
-        description="Train as CONFIG (JSON or YAML) says, with key=value overrides; see docs/engine.md.",
+        description=(
+            "Train as CONFIG (JSON or YAML) says, with key=value overrides; see docs/engine.md. An output_dir "
+            "that holds a run is refused unless --resume or --overwrite. Ctrl-C or SIGTERM stops after the "
+            "current batch, keeping the last completed epoch's checkpoint."
+        ),
     )
+    _intermixed(p)
     p.add_argument("config", help="config file")
     p.add_argument("overrides", nargs="*", help="overrides such as epochs=3 loss.name=dice optimizer.lr=1e-3")
-    p.add_argument("--resume", action="store_true", help="continue a stopped run from its last checkpoint")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in output_dir from its last checkpoint (overrides such as epochs=50 may follow)",
+    )
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that output_dir holds (its files go once the new run completes an epoch)",
+    )
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser(

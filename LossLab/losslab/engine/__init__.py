@@ -12,12 +12,13 @@ What a GUI calls (see ``docs/engine.md``):
 
 from __future__ import annotations
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import RunFolderError, load_checkpoint, read_ensemble_manifest, save_checkpoint
 from .config import DEFAULTS, ConfigError, apply_overrides, load_config, validate_config
 from .data import DatasetError, Manifest, VolumeDataset, load_manifest, split_cases
 from .device import select_device
 from .inference import Prediction, Predictor, ensemble_members, load_predictor, predict, predict_logits
 from .trainer import (
+    TrainingDiverged,
     TrainResult,
     build_loss,
     dice_per_class,
@@ -34,7 +35,9 @@ __all__ = [
     "Manifest",
     "Prediction",
     "Predictor",
+    "RunFolderError",
     "TrainResult",
+    "TrainingDiverged",
     "VolumeDataset",
     "apply_overrides",
     "build_loss",
@@ -47,6 +50,7 @@ __all__ = [
     "load_predictor",
     "predict",
     "predict_logits",
+    "read_ensemble_manifest",
     "run",
     "save_checkpoint",
     "select_device",

@@ -100,3 +100,145 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"up to {FORMAT_VERSION}: update losslab"
         )
     return data
+
+
+# ------------------------------------------------------------------------------------ the run folder
+#: the files a training run writes into its ``output_dir`` (``checkpoints/last.pt`` is what ``--resume`` reads)
+RUN_FILES = (
+    "metrics.jsonl",
+    "summary.json",
+    "model.pt",
+    "curves.png",
+    "checkpoints/last.pt",
+    "checkpoints/best.pt",
+)
+#: the checkpoint entries that resuming a run needs
+RESUME_KEYS = ("model", "optimizer", "model_info", "epoch", "history", "best")
+
+
+class RunFolderError(ValueError):
+    """An ``output_dir`` that holds a run when a new one would replace it, or none when resuming."""
+
+
+def run_files(folder: str | os.PathLike) -> list[Path]:
+    """The files of a training run found in ``folder`` (see :data:`RUN_FILES`); empty when it holds none.
+
+    Other files (a config written there, notes, data) do not make a run.
+    """
+    folder = Path(folder)
+    return [folder / name for name in RUN_FILES if (folder / name).is_file()]
+
+
+def check_run_folder(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to start a run that would silently replace another, or to resume where there is no run.
+
+    - ``folder`` must be a folder (or not exist yet) that can be written.
+    - ``resume``: ``folder/checkpoints/last.pt`` must exist.
+    - otherwise: ``folder`` must hold no run files (:func:`run_files`) unless ``overwrite``. Even then the
+      old files are only removed when the new run has completed its first epoch (see
+      :func:`clear_run_files`), so a run that fails at its start leaves the old one whole.
+
+    Raises:
+        RunFolderError: with the folder and what to do.
+    """
+    folder = Path(folder)
+    _check_writable(folder)
+    if resume and overwrite:
+        raise RunFolderError(
+            "resume and overwrite exclude each other: --resume continues a run, --overwrite replaces it"
+        )
+    if resume:
+        if not (folder / "checkpoints" / "last.pt").is_file():
+            found = run_files(folder)
+            detail = f" (it has {', '.join(p.name for p in found)})" if found else ""
+            raise RunFolderError(
+                f"nothing to resume in {str(folder)!r}: no checkpoints/last.pt{detail}; "
+                "start a new run without --resume"
+            )
+        return
+    found = run_files(folder)
+    if found and not overwrite:
+        names = ", ".join(str(p.relative_to(folder)) for p in found)
+        raise RunFolderError(
+            f"output_dir {str(folder)!r} already holds a run ({names}); continue it with --resume, "
+            "replace it with --overwrite, or choose another output_dir"
+        )
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse at the start, not after the first epoch: an ``output_dir`` that is a file, or whose nearest
+    existing folder cannot be written."""
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"output_dir {str(folder)!r} is a file, not a folder; choose a folder")
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunFolderError(f"output_dir {str(folder)!r} cannot be made: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(f"output_dir {str(folder)!r} cannot be written: {str(existing)!r} is read-only")
+
+
+def clear_run_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the files of a previous run from ``folder`` (only :data:`RUN_FILES`); returns what it removed."""
+    removed = []
+    for path in run_files(folder):
+        path.unlink()
+        removed.append(path)
+    return removed
+
+
+def check_resumable(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Check that a checkpoint holds what resuming needs (a training ``last.pt``, not a final ``model.pt``).
+
+    Raises:
+        ValueError: naming the file and the missing entries.
+    """
+    missing = [key for key in RESUME_KEYS if state.get(key) is None]
+    if missing:
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: the checkpoint has no {', '.join(missing)} entry, which "
+            "resuming needs (only a training checkpoint, checkpoints/last.pt as `losslab train` writes it, "
+            "can be resumed); start a new run with --overwrite"
+        )
+
+
+# ------------------------------------------------------------------------------------ ensemble.json
+def read_ensemble_manifest(path: str | os.PathLike) -> list[Path]:
+    """Read and check an ensemble index ``ensemble.json`` (``{"members": ["member0/model.pt", ...]}``).
+
+    Returns the members' checkpoint paths, resolved against the file's folder (they are not required to
+    exist: a training run writes the index before its last member finishes).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, not JSON, or not ``{"members": [non-empty relative paths]}``; the
+            message names the file.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ensemble index not found: {str(path)!r}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    where = f"ensemble index {str(path)!r}"
+    if not text.strip():
+        raise ValueError(f'{where} is empty; expected {{"members": ["member0/model.pt", ...]}}')
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    members = data.get("members") if isinstance(data, dict) else None
+    if not isinstance(members, list) or not members:
+        raise ValueError(
+            f'{where} must hold {{"members": ["member0/model.pt", ...]}} with at least one member, '
+            f"got {text.strip()[:80]!r}"
+        )
+    out = []
+    for item in members:
+        if not isinstance(item, str) or not item or os.path.isabs(item) or ".." in Path(item).parts:
+            raise ValueError(
+                f"{where}: each member must be a checkpoint path relative to its folder, got {item!r}"
+            )
+        out.append(path.parent / item)
+    return out

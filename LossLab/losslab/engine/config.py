@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "early_stopping": {"patience": None, "monitor": "val_loss", "min_delta": 0.0},
     "augmentation": {
         "enabled": True,
-        "flip": {"prob": 0.5, "axes": [2]},  # axis 2 of (z, y, x) = left/right for RAS/LPS-aligned volumes
+        # axes of the (z, y, x) array; None: the last one (x, left/right for RAS/LPS-aligned volumes)
+        "flip": {"prob": 0.5, "axes": None},
         "scale": {"prob": 0.0, "range": [0.9, 1.1]},
         "gamma": {"prob": 0.0, "range": [0.7, 1.5]},
         "contrast": {"prob": 0.0, "range": [0.75, 1.25]},
@@ -92,7 +93,13 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
             import yaml
         except ImportError:
             raise ConfigError(f"config {str(path)!r} is YAML but pyyaml is not installed; use JSON") from None
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config {str(path)!r} is not valid YAML{at}: {problem}") from None
     else:
         try:
             data = json.loads(text)
@@ -181,6 +188,79 @@ def _range(key, value):
     return [float(value[0]), float(value[1])]
 
 
+def _flip_axes(axes: Any, dims: int) -> list[int]:
+    """``augmentation.flip.axes`` checked against the network's spatial dimensions (None: the last axis)."""
+    if axes is None:
+        return [dims - 1]
+    names = "(z, y, x)" if dims == 3 else "(y, x)"
+    if (
+        not isinstance(axes, (list, tuple))
+        or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes)
+        or not all(0 <= a < dims for a in axes)
+        or len(set(axes)) != len(axes)
+    ):
+        raise ConfigError(
+            f"config key 'augmentation.flip.axes' must list distinct spatial axes of the {dims}D network, "
+            f"each in 0..{dims - 1} {names}, got {axes!r}"
+        )
+    return list(axes)
+
+
+def _forward_inputs(cls: type) -> tuple[set[str], set[str] | None]:
+    """(required, accepted) keyword inputs of a loss's ``forward`` beyond ``(input, target)``; accepted is
+    None when ``forward`` takes ``**kwargs``."""
+    import inspect
+
+    params = list(inspect.signature(cls.forward).parameters.values())[1:]  # drop self
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    extra = [p for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(positional) < 2 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        return set(), None
+    return {p.name for p in extra if p.default is p.empty}, {p.name for p in extra}
+
+
+def check_loss_inputs(loss: Mapping[str, Any]) -> None:
+    """Check ``loss.inputs`` against what the loss's ``forward`` takes besides ``(input, target)``.
+
+    The editing loss, for example, needs ``initial`` and ``attention``: without ``loss.inputs`` naming the
+    input channels that hold them, training would stop at its first batch. For a compound loss, every term
+    is checked (each term receives all the inputs). Unknown loss names are left to the loss builder.
+
+    Raises:
+        ConfigError: an input the loss needs is missing from ``loss.inputs``, or one it does not take is given.
+    """
+    from ..losses import available_losses
+
+    infos = available_losses()
+    name = loss["name"]
+    if name not in infos:
+        return
+    terms = [(name, infos[name].cls)]
+    if name == "compound" and isinstance((loss.get("options") or {}).get("terms"), list):
+        terms = [
+            (t["name"], infos[t["name"]].cls)
+            for t in loss["options"]["terms"]
+            if isinstance(t, Mapping) and t.get("name") in infos
+        ]
+    given = set(loss["inputs"])
+    for term, cls in terms:
+        required, accepted = _forward_inputs(cls)
+        missing = sorted(required - given)
+        if missing:
+            raise ConfigError(
+                f"config key 'loss.inputs' must name the input channel of {missing} for the loss {term!r} "
+                f"(got {dict(loss['inputs'])!r}), e.g. "
+                + " ".join(f"loss.inputs.{m}=CHANNEL" for m in missing)
+                + " with CHANNEL one of the manifest's 'extra_channels'"
+            )
+        unknown = sorted(given - accepted) if accepted is not None else []
+        if unknown:
+            raise ConfigError(
+                f"config key 'loss.inputs' gives {unknown}, which the loss {term!r} does not take"
+                + (f" (it takes {sorted(accepted)})" if accepted else " (it takes no extra inputs)")
+            )
+
+
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Fill in defaults and check every value. Returns the complete config; raises :class:`ConfigError`."""
     if not isinstance(config, Mapping):
@@ -216,7 +296,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     from ..nets import network_spec
 
     try:
-        network_spec(net)
+        dims = int(network_spec(net).get("spatial_dims", 3))
     except ValueError as exc:
         raise ConfigError(f"config key 'network': {exc}") from None
 
@@ -231,6 +311,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"config key 'loss.inputs.{kw}' must be an input channel index or name, got {channel!r}"
             )
+    check_loss_inputs(loss)
 
     opt = cfg["optimizer"]
     _choice("optimizer.name", opt["name"], ("adam", "adamw", "sgd"))
@@ -267,11 +348,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("scale", "gamma", "contrast"):
         aug[name]["range"] = _range(f"augmentation.{name}.range", aug[name]["range"])
     _number(cfg, "augmentation.noise.std", aug["noise"]["std"], minimum=0.0)
-    axes = aug["flip"]["axes"]
-    if not isinstance(axes, (list, tuple)) or not all(isinstance(a, int) and a >= 0 for a in axes):
-        raise ConfigError(
-            f"config key 'augmentation.flip.axes' must list spatial axes (0, 1, 2), got {axes!r}"
-        )
+    aug["flip"]["axes"] = _flip_axes(aug["flip"]["axes"], dims)
 
     cfg["epochs"] = _number(cfg, "epochs", cfg["epochs"], minimum=1, integer=True)
     cfg["batch_size"] = _number(cfg, "batch_size", cfg["batch_size"], minimum=1, integer=True)

@@ -123,25 +123,13 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
         raise DatasetError(
             f"{where}: 'labels' must list at least 2 label names (background first), got {labels!r}"
         )
-    label_sets: dict[int, list[int]] = {}
-    for key, leaves in (raw.get("label_sets") or {}).items():
-        try:
-            set_label = int(key)
-        except ValueError:
-            raise DatasetError(f"{where}: label_sets key {key!r} must be an integer set label") from None
-        if set_label < len(labels):
-            raise DatasetError(
-                f"{where}: set label {set_label} must be above the leaf labels 0..{len(labels) - 1}"
-            )
-        if (
-            not isinstance(leaves, list)
-            or not leaves
-            or not all(isinstance(v, int) and 0 <= v < len(labels) for v in leaves)
-        ):
-            raise DatasetError(
-                f"{where}: label_sets[{key!r}] must list leaf labels in 0..{len(labels) - 1}, got {leaves!r}"
-            )
-        label_sets[set_label] = sorted(set(leaves))
+    from ..losses.label_set import validate_label_sets
+
+    try:  # the one validation of label sets, shared with the losses
+        checked = validate_label_sets(raw.get("label_sets") or {}, num_classes=len(labels))
+    except ValueError as exc:
+        raise DatasetError(f"{where}: {exc}") from None
+    label_sets: dict[int, list[int]] = {s: list(leaves) for s, leaves in checked.items()}
     extra_channels = raw.get("extra_channels") or []
     if not isinstance(extra_channels, list) or not all(isinstance(c, str) for c in extra_channels):
         raise DatasetError(f"{where}: 'extra_channels' must list channel names, got {extra_channels!r}")
@@ -286,21 +274,19 @@ class VolumeDataset:
     def load(self, cid: str) -> dict[str, Any]:
         case = self.manifest.cases[cid]
         channels = []
-        shape = None
-        geometry = None
+        first: _io.Image | None = None
         for i, file in enumerate([*case.images, *case.extra]):
             image = _io.read_image(file, allow_vector=True)
-            array, geom = image.array, image.geometry
+            array = image.array
             if array.ndim not in (2, 3):
                 raise DatasetError(
                     f"case {cid!r}: {str(file)!r} must be a scalar 2D or 3D image, got shape {array.shape}"
                 )
-            if shape is None:
-                shape, geometry = array.shape, geom
-            elif array.shape != shape:
-                raise DatasetError(
-                    f"case {cid!r}: {str(file)!r} has shape {array.shape}, the first image has {shape}"
-                )
+            if first is None:
+                first = image
+            else:
+                kind = "image channel" if i < len(case.images) else "extra channel"
+                _same_grid(cid, first, image, kind)
             array = array.astype(np.float32)
             if i < len(case.images):
                 array = normalize_intensity(array, self.normalize)
@@ -308,14 +294,12 @@ class VolumeDataset:
         sample: dict[str, Any] = {
             "id": cid,
             "image": torch.from_numpy(np.stack(channels)),
-            "geometry": geometry,
+            "geometry": first.geometry,
         }
         if case.label is not None:
-            label = _io.read_label_map(case.label, self.manifest.labels).array
-            if label.shape != shape:
-                raise DatasetError(
-                    f"case {cid!r}: label {str(case.label)!r} has shape {label.shape}, the image has {shape}"
-                )
+            label_image = _io.read_label_map(case.label, self.manifest.labels)
+            _same_grid(cid, first, label_image, "label")
+            label = label_image.array
             bad = sorted(set(np.unique(label).tolist()) - self._allowed)
             if bad:
                 raise DatasetError(
@@ -329,6 +313,15 @@ class VolumeDataset:
                 )
             sample["label"] = torch.from_numpy(label)
         return sample
+
+
+def _same_grid(cid: str, first: _io.Image, other: _io.Image, kind: str) -> None:
+    """Refuse a channel or label whose voxel grid (shape, spacing, origin, direction) differs from the
+    case's first image: training would pair voxels that are not at the same place."""
+    try:
+        _io.check_same_grid(first, other, names=("the first image", f"the {kind}"))
+    except ValueError as exc:
+        raise DatasetError(f"case {cid!r}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------- batches
@@ -382,7 +375,7 @@ def augment(
 
     dims = image.ndim - 1
     flip = options["flip"]
-    for axis in flip["axes"]:
+    for axis in flip["axes"] if flip["axes"] is not None else [dims - 1]:  # None: the last axis (x)
         if axis < dims and draw(flip["prob"]):
             image = image.flip(axis + 1)
             label = label.flip(axis)

@@ -8,11 +8,28 @@ Every epoch writes (rank 0 only) ``metrics.jsonl`` (one JSON object per epoch), 
 learning rate) and ``checkpoints/last.pt``; ``checkpoints/best.pt`` when validation improves; ``model.pt``
 (the best, or last, weights with everything inference needs) at the end. All writes are atomic.
 
+The run folder: a new run refuses an ``output_dir`` that already holds a run unless ``overwrite``; even then
+nothing of the old run is touched until the new run has completed its first epoch (the files are then
+replaced, and the old run's files that the new run has not written yet are removed), so a run that fails at
+its start (bad data, a diverging loss in epoch 1, Ctrl-C) leaves the old run whole. ``resume`` needs
+``checkpoints/last.pt``.
+
+Divergence (:func:`check_divergence`): training stops with :class:`TrainingDiverged` (a ``ValueError``:
+exit code 2 on the command line) when a batch's loss is NaN or infinite, when the network's outputs reach
+``|logit| > LOGIT_LIMIT`` (1e4; softmax and sigmoid saturate near 40 in float32, so no working training gets
+there), or when a batch's loss exceeds ``LOSS_GROWTH`` (1000) times the magnitude of the run's first batch
+loss (kept in the checkpoints, so a resumed run compares with the same reference). The bad step is not
+taken and no file of that epoch is written.
+
 Determinism: the model is initialised from ``seed``; each epoch's case order and each sample's crop and
 augmentation are drawn from generators seeded by (seed, epoch, position) only, and the global RNGs are
 re-seeded from (seed, epoch) at the start of each epoch. A run resumed from ``last.pt`` therefore redoes
 exactly what the uninterrupted run did (bit for bit on CPU), and every DDP rank draws the same augmentation
 for the same sample as a single process would.
+
+The code is split by job: :mod:`.builders` (loss, optimizer, scheduler, network), :mod:`.reporting`
+(progress, curves), :mod:`.ensemble` (members, ``ensemble.json``), :mod:`.checkpoint` (checkpoints, the run
+folder); this module holds the loop.
 """
 
 from __future__ import annotations
@@ -21,7 +38,6 @@ import json
 import math
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,9 +50,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..io import save_figure, write_text
-from ..nets import network_spec
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint
+from ..io import write_text
+from .builders import (
+    build_loss,
+    build_optimizer,
+    build_scheduler,
+    grad_scaler,
+    model_info,
+    resolve_network,
+)
+from .checkpoint import (
+    check_resumable,
+    check_run_folder,
+    load_checkpoint,
+    rng_state,
+    run_files,
+    save_checkpoint,
+)
 from .config import ConfigError, load_config
 from .data import (
     DatasetError,
@@ -48,14 +78,27 @@ from .data import (
     training_batch,
 )
 from .device import amp_dtype, autocast, select_device
+from .ensemble import ensemble_configs, train_ensemble, write_ensemble_index
 from .inference import predict_logits
+from .reporting import ProgressCallback, Reporter, plot_curves
 
-ProgressCallback = Callable[[dict[str, Any]], None]
 StopFlag = threading.Event | Callable[[], bool] | Any
+
+#: a network output beyond this magnitude means the weights have blown up (see the module docstring)
+LOGIT_LIMIT = 1e4
+#: a batch loss above this many times the magnitude of the run's first batch loss means divergence
+LOSS_GROWTH = 1000.0
+#: below this magnitude, the first batch loss is no reference (the growth rule is skipped)
+_TINY_REFERENCE = 1e-6
 
 
 class TrainingStopped(Exception):
     """Raised internally when the stop flag is set; :func:`train` returns normally with ``stopped=True``."""
+
+
+class TrainingDiverged(ValueError, FloatingPointError):
+    """The training loss or the network's outputs diverged (a ``ValueError``, and a ``FloatingPointError``
+    as the NaN check raised before): lower the learning rate or check the data."""
 
 
 @dataclass
@@ -93,63 +136,31 @@ def _atomic_text(path: Path, text: str) -> None:
     write_text(path, text)
 
 
-def build_loss(loss_config: Mapping[str, Any], label_sets: Mapping[int, list[int]] | None) -> nn.Module:
-    """The loss named in the config, built through :func:`losslab.losses.get_loss` only.
+def check_divergence(
+    loss: float, peak_logit: float, reference: float | None, *, where: str, lr: float
+) -> None:
+    """Raise :class:`TrainingDiverged` when a batch shows divergence (the rule of the module docstring).
 
-    When the dataset declares ``label_sets`` (partial annotations) and the loss (or a term of a compound
-    loss) takes a ``label_sets`` option that the config leaves out, the manifest's map is passed in.
+    Args:
+        loss: the batch's loss.
+        peak_logit: the largest ``|logit|`` of the batch's network output.
+        reference: the run's first batch loss (None: this is the first batch).
+        where: ``"epoch E, step S"`` for the message.
+        lr: the current learning rate, for the message.
     """
-    from ..losses import available_losses, get_loss
-
-    infos = available_losses()
-    name = loss_config["name"]
-    if name not in infos:
-        raise ConfigError(f"config key 'loss.name': unknown loss {name!r}; available losses: {sorted(infos)}")
-    options = dict(loss_config.get("options") or {})
-    if label_sets:
-        sets = {int(k): list(v) for k, v in label_sets.items()}
-        if "label_sets" in infos[name].options and "label_sets" not in options:
-            options["label_sets"] = sets
-        if name == "compound" and isinstance(options.get("terms"), list):
-            terms = []
-            for term in options["terms"]:
-                term = dict(term)
-                tname = term.get("name")
-                if tname in infos and "label_sets" in infos[tname].options and "label_sets" not in term:
-                    term["label_sets"] = sets
-                terms.append(term)
-            options["terms"] = terms
-    try:
-        return get_loss(name, **options)
-    except ValueError as exc:
-        raise ConfigError(f"config key 'loss': {exc}") from None
-
-
-def build_optimizer(config: Mapping[str, Any], params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    opt = config["optimizer"]
-    if opt["name"] == "adam":
-        return torch.optim.Adam(
-            params, lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
+    hint = f"lower optimizer.lr (now {lr:g}) or check the data"
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"training diverged at {where}: the loss became {loss}; {hint}")
+    if not peak_logit <= LOGIT_LIMIT:  # also NaN
+        raise TrainingDiverged(
+            f"training diverged at {where}: the network's outputs reached |logit| = {peak_logit:.3g} "
+            f"(limit {LOGIT_LIMIT:g}; softmax saturates near 40), loss {loss:.4g}; {hint}"
         )
-    if opt["name"] == "adamw":
-        return torch.optim.AdamW(
-            params, lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
+    if reference is not None and abs(reference) > _TINY_REFERENCE and loss > LOSS_GROWTH * abs(reference):
+        raise TrainingDiverged(
+            f"training diverged at {where}: the loss {loss:.4g} is over {LOSS_GROWTH:g} times the run's "
+            f"first batch loss {reference:.4g}; {hint}"
         )
-    return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"])
-
-
-def build_scheduler(config: Mapping[str, Any], optimizer: torch.optim.Optimizer):
-    """Halve the learning rate on a validation plateau (dice-gradient-mime-kervadec: 20 epochs, x0.5)."""
-    sch = config["scheduler"]
-    if sch["name"] == "none":
-        return None
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode="min" if sch["monitor"] == "val_loss" else "max",
-        factor=sch["factor"],
-        patience=sch["patience"],
-        min_lr=sch["min_lr"],
-    )
 
 
 def dice_per_class(
@@ -175,13 +186,6 @@ def _nanmean(values: Iterable[float]) -> float | None:
     return float(sum(vals) / len(vals)) if vals else None
 
 
-def _grad_scaler():
-    """fp16 gradient scaler (``torch.amp.GradScaler`` from torch 2.3, ``torch.cuda.amp`` before)."""
-    if hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda")
-    return torch.cuda.amp.GradScaler()
-
-
 def _distributed(device_name: str) -> tuple[int, int, int, bool]:
     """(rank, world size, local rank, created): joins or creates the process group from torchrun's
     environment (NCCL when the run uses CUDA, else gloo)."""
@@ -196,117 +200,13 @@ def _distributed(device_name: str) -> tuple[int, int, int, bool]:
     return 0, 1, 0, False
 
 
-class _Reporter:
-    """Progress: the callback when given, else a tqdm bar on an interactive terminal."""
-
-    def __init__(self, callback: ProgressCallback | None, enabled: bool, total_steps: int, initial: int):
-        self.callback = callback
-        self.bar = None
-        if enabled and callback is None and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total_steps, initial=initial, unit="batch", dynamic_ncols=True)
-        self.enabled = enabled
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            if event["event"] == "batch":
-                self.bar.update(1)
-                self.bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}")
-            elif event["event"] == "epoch":
-                dice = event.get("val_dice_mean")
-                self.bar.write(
-                    f"epoch {event['epoch']}: train {event['train_loss']:.4f}"
-                    + (f", val {event['val_loss']:.4f}" if event.get("val_loss") is not None else "")
-                    + (f", dice {dice:.3f}" if dice is not None else "")
-                    + f", {event['time_s']:.1f} s"
-                )
-        if self.callback is not None:
-            self.callback(event)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def plot_curves(history: list[dict[str, Any]], path: Path, labels: list[str]) -> None:
-    """Write the loss, Dice and learning-rate curves as one PNG (atomically)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13, 4), dpi=80)
-    FigureCanvasAgg(fig)
-    ax_loss, ax_dice, ax_lr = fig.subplots(1, 3)
-    epochs = [h["epoch"] for h in history]
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
-    val = [(h["epoch"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
-    if val:
-        ax_loss.plot(*zip(*val), label="validation")
-    ax_loss.set(title="loss", xlabel="epoch")
-    ax_loss.legend()
-    for name in labels[1:]:
-        pts = [
-            (h["epoch"], h["val_dice"][name]) for h in history if h.get("val_dice", {}).get(name) is not None
-        ]
-        if pts:
-            ax_dice.plot(*zip(*pts), label=name)
-    ax_dice.set(title="validation Dice", xlabel="epoch", ylim=(0, 1))
-    if len(labels) > 1 and ax_dice.lines:
-        ax_dice.legend(fontsize="small")
-    ax_lr.plot(epochs, [h["lr"] for h in history])
-    ax_lr.set(title="learning rate", xlabel="epoch", yscale="log")
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 # ------------------------------------------------------------------------------------------- training
-def model_info(
-    config: Mapping[str, Any], manifest: Manifest, spec: Mapping[str, Any], patch_size=None
-) -> dict[str, Any]:
-    """What a checkpoint must carry for inference without the dataset."""
-    return {
-        "network": dict(spec),
-        "labels": list(manifest.labels),
-        "label_sets": {int(k): list(v) for k, v in manifest.label_sets.items()},
-        "channel_names": manifest.channel_names,
-        "n_image_channels": manifest.n_image_channels,
-        "normalize": config["data"]["normalize"],
-        "window": config["inference"]["window"],
-        "patch_size": list(patch_size) if patch_size else None,
-        "overlap": config["inference"]["overlap"],
-    }
-
-
-def _resolve_network(config: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
-    """The network's keywords; ``in_channels`` / ``out_channels`` come from the dataset unless the config or
-    its preset sets them, in which case they must agree with it."""
-    spec = network_spec(config["network"])
-    n_in = len(manifest.channel_names)
-    spec.setdefault("in_channels", n_in)
-    spec.setdefault("out_channels", manifest.num_classes)
-    where = f"network preset {config['network']['preset']!r}" if "preset" in config["network"] else "network"
-    if spec["in_channels"] != n_in:
-        raise ConfigError(
-            f"config key 'network.in_channels': the {where} takes {spec['in_channels']} input "
-            f"channel(s), but the dataset has {n_in}: {manifest.channel_names}"
-        )
-    allowed = (manifest.num_classes, 1) if manifest.num_classes == 2 else (manifest.num_classes,)
-    if spec["out_channels"] not in allowed:
-        raise ConfigError(
-            f"config key 'network.out_channels': the {where} gives {spec['out_channels']} output "
-            f"channel(s), but the dataset has {manifest.num_classes} labels {manifest.labels}; set "
-            f"network.out_channels={manifest.num_classes}"
-        )
-    return spec
-
-
 def train(
     config: str | os.PathLike | Mapping[str, Any],
     overrides: Iterable[str] = (),
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: ProgressCallback | None = None,
     stop: StopFlag = None,
 ) -> TrainResult:
@@ -315,10 +215,13 @@ def train(
     Args:
         config: path of a JSON / YAML config, or a config dict (see ``docs/engine.md``).
         overrides: ``key.sub=value`` strings applied on top (e.g. ``["epochs=3", "optimizer.lr=1e-3"]``).
-        resume: continue from ``output_dir/checkpoints/last.pt`` (a fresh start when it does not exist).
+        resume: continue from ``output_dir/checkpoints/last.pt`` (which must exist).
+        overwrite: replace a run that ``output_dir`` already holds (refused otherwise); the old files are
+            replaced only once the new run has completed its first epoch.
         progress: called with event dicts: ``{"event": "start", "epochs", "steps_per_epoch", ...}``,
             ``{"event": "batch", "epoch", "step", "steps", "loss"}``, ``{"event": "epoch", <metrics>}``,
-            ``{"event": "end", "model_path", "stopped", "early_stopped", "best_epoch"}``.
+            ``{"event": "end", "model_path", "stopped", "early_stopped", "best_epoch"}``. Without it, a
+            tqdm bar on a terminal, else one line per epoch on stderr.
         stop: a ``threading.Event`` / ``multiprocessing.Event`` (or a callable returning bool) checked after
             every batch; when set, training stops, keeping the last completed epoch's checkpoint, and the
             result has ``stopped=True``. ``--resume`` later continues from there.
@@ -328,9 +231,12 @@ def train(
 
     Raises:
         ConfigError / DatasetError (ValueError): an invalid config or dataset, naming the key or the case.
+        RunFolderError (ValueError): ``output_dir`` holds a run (without ``overwrite``), or none to resume.
+        TrainingDiverged (ValueError): the loss or the network's outputs diverged.
         FileNotFoundError: the config, manifest or a data file is missing.
     """
     cfg = load_config(config, overrides)
+    check_run_folder(cfg["output_dir"], resume=resume, overwrite=overwrite)
     rank, world, local_rank, created_group = _distributed(cfg["device"])
     try:
         return _train(cfg, rank, world, local_rank, resume, progress, stop)
@@ -339,13 +245,51 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
-    main = rank == 0
-    out_dir = Path(cfg["output_dir"])
-    ckpt_dir = out_dir / "checkpoints"
+@dataclass
+class _Run:
+    """Everything one run is made of (built by :func:`_build`, advanced by :func:`_train_epoch`)."""
+
+    cfg: dict[str, Any]
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype | None
+    scaler: Any
+    out_dir: Path
+    manifest: Manifest
+    train_ids: list[str]
+    val_ids: list[str]
+    train_set: VolumeDataset
+    val_set: VolumeDataset
+    loss_fn: nn.Module
+    loss_inputs: dict[str, int]
+    patch: list[int]
+    info: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    memory_format: torch.memory_format
+    net: nn.Module | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": None, "since": 0})
+    first_loss: float | None = None  # the run's first batch loss: the divergence reference
+    replacing: bool = True  # no file of this run written yet (a previous run's files stay until then)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+def _build(cfg: dict[str, Any], rank: int, world: int, local_rank: int) -> _Run:
+    """Device, data, loss, network, optimizer and scheduler of a run; writes nothing."""
     device = select_device(cfg["device"], local_rank)
     dtype = amp_dtype(device, cfg["amp"])
-    scaler = _grad_scaler() if dtype == torch.float16 else None
+    scaler = grad_scaler() if dtype == torch.float16 else None
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not cfg["deterministic"]
@@ -360,7 +304,7 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
         cfg["data"]["val_fraction"],
         split_seed,
     )
-    spec = _resolve_network(cfg, manifest)
+    spec = resolve_network(cfg, manifest)
     train_set = VolumeDataset(manifest, train_ids, cfg["data"]["normalize"], cfg["data"]["cache"])
     val_set = VolumeDataset(manifest, val_ids, cfg["data"]["normalize"], cfg["data"]["cache"])
     loss_fn = build_loss(cfg["loss"], manifest.label_sets).to(device)
@@ -385,191 +329,270 @@ def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
         model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    best = {"epoch": None, "value": None, "since": 0}
-    es_monitor = cfg["early_stopping"]["monitor"]
+    return _Run(
+        cfg,
+        rank,
+        world,
+        device,
+        dtype,
+        scaler,
+        Path(cfg["output_dir"]),
+        manifest,
+        train_ids,
+        val_ids,
+        train_set,
+        val_set,
+        loss_fn,
+        loss_inputs,
+        list(patch),
+        info,
+        model,
+        optimizer,
+        scheduler,
+        memory_format,
+    )
 
-    last_path = ckpt_dir / "last.pt"
-    if resume and last_path.is_file():
-        state = load_checkpoint(last_path)
-        if state["model_info"]["network"] != info["network"]:
-            raise ConfigError(
-                f"cannot resume from {str(last_path)!r}: it holds network {state['model_info']['network']}, "
-                f"the config asks for {info['network']}"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = list(state["history"])
-        best = dict(state["best"])
-        start_epoch = int(state["epoch"])
-        if main:  # the checkpoint's history is the truth: drop lines of an epoch the kill interrupted
-            _atomic_text(out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    elif main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if (out_dir / "metrics.jsonl").exists():
-            (out_dir / "metrics.jsonl").unlink()
 
-    net: nn.Module = model
+def _restore(run: _Run) -> None:
+    """Continue from ``checkpoints/last.pt``: weights, optimizer, scheduler, scaler, history, best epoch."""
+    last_path = run.ckpt_dir / "last.pt"
+    state = load_checkpoint(last_path)
+    check_resumable(state, last_path)
+    if state["model_info"]["network"] != run.info["network"]:
+        raise ConfigError(
+            f"cannot resume from {str(last_path)!r}: it holds network {state['model_info']['network']}, "
+            f"the config asks for {run.info['network']}"
+        )
+    saved_opt = (state.get("config") or {}).get("optimizer", {}).get("name")
+    if saved_opt is not None and saved_opt != run.cfg["optimizer"]["name"]:
+        raise ConfigError(
+            f"cannot resume from {str(last_path)!r}: it was trained with optimizer.name={saved_opt!r}, "
+            f"the config asks for {run.cfg['optimizer']['name']!r}"
+        )
+    run.model.load_state_dict(state["model"])
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise ValueError(
+            f"cannot resume from {str(last_path)!r}: its optimizer state does not fit ({exc})"
+        ) from None
+    if run.scheduler is not None and state.get("scheduler"):
+        run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.history = list(state["history"])
+    run.best = dict(state["best"])
+    run.start_epoch = int(state["epoch"])
+    run.first_loss = state.get("first_loss")
+    run.replacing = False
+    if run.main:  # the checkpoint's history is the truth: drop lines of an epoch the kill interrupted
+        _write_metrics(run)
+
+
+def _write_metrics(run: _Run) -> None:
+    text = "".join(json.dumps(h) + "\n" for h in run.history)
+    path = run.out_dir / "metrics.jsonl"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        _atomic_text(path, text)
+
+
+def _train_epoch(run: _Run, epoch: int, steps: int, report: Reporter, stop: StopFlag) -> dict[str, Any]:
+    """One epoch of training (the record's ``epoch``, ``train_loss`` and ``lr``). Raises
+    :class:`TrainingStopped` after the batch during which ``stop`` was set."""
+    cfg, device = run.cfg, run.device
+    batch, global_batch = cfg["batch_size"], cfg["batch_size"] * run.world
+    aug = cfg["augmentation"] if cfg["augmentation"]["enabled"] else None
+    seed_everything(cfg["seed"] * 100_003 + epoch)
+    run.net.train()
+    order = epoch_order(len(run.train_set), cfg["seed"], epoch, global_batch if run.world > 1 else 1)
+    total, count = torch.zeros((), device=device), 0
+    for step in range(steps):
+        lo = step * global_batch + run.rank * batch
+        positions = [p for p in range(lo, lo + batch) if p < len(order)]
+        images, labels = training_batch(
+            run.train_set, positions, order, run.patch, aug, cfg["seed"], epoch, device=device
+        )
+        images = images.to(device, non_blocking=True).contiguous(memory_format=run.memory_format)
+        labels = labels.to(device, non_blocking=True)
+        run.optimizer.zero_grad(set_to_none=True)
+        with autocast(device, run.dtype):
+            logits = run.net(images)
+        extra = {kw: images[:, c] for kw, c in run.loss_inputs.items()}
+        loss = run.loss_fn(logits.float(), labels, **extra)
+        value = float(loss.detach())
+        low, high = torch.aminmax(logits.detach())  # no |logits|-sized temporary
+        check_divergence(
+            value,
+            float(torch.maximum(-low, high)),  # NaN propagates
+            run.first_loss,
+            where=f"epoch {epoch + 1}, step {step + 1}",
+            lr=run.optimizer.param_groups[0]["lr"],
+        )
+        if run.first_loss is None:
+            run.first_loss = value
+        if run.scaler is not None:
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            loss.backward()
+            run.optimizer.step()
+        total += loss.detach()
+        count += 1
+        report({"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": value})
+        if _is_set(stop):
+            raise TrainingStopped
+    if run.world > 1:
+        dist.all_reduce(total)
+        total /= run.world
+    return {
+        "epoch": epoch + 1,
+        "train_loss": float(total) / max(count, 1),
+        "lr": float(run.optimizer.param_groups[0]["lr"]),
+    }
+
+
+def _write_epoch(run: _Run, record: dict[str, Any], improved: bool) -> None:
+    """Rank 0: ``last.pt`` (and ``best.pt``), ``metrics.jsonl``, the curves when due. The first epoch of a
+    new run then removes what a previous run left in ``output_dir`` (after, not before, the new files)."""
+    if not run.main:
+        return
+    cfg, epoch = run.cfg, record["epoch"]
+    payload = {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "config": cfg,
+        "model_info": run.info,
+        "epoch": epoch,
+        "history": run.history,
+        "best": run.best,
+        "metrics": record,
+        "rng": rng_state(),
+        "first_loss": run.first_loss,
+    }
+    written = {"checkpoints/last.pt", "metrics.jsonl"} | ({"checkpoints/best.pt"} if improved else set())
+    save_checkpoint(run.ckpt_dir / "last.pt", payload)
+    if improved:
+        save_checkpoint(run.ckpt_dir / "best.pt", payload)
+    _write_metrics(run)
+    if run.replacing:  # the old run's files the new run has not replaced: model.pt, summary.json, ...
+        for path in run_files(run.out_dir):
+            if path.relative_to(run.out_dir).as_posix() not in written:
+                path.unlink()
+        run.replacing = False
+    every = cfg["plot_every"]
+    if (every and epoch % every == 0) or epoch == cfg["epochs"]:
+        plot_curves(run.history, run.out_dir / "curves.png", run.manifest.labels)
+
+
+def _finish(run: _Run, result: TrainResult) -> None:
+    """Rank 0, at the end of a run that was not stopped: ``model.pt`` (best or last weights) and
+    ``summary.json``."""
+    source = run.ckpt_dir / ("best.pt" if run.best["epoch"] is not None else "last.pt")
+    state = load_checkpoint(source)
+    final = {k: state[k] for k in ("model", "config", "model_info", "epoch", "history", "metrics")}
+    final["history"] = run.history
+    result.model_path = save_checkpoint(run.out_dir / "model.pt", final)
+    _atomic_text(
+        run.out_dir / "summary.json",
+        json.dumps(
+            {
+                "model": "model.pt",
+                "weights_epoch": int(state["epoch"]),
+                "best_epoch": run.best["epoch"],
+                "epochs_done": result.epochs_done,
+                "early_stopped": result.early_stopped,
+                "final_metrics": run.history[-1] if run.history else None,
+            },
+            indent=2,
+        ),
+    )
+
+
+def _train(cfg, rank, world, local_rank, resume, progress, stop) -> TrainResult:
+    run = _build(cfg, rank, world, local_rank)
+    if resume:
+        _restore(run)
+    run.net = run.model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
+        run.net = nn.parallel.DistributedDataParallel(
+            run.model,
+            device_ids=[run.device.index] if run.device.type == "cuda" else None,
             gradient_as_bucket_view=True,  # no gradient copies (and no stride warnings with channels-last)
         )
 
-    batch, global_batch = cfg["batch_size"], cfg["batch_size"] * world
-    steps = math.ceil(len(train_set) / global_batch)
-    aug = cfg["augmentation"] if cfg["augmentation"]["enabled"] else None
-    report = _Reporter(progress, main, steps * cfg["epochs"], steps * start_epoch)
+    steps = math.ceil(len(run.train_set) / (cfg["batch_size"] * world))
+    report = Reporter(progress, run.main, steps * cfg["epochs"], steps * run.start_epoch)
     report(
         {
             "event": "start",
             "epochs": cfg["epochs"],
-            "start_epoch": start_epoch,
+            "start_epoch": run.start_epoch,
             "steps_per_epoch": steps,
-            "train_cases": len(train_ids),
-            "val_cases": len(val_ids),
-            "device": str(device),
+            "train_cases": len(run.train_ids),
+            "val_cases": len(run.val_ids),
+            "device": str(run.device),
             "world_size": world,
-            "output_dir": str(out_dir),
+            "output_dir": str(run.out_dir),
         }
     )
-    result = TrainResult(out_dir, None, history, best["epoch"], epochs_done=start_epoch, model=model)
+    es = cfg["early_stopping"]
+    result = TrainResult(
+        run.out_dir, None, run.history, run.best["epoch"], epochs_done=run.start_epoch, model=run.model
+    )
     try:
-        for epoch in range(start_epoch, cfg["epochs"]):
-            if cfg["early_stopping"]["patience"] and best["since"] >= cfg["early_stopping"]["patience"]:
+        for epoch in range(run.start_epoch, cfg["epochs"]):
+            if es["patience"] and run.best["since"] >= es["patience"]:
                 result.early_stopped = True
                 break
             t0 = time.perf_counter()
-            seed_everything(cfg["seed"] * 100_003 + epoch)
-            net.train()
-            order = epoch_order(len(train_set), cfg["seed"], epoch, global_batch if world > 1 else 1)
-            total, count = torch.zeros((), device=device), 0
-            for step in range(steps):
-                lo = step * global_batch + rank * batch
-                positions = [p for p in range(lo, lo + batch) if p < len(order)]
-                images, labels = training_batch(
-                    train_set, positions, order, patch, aug, cfg["seed"], epoch, device=device
-                )
-                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                labels = labels.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast(device, dtype):
-                    logits = net(images)
-                extra = {kw: images[:, c] for kw, c in loss_inputs.items()}
-                loss = loss_fn(logits.float(), labels, **extra)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        f"lower optimizer.lr (now {optimizer.param_groups[0]['lr']}) or check the data"
+            record = _train_epoch(run, epoch, steps, report, stop)
+            if run.val_ids and (epoch + 1) % cfg["val_every"] == 0:
+                record.update(
+                    _validate(
+                        run.model,
+                        run.val_set,
+                        run.loss_fn,
+                        run.loss_inputs,
+                        run.manifest,
+                        cfg,
+                        run.device,
+                        run.dtype,
                     )
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                total += loss.detach()
-                count += 1
-                report(
-                    {
-                        "event": "batch",
-                        "epoch": epoch + 1,
-                        "step": step + 1,
-                        "steps": steps,
-                        "loss": float(loss.detach()),
-                    }
                 )
-                if _is_set(stop):
-                    raise TrainingStopped
-            if world > 1:
-                dist.all_reduce(total)
-                total /= world
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": float(total) / max(count, 1),
-                "lr": float(optimizer.param_groups[0]["lr"]),
-            }
-            if val_ids and (epoch + 1) % cfg["val_every"] == 0:
-                record.update(_validate(model, val_set, loss_fn, loss_inputs, manifest, cfg, device, dtype))
             record["time_s"] = time.perf_counter() - t0
-            improved = _update_best(best, record, es_monitor, cfg["early_stopping"]["min_delta"])
-            if scheduler is not None:
-                monitored = record.get(
-                    cfg["scheduler"]["monitor"]
-                    if cfg["scheduler"]["monitor"] != "val_dice"
-                    else "val_dice_mean"
-                )
+            improved = _update_best(run.best, record, es["monitor"], es["min_delta"])
+            if run.scheduler is not None:
+                monitor = cfg["scheduler"]["monitor"]
+                monitored = record.get(monitor if monitor != "val_dice" else "val_dice_mean")
                 if monitored is not None:
-                    scheduler.step(monitored)
-            history.append(record)
+                    run.scheduler.step(monitored)
+            run.history.append(record)
             result.epochs_done = epoch + 1
-            if main:
-                payload = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "config": cfg,
-                    "model_info": info,
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "best": best,
-                    "metrics": record,
-                    "rng": rng_state(),
-                }
-                with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                save_checkpoint(last_path, payload)
-                if improved:
-                    save_checkpoint(ckpt_dir / "best.pt", payload)
-                every = cfg["plot_every"]
-                if (every and (epoch + 1) % every == 0) or epoch + 1 == cfg["epochs"]:
-                    plot_curves(history, out_dir / "curves.png", manifest.labels)
+            _write_epoch(run, record, improved)
             report({"event": "epoch", "epochs": cfg["epochs"], "improved": improved, **record})
     except TrainingStopped:
         result.stopped = True
     finally:
         report.close()
-    result.best_epoch = best["epoch"]
-    if main and history and (result.stopped or result.early_stopped) and cfg["plot_every"] != 1:
-        plot_curves(history, out_dir / "curves.png", manifest.labels)
-    if not result.stopped and main:
-        source = ckpt_dir / ("best.pt" if best["epoch"] is not None else "last.pt")
-        state = load_checkpoint(source)
-        final = {k: state[k] for k in ("model", "config", "model_info", "epoch", "history", "metrics")}
-        final["history"] = history
-        result.model_path = save_checkpoint(out_dir / "model.pt", final)
-        _atomic_text(
-            out_dir / "summary.json",
-            json.dumps(
-                {
-                    "model": "model.pt",
-                    "weights_epoch": int(state["epoch"]),
-                    "best_epoch": best["epoch"],
-                    "epochs_done": result.epochs_done,
-                    "early_stopped": result.early_stopped,
-                    "final_metrics": history[-1] if history else None,
-                },
-                indent=2,
-            ),
+    result.best_epoch = run.best["epoch"]
+    if run.main and not run.replacing and (result.stopped or result.early_stopped) and cfg["plot_every"] != 1:
+        plot_curves(run.history, run.out_dir / "curves.png", run.manifest.labels)
+    if not result.stopped and run.main:
+        _finish(run, result)
+    if run.main and progress is not None:
+        progress(
+            {
+                "event": "end",
+                "model_path": str(result.model_path) if result.model_path else None,
+                "stopped": result.stopped,
+                "early_stopped": result.early_stopped,
+                "best_epoch": result.best_epoch,
+                "epochs_done": result.epochs_done,
+            }
         )
-    report_end = {
-        "event": "end",
-        "model_path": str(result.model_path) if result.model_path else None,
-        "stopped": result.stopped,
-        "early_stopped": result.early_stopped,
-        "best_epoch": result.best_epoch,
-        "epochs_done": result.epochs_done,
-    }
-    if main and progress is not None:
-        progress(report_end)
     return result
 
 
@@ -612,67 +635,14 @@ def _validate(model, val_set, loss_fn, loss_inputs, manifest, cfg, device, dtype
     }
 
 
-def ensemble_configs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The configs of an ensemble's members: member ``k`` gets seed ``seed + k``, its own random validation
-    split (when the manifest has no fixed one) and ``output_dir/member{k}``."""
-    base = dict(config)
-    members = []
-    for k in range(base["ensemble"]["members"]):
-        member = json.loads(json.dumps(base))
-        member["seed"] = base["seed"] + k
-        if base["data"]["split_seed"] is not None:
-            member["data"]["split_seed"] = base["data"]["split_seed"] + k
-        member["output_dir"] = str(Path(base["output_dir"]) / f"member{k}")
-        member["ensemble"] = {"members": 1, "member": None}
-        members.append(member)
-    return members
-
-
-def write_ensemble_index(output_dir: str | os.PathLike, members: int) -> Path:
-    """Write ``output_dir/ensemble.json`` naming ``member{k}/model.pt`` (the folder ``infer`` loads)."""
-    path = Path(output_dir) / "ensemble.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(path, json.dumps({"members": [f"member{k}/model.pt" for k in range(members)]}, indent=2))
-    return path
-
-
-def train_ensemble(
-    config: str | os.PathLike | Mapping[str, Any],
-    overrides: Iterable[str] = (),
-    *,
-    resume: bool = False,
-    progress: ProgressCallback | None = None,
-    stop: StopFlag = None,
-) -> list[TrainResult]:
-    """Train the ``ensemble.members`` members of a config one after the other (or only ``ensemble.member``).
-
-    Each member is an independent run (:func:`ensemble_configs`); to use several GPUs, start one process
-    per member with ``ensemble.member=k device=cuda:k``. ``output_dir/ensemble.json`` lists the members, so
-    ``output_dir`` is the model folder that :func:`load_predictor` and ``losslab infer`` take.
-    """
-    cfg = load_config(config, overrides)
-    members = ensemble_configs(cfg)
-    chosen = range(len(members)) if cfg["ensemble"]["member"] is None else [cfg["ensemble"]["member"]]
-    results = []
-    write_ensemble_index(cfg["output_dir"], len(members))
-    for k in chosen:
-
-        def tagged(event, k=k):
-            progress({**event, "member": k, "members": len(members)})
-
-        result = train(members[k], resume=resume, progress=tagged if progress else None, stop=stop)
-        results.append(result)
-        if result.stopped:
-            break
-    return results
-
-
 def run(
     config: str | os.PathLike | Mapping[str, Any],
     overrides: Iterable[str] = (),
     **kwargs: Any,
 ) -> list[TrainResult]:
-    """Train a single model or an ensemble, as ``ensemble.members`` says (what ``losslab train`` does)."""
+    """Train a single model or an ensemble, as ``ensemble.members`` says (what ``losslab train`` does).
+
+    Keywords as :func:`train` (``resume``, ``overwrite``, ``progress``, ``stop``)."""
     cfg = load_config(config, overrides)
     if cfg["ensemble"]["members"] > 1:
         return train_ensemble(cfg, **kwargs)
@@ -680,12 +650,21 @@ def run(
 
 
 __all__ = [
+    "LOGIT_LIMIT",
+    "LOSS_GROWTH",
     "DatasetError",
     "TrainResult",
+    "TrainingDiverged",
     "build_loss",
+    "build_optimizer",
+    "build_scheduler",
+    "check_divergence",
     "dice_per_class",
     "ensemble_configs",
+    "model_info",
+    "plot_curves",
     "run",
     "train",
     "train_ensemble",
+    "write_ensemble_index",
 ]

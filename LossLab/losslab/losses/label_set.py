@@ -66,7 +66,9 @@ def validate_label_sets(label_sets: Any, num_classes: int | None = None) -> Labe
     Rules (the released code's encoding): every set label is an integer larger than each leaf of its set;
     sets are non-empty, without repeats, of non-negative leaves. With ``num_classes`` (``C``, the number of
     output channels) also: leaves lie in ``0..C-1`` and set labels are ``>= C`` (a set label below ``C``
-    would be read as that leaf label).
+    would be read as that leaf label). This is the one validation of label sets: the losses and the
+    training engine's dataset manifests (:func:`losslab.engine.load_manifest`) both call it; messages name
+    the offending leaf or set label.
 
     Raises:
         ValueError: explaining the first violation found.
@@ -87,25 +89,32 @@ def validate_label_sets(label_sets: Any, num_classes: int | None = None) -> Labe
         ):
             raise ValueError(f"label_sets[{s}] must be a non-empty list of leaf labels; got {leaves!r}")
         ls = [_as_int(c, f"a leaf label of label_sets[{s}]") for c in leaves]
-        if len(set(ls)) != len(ls):
-            raise ValueError(f"label_sets[{s}] repeats a leaf label: {ls}")
-        if min(ls) < 0:
-            raise ValueError(f"label_sets[{s}] has a negative leaf label: {ls}")
+        repeated = sorted({c for c in ls if ls.count(c) > 1})
+        if repeated:
+            raise ValueError(
+                f"label_sets[{s}] = {ls} repeats leaf label(s) {repeated}: list each leaf of a set once"
+            )
+        negative = [c for c in ls if c < 0]
+        if negative:
+            raise ValueError(f"label_sets[{s}] = {ls} has negative leaf label(s) {negative}")
+        if num_classes is not None:
+            outside = [c for c in ls if c >= num_classes]
+            if outside:
+                raise ValueError(
+                    f"label_sets[{s}] = {ls}: leaf label(s) {outside} out of range; the network outputs "
+                    f"only {num_classes} classes, so leaf labels are 0..{num_classes - 1}"
+                )
         if s <= max(ls):
             raise ValueError(
                 f"set label {s} must be larger than every leaf label of its set {sorted(ls)}: leaf labels "
                 "are 0..C-1 and set labels come after them (the encoding of the label-set paper's code)"
             )
         if num_classes is not None:
-            if max(ls) >= num_classes:
-                raise ValueError(
-                    f"label_sets[{s}] = {sorted(ls)} names a leaf >= {num_classes}, but the network outputs "
-                    f"only {num_classes} classes (leaves 0..{num_classes - 1})"
-                )
             if s < num_classes:
                 raise ValueError(
                     f"set label {s} is also a leaf label (the network outputs {num_classes} classes, "
-                    f"0..{num_classes - 1}); renumber the set labels from {num_classes} upwards"
+                    f"0..{num_classes - 1}): set labels must be above the leaf labels; renumber the set "
+                    f"labels from {num_classes} upwards"
                 )
         out[s] = tuple(sorted(ls))
     return out
