@@ -8,33 +8,60 @@ desktop Slicer and on the ``slicer-core`` wheel (how the tests run it).
 The LossLab module's parts: :class:`SubprocessJob` (any long job in a background Python process, streaming
 JSON-lines events), :class:`TrainingJob` (training through it, curves as a table and a plot chart), :class:`InferenceLogic` (a model on a volume -> a segmentation node) and
 :class:`GradientLabLogic` (a loss's gradient map as a volume, with its dynamic range). They import torch
-only when they run, so importing this package needs no torch.
+only when they run, so importing this package needs no torch. Its parts load lazily, on first use of a name
+(``LossLabLib.TrainingJob``...), so that :mod:`LossLabLib.dependencies` can be imported, and install the rest,
+before scipy or torch are there.
 """
 
-from .gradient_lab import GradientLabLogic, GradientLabResult
-from .inference import InferenceLogic, InferenceResult
-from .jobs import SubprocessJob
-from .mrml_io import (
-    Grid,
-    array_to_volume,
-    continuous_color_node,
-    curve_to_mask,
-    labels_color_node,
-    markups_to_mask,
-    mask_on_grid,
-    node_mask,
-    polyline_to_mask,
-    segment_ids,
-    segment_mask,
-    set_segment_from_mask,
-    table_from_rows,
-    table_rows,
-    volume_array,
-    volume_mask,
-)
-from .sample_data import create_editing_example
-from .segmentation_metrics import SegmentationMetricsLogic, SegmentationMetricsResult
-from .training import TrainingJob, build_training_config, curves_chart, curves_table
+from __future__ import annotations
+
+import importlib
+
+# name -> the submodule that defines it (loaded on first use: see the module docstring)
+_EXPORTS = {
+    "GradientLabLogic": "gradient_lab",
+    "GradientLabResult": "gradient_lab",
+    "InferenceLogic": "inference",
+    "InferenceResult": "inference",
+    "SubprocessJob": "jobs",
+    "Grid": "mrml_io",
+    "array_to_volume": "mrml_io",
+    "continuous_color_node": "mrml_io",
+    "curve_to_mask": "mrml_io",
+    "labels_color_node": "mrml_io",
+    "markups_to_mask": "mrml_io",
+    "mask_on_grid": "mrml_io",
+    "node_mask": "mrml_io",
+    "polyline_to_mask": "mrml_io",
+    "segment_ids": "mrml_io",
+    "segment_mask": "mrml_io",
+    "set_segment_from_mask": "mrml_io",
+    "table_from_rows": "mrml_io",
+    "table_rows": "mrml_io",
+    "volume_array": "mrml_io",
+    "volume_mask": "mrml_io",
+    "create_editing_example": "sample_data",
+    "SegmentationMetricsLogic": "segmentation_metrics",
+    "SegmentationMetricsResult": "segmentation_metrics",
+    "TrainingJob": "training",
+    "build_training_config": "training",
+    "curves_chart": "training",
+    "curves_table": "training",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'LossLabLib' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "GradientLabLogic",

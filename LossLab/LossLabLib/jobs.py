@@ -43,10 +43,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SubprocessJob", "core_folder", "python_command", "wait_for"]
+__all__ = ["JobUpdate", "SubprocessJob", "core_folder", "python_command", "wait_for"]
 
 #: stderr lines kept for error messages (the whole output also goes to :attr:`SubprocessJob.log`)
 STDERR_TAIL = 200
@@ -65,6 +66,25 @@ def python_command(
     """``[python, "-m", module, *args]`` with ``python_executable`` (default ``sys.executable``; pass
     ``PythonSlicer`` in Slicer)."""
     return [str(python_executable or sys.executable), "-m", module, *(str(a) for a in args)]
+
+
+@dataclass
+class JobUpdate:
+    """What changed since the previous :meth:`SubprocessJob.update` (one tick of a GUI timer).
+
+    Attributes:
+        events: the new events; log: the new log lines; progress: fraction done; status: one line;
+        finished: the job has ended and all its output is in; error: the error message once it failed.
+        new_epochs: epoch events among ``events`` (:class:`~LossLabLib.training.TrainingJob`; 0 otherwise).
+    """
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    progress: float = 0.0
+    status: str = ""
+    finished: bool = False
+    error: str | None = None
+    new_epochs: int = 0
 
 
 class SubprocessJob:
@@ -111,6 +131,7 @@ class SubprocessJob:
         self._progress = 0.0
         self._stop_requested = False
         self._finalized = False
+        self._log_reported = 0
 
     # Process --------------------------------------------------------------------------------------------
 
@@ -244,6 +265,22 @@ class SubprocessJob:
             new.extend(self._finalize())
         return new
 
+    def update(self) -> JobUpdate:
+        """:meth:`poll`, then what a GUI shows: the log lines added since the last update, progress,
+        status, whether the job has finished, and its error message (never blocks)."""
+        events = self.poll()
+        lines = self.log[self._log_reported :]
+        self._log_reported = len(self.log)
+        return JobUpdate(
+            events=events,
+            log=lines,
+            progress=self.progress,
+            status=self.status(),
+            finished=self.finished,
+            error=None if self.error is None else str(self.error.get("message", "")),
+            new_epochs=sum(1 for e in events if e.get("event") == "epoch"),
+        )
+
     def _finalize(self) -> list[dict[str, Any]]:
         """Once the child has ended: a failure without an error event gets one (its last stderr line)."""
         self._finalized = True
@@ -332,6 +369,15 @@ class SubprocessJob:
             self.kill()
             code = self.wait(10.0)
         return code
+
+    def stop_or_kill(self) -> str:
+        """A Stop button: the first press asks for a clean stop (:meth:`request_stop`, never blocks); a press
+        while a requested stop is still under way kills the child. Returns :meth:`status`."""
+        if self._stop_requested and self.is_running:
+            self.kill()
+        else:
+            self.request_stop()
+        return self.status()
 
     def kill(self) -> None:
         """End the child at once (no clean stop)."""

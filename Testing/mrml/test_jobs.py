@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -88,7 +89,12 @@ def test_events_progress_log_and_result(child):
     assert job.progress == 1.0
     logs = {(e["stream"], e["message"]) for e in job.events if e["event"] == "log"}
     assert logs == {("stdout", "plain text on stdout"), ("stderr", "a warning on stderr")}
-    assert job.log[:4] == [f"step {k}/8" for k in range(1, 5)] and "a warning on stderr" in job.log
+    # stdout lines keep their order (stderr is read on its own thread, so it may come anywhere)
+    stdout_lines = [line for line in job.log if line != "a warning on stderr"]
+    assert stdout_lines == [f"step {k}/8" for k in range(1, 5)] + ["plain text on stdout"] + [
+        f"step {k}/8" for k in range(5, 9)
+    ]
+    assert "a warning on stderr" in job.log
     assert job.last_stderr_line == "a warning on stderr"
     assert job.status() == "done" and not job.stopped
     with pytest.raises(RuntimeError, match="already started"):
@@ -172,3 +178,32 @@ def test_a_missing_executable_and_python_command(tmp_path):
     import losslab
 
     assert job.events == [{"event": "env", "value": "x", "core": losslab.__file__}]
+
+
+def test_update_gives_each_log_line_once_and_the_end(child):
+    job = child("run").start()
+    updates = []
+    while not (updates and updates[-1].finished):
+        updates.append(job.update())
+        time.sleep(0.02)
+        assert len(updates) < 3000
+    assert [line for u in updates for line in u.log] == job.log  # each line once, in order
+    assert [e for u in updates for e in u.events] == job.events
+    last = updates[-1]
+    assert last.progress == 1.0 and last.status == "done" and last.error is None
+    assert job.update().log == [] and job.update().finished  # nothing new after the end
+
+    crash = child("crash").start()
+    crash.wait(60)
+    update = crash.update()
+    assert update.finished and update.error == "ZeroDivisionError: division by zero"
+    assert update.status == "failed: ZeroDivisionError: division by zero"
+
+
+def test_stop_button_semantics_first_press_asks_second_press_kills(child, tmp_path):
+    job = child("stubborn").start()  # ignores SIGTERM and the stop file
+    assert wait_for(job, _ready, timeout=60)
+    assert job.stop_or_kill() == "stopping..."
+    assert (tmp_path / "STOP").exists() and job.wait(0.5) is None  # still running: it ignored the request
+    job.stop_or_kill()  # second press: ends it now
+    assert job.wait(10) == -9 and job.stopped and job.error is None
