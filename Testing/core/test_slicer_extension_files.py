@@ -286,3 +286,47 @@ def test_logic_installs_dependencies_through_the_lib(path):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             assert not set(names) & siblings, f"{path.name}:{node.lineno} imports the module file {names}"
+
+
+def _unsafe_writes(path: Path) -> list[str]:
+    """Calls in ``path`` that write a file other than through losslab.io's atomic helpers."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        where = f"{path.relative_to(ROOT)}:{node.lineno}"
+        if isinstance(func, ast.Attribute) and func.attr in ("write_text", "write_bytes", "savefig"):
+            found.append(f"{where} .{func.attr}()")  # Path.write_text & co. (losslab.io's are called by name)
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            if (func.value.id, func.attr) in {
+                ("os", "replace"),
+                ("os", "rename"),
+                ("shutil", "move"),
+                ("shutil", "copy"),
+                ("shutil", "copyfile"),
+                ("json", "dump"),
+                ("np", "save"),
+                ("np", "savez"),
+                ("torch", "save"),
+                ("sitk", "WriteImage"),
+            }:
+                found.append(f"{where} {func.value.id}.{func.attr}()")
+        elif isinstance(func, ast.Name) and func.id == "open":
+            modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
+            modes += [
+                k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)
+            ]
+            if any(set(str(m)) & set("wax+") for m in modes):
+                found.append(f"{where} open(..., {modes[0]!r})")
+    return found
+
+
+def test_lib_and_module_files_write_files_only_atomically():
+    """Every file LossLabLib or a module file writes goes through losslab.io (atomic_write, write_text,
+    write_image, save_figure): a crash never leaves a half-written file. (A stop file is created with
+    Path.touch: empty, its existence is the message.)"""
+    files = [p for folder in MODULE_FOLDERS for p in sorted(folder.glob("*Lib/*.py"))] + MODULE_FILES
+    assert any(p.parent.name == "LossLabLib" for p in files)
+    unsafe = [w for p in files for w in _unsafe_writes(p)]
+    assert not unsafe, "write these through losslab.io's atomic helpers: " + "; ".join(unsafe)
