@@ -8,7 +8,6 @@ Training runs in a background PythonSlicer process that the widget polls with a 
 
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -308,7 +307,7 @@ class LossLabLogic(ScriptedLoadableModuleLogic):
         import LossLabLib
 
         output = self._path(p.outputFolder) or str(
-            Path(slicer.app.temporaryPath) / "LossLab" / time.strftime("run-%Y%m%d-%H%M%S")
+            LossLabLib.training.new_run_folder(Path(slicer.app.temporaryPath) / "LossLab")
         )
         job = LossLabLib.TrainingJob.create(
             self._path(p.datasetFolder),

@@ -50,7 +50,21 @@ _EXPORTS = {
 }
 
 
+_SUBMODULES = (
+    "dependencies",
+    "gradient_lab",
+    "inference",
+    "jobs",
+    "mrml_io",
+    "sample_data",
+    "segmentation_metrics",
+    "training",
+)
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # LossLabLib.training etc. without importing it first
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'LossLabLib' has no attribute {name!r}")
@@ -60,7 +74,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 
 
 __all__ = [

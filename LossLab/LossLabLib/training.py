@@ -25,6 +25,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ __all__ = [
     "loss_options_text",
     "make_example_dataset",
     "network_presets",
+    "new_run_folder",
     "parse_loss_options",
     "progress_fraction",
     "wait_for",
@@ -95,6 +97,19 @@ def make_example_dataset(folder: str | os.PathLike, n_cases: int = 4, size: int 
 
     make_blobs_dataset(folder, n_cases=n_cases, shape=(size, size, size), n_classes=3, n_val=1)
     return Path(folder)
+
+
+def new_run_folder(parent: str | os.PathLike, now: float | None = None) -> Path:
+    """A fresh folder name for a training run under ``parent``: ``parent/run-YYYYmmdd-HHMMSS``, with ``-2``,
+    ``-3``... appended when that name is taken (two runs started in the same second never share a folder).
+    Nothing is created."""
+    parent = Path(parent).expanduser()
+    base = time.strftime("run-%Y%m%d-%H%M%S", time.localtime(now))
+    candidate, n = parent / base, 1
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"{base}-{n}"
+    return candidate
 
 
 def find_manifest(dataset: str | os.PathLike) -> Path:

@@ -162,5 +162,9 @@ def test_lazy_package_exports_resolve():
     assert sorted(LossLabLib.__all__) == sorted(LossLabLib._EXPORTS)
     for name in LossLabLib.__all__:
         assert getattr(LossLabLib, name) is not None
+    assert LossLabLib.training.TrainingJob is LossLabLib.TrainingJob  # submodules by attribute too
+    assert set(LossLabLib._SUBMODULES) == {
+        p.stem for p in dependencies.REQUIREMENTS_FILE.parents[1].joinpath("LossLabLib").glob("*.py")
+    } - {"__init__"}
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         LossLabLib.Nope  # noqa: B018

@@ -29,6 +29,7 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 pytest.importorskip("torch")
 
+import slicer  # noqa: E402
 from module_stand_ins import (  # noqa: E402
     MODULE_DIR,
     FakeParameterNode,
@@ -58,7 +59,7 @@ def _parameters(mod, **values):
     return FakeParameterNode(mod.LossLabParameterNode, **values)
 
 
-def test_logic_glue_trains_infers_and_runs_the_gradient_lab(module_file, scene, tmp_path):
+def test_logic_glue_trains_infers_and_runs_the_gradient_lab(module_file, scene, tmp_path, monkeypatch):
     logic = module_file.LossLabLogic()
     logic.ensureDependencies = lambda: None  # the packages are here; Slicer installs them on first Apply
     data = make_example_dataset(tmp_path / "data")
@@ -105,6 +106,15 @@ def test_logic_glue_trains_infers_and_runs_the_gradient_lab(module_file, scene, 
     assert "Dynamic range class1" in rows
     p.labPredictionSegmentation, p.labWrt = result.segmentation_node, "logits"
     assert logic.gradientLab(p).wrt == "logits"
+
+    # without an output folder, each run gets a new one under Slicer's temporary folder, never the data's
+    monkeypatch.setattr(slicer.app, "temporaryPath", str(tmp_path / "slicer-tmp"), raising=False)
+    p.outputFolder = Path(".")
+    first = logic.startTraining(p, pythonExecutable=sys.executable)
+    first.kill()
+    first.wait(30)
+    assert first.output_dir.parent == tmp_path / "slicer-tmp" / "LossLab"
+    assert first.output_dir.name.startswith("run-") and first.config_path.is_file()
 
     p.datasetFolder = Path(".")
     with pytest.raises(FileNotFoundError, match="no dataset folder chosen"):
