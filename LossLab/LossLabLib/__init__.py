@@ -5,12 +5,13 @@ calls :mod:`losslab` for every computation. It takes the scene as an argument, n
 ``slicer.app`` or ``slicer.mrmlScene``, reports progress through a callback, and so runs unchanged in
 desktop Slicer and on the ``slicer-core`` wheel (how the tests run it).
 
-The LossLab module's parts: :class:`SubprocessJob` (any long job in a background Python process, streaming
-JSON-lines events), :class:`TrainingJob` (training through it, curves as a table and a plot chart), :class:`InferenceLogic` (a model on a volume -> a segmentation node) and
-:class:`GradientLabLogic` (a loss's gradient map as a volume, with its dynamic range). They import torch
-only when they run, so importing this package needs no torch. Its parts load lazily, on first use of a name
-(``LossLabLib.TrainingJob``...), so that :mod:`LossLabLib.dependencies` can be imported, and install the rest,
-before scipy or torch are there.
+The LossLab module's parts: :class:`SubprocessJob` (any long job in a background Python process,
+streaming JSON-lines events), :class:`TrainingJob` (training through it, curves as a table and a plot
+chart), :class:`InferenceLogic` (a model on a volume -> a segmentation node) and :class:`GradientLabLogic`
+(a loss's gradient map as a volume, with its dynamic range); :mod:`LossLabLib.dependencies` installs what
+the modules need on the first Apply. They import torch only when they run, so importing this package needs
+no torch. Its parts load lazily, on first use of a name (``LossLabLib.TrainingJob``...), so that
+:mod:`LossLabLib.dependencies` can be imported, and install the rest, before scipy or torch are there.
 """
 
 from __future__ import annotations
