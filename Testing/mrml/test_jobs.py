@@ -50,6 +50,10 @@ CHILD = textwrap.dedent(
 )
 
 
+# SIGTERM and the -9 exit code of a kill are POSIX (on Windows the stop file alone stops a child)
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
 def _ready(job: SubprocessJob) -> bool:
     return any(e["event"] == "ready" for e in job.events)
 
@@ -113,6 +117,7 @@ def test_events_arrive_while_the_child_runs_and_the_stop_file_stops_it(child, tm
     assert job.result["stopped"] == "file" and job.error is None and job.finished
 
 
+@posix_only
 def test_request_stop_signals_a_child_without_stop_file(child, tmp_path):
     job = child("wait", stop_file=False).start()
     assert wait_for(job, _ready, timeout=60)
@@ -123,6 +128,7 @@ def test_request_stop_signals_a_child_without_stop_file(child, tmp_path):
     assert not (tmp_path / "STOP").exists()
 
 
+@posix_only
 def test_a_stale_stop_file_is_removed_and_stop_kills_a_stubborn_child(child, tmp_path):
     (tmp_path / "STOP").touch()  # left by an earlier run: it must not stop this one
     job = child("stubborn").start()
@@ -200,6 +206,7 @@ def test_update_gives_each_log_line_once_and_the_end(child):
     assert update.status == "failed: ZeroDivisionError: division by zero"
 
 
+@posix_only
 def test_stop_button_semantics_first_press_asks_second_press_kills(child, tmp_path):
     job = child("stubborn").start()  # ignores SIGTERM and the stop file
     assert wait_for(job, _ready, timeout=60)
