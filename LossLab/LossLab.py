@@ -8,7 +8,6 @@ Training runs in a background PythonSlicer process that the widget polls with a 
 
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -88,6 +87,12 @@ class LossLabParameterNode:
 
 
 class LossLabWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Binding only: the .ui and the parameter node, and buttons and a timer that call the Logic."""
+
+    #: makes the Logic the Widget calls (``LossLabLogic`` when None): tests and the web app replace it
+    #: (a class, or any callable taking no argument)
+    logicFactory = None
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -96,7 +101,6 @@ class LossLabWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._chartShown = False
-        self._logShown = 0
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -104,7 +108,7 @@ class LossLabWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = LossLabLogic()
+        self.logic = (type(self).logicFactory or LossLabLogic)()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._fillChoices()
@@ -141,8 +145,8 @@ class LossLabWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self.removeObservers()
         self.timer.stop()
-        if self.job is not None and self.job.is_running:
-            self.job.stop(timeout=10)
+        if self.job is not None:
+            self.logic.stopTraining(self.job, timeout=10)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -199,7 +203,6 @@ class LossLabWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
             self.job = self.logic.startTraining(self._parameterNode)
             self._chartShown = False
-            self._logShown = 0
             self.ui.logTextEdit.clear()
             self.ui.logTextEdit.appendPlainText(" ".join(self.job.command))
             self.ui.statusLabel.text = _("Training started")
@@ -209,34 +212,24 @@ class LossLabWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStopButton(self) -> None:
         if self.job is None:
             return
-        if self.job.stopped and self.job.is_running:  # second press: end it now
-            self.job.kill()
-        else:
-            self.job.request_stop()
-        self.ui.statusLabel.text = self.job.status()
+        self.ui.statusLabel.text = self.logic.stopTraining(self.job)  # a second press ends it at once
 
     def onTimer(self) -> None:
-        job, p = self.job, self._parameterNode
-        if job is None:
+        if self.job is None:
             self.timer.stop()
             return
-        events = job.poll()
-        for line in job.log[self._logShown :]:
+        update, chart = self.logic.pollTraining(self._parameterNode, self.job)
+        for line in update.log:
             self.ui.logTextEdit.appendPlainText(line)
-        self._logShown = len(job.log)
-        self.ui.progressBar.value = int(round(100 * job.progress))
-        self.ui.statusLabel.text = job.status()
-        if p is not None and any(e.get("event") == "epoch" for e in events):
-            chart = self.logic.updateCurves(p, job)
-            if not self._chartShown:
-                slicer.modules.plots.logic().ShowChartInLayout(chart)
-                self._chartShown = True
-        if job.finished:
+        self.ui.progressBar.value = int(round(100 * update.progress))
+        self.ui.statusLabel.text = update.status
+        if chart is not None and not self._chartShown:
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
+            self._chartShown = True
+        if update.finished:
             self.timer.stop()
-            if p is not None and job.model_path is not None:
-                p.modelPath = job.model_path
-            if job.error:
-                slicer.util.errorDisplay(_("Training failed: ") + str(job.error.get("message")))
+            if update.error:
+                slicer.util.errorDisplay(_("Training failed: ") + update.error)
         self._updateButtons()
 
     # Infer and gradient lab ----------------------------------------------------------------------------------
@@ -265,19 +258,22 @@ class LossLabLogic(ScriptedLoadableModuleLogic):
         return LossLabParameterNode(super().getParameterNode())
 
     def ensureDependencies(self) -> None:
-        """torch through SlicerPyTorch and Resources/requirements.txt by pip, on first use (shared with
-        SegmentationMetrics, which owns the list)."""
-        import SegmentationMetrics
+        """On first use: torch through SlicerPyTorch, then Resources/requirements.txt by pip; no prompt while
+        Slicer's tests run (LossLabLib.dependencies)."""
+        from LossLabLib import dependencies
 
-        SegmentationMetrics.SegmentationMetricsLogic().ensureDependencies()
+        dependencies.ensure_dependencies(
+            pip_install=slicer.util.pip_install,
+            install_torch=dependencies.install_torch_with_slicer_pytorch,
+            ask_confirmation=not slicer.app.testingEnabled(),
+        )
 
     def choices(self):
         """(network presets, loss names) from the registries; ImportError without torch."""
-        import importlib.util
+        from LossLabLib import dependencies, training
 
-        if importlib.util.find_spec("torch") is None:
+        if not dependencies.torch_available():
             raise ImportError("torch is not installed yet")
-        from LossLabLib import training
 
         return training.network_presets(), training.loss_names()
 
@@ -311,7 +307,7 @@ class LossLabLogic(ScriptedLoadableModuleLogic):
         import LossLabLib
 
         output = self._path(p.outputFolder) or str(
-            Path(slicer.app.temporaryPath) / "LossLab" / time.strftime("run-%Y%m%d-%H%M%S")
+            LossLabLib.training.new_run_folder(Path(slicer.app.temporaryPath) / "LossLab")
         )
         job = LossLabLib.TrainingJob.create(
             self._path(p.datasetFolder),
@@ -325,6 +321,25 @@ class LossLabLogic(ScriptedLoadableModuleLogic):
         )
         logging.info("LossLab: training in %s", output)
         return job.start()
+
+    def pollTraining(self, p, job):
+        """One tick of the training timer: the job's update (LossLabLib.jobs.JobUpdate: new log lines,
+        progress, status, finished, error) and the curves chart when new epochs arrived (else None); once
+        training is done, the model goes into the Infer section's model path."""
+        update = job.update()
+        chart = self.updateCurves(p, job) if p is not None and update.new_epochs else None
+        if p is not None and update.finished and job.model_path is not None:
+            p.modelPath = job.model_path
+        return update, chart
+
+    def stopTraining(self, job, timeout=None) -> str:
+        """Stop button: a clean stop after the current batch, or (second press) end it now; with ``timeout``,
+        stop and wait that long (then kill). Returns the job's status line."""
+        if timeout is None:
+            return job.stop_or_kill()
+        if job.is_running:
+            job.stop(timeout=timeout)
+        return job.status()
 
     def updateCurves(self, p, job):
         """Write the job's per-epoch curves into the parameter node's table and chart (created once)."""

@@ -5,7 +5,6 @@ is in LossLabLib (MRML <-> numpy) and losslab.metrics (the maths); see docs/slic
 """
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import slicer
@@ -70,6 +69,12 @@ class SegmentationMetricsParameterNode:
 
 
 class SegmentationMetricsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Binding only: the .ui and the parameter node, and buttons that call the Logic."""
+
+    #: makes the Logic the Widget calls (``SegmentationMetricsLogic`` when None): tests and the web app
+    #: replace it (a class, or any callable taking no argument)
+    logicFactory = None
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -83,7 +88,7 @@ class SegmentationMetricsWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = SegmentationMetricsLogic()
+        self.logic = (type(self).logicFactory or SegmentationMetricsLogic)()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         # Segment selectors have no parameter-node connector: their segment IDs are kept in str fields.
@@ -167,28 +172,15 @@ class SegmentationMetricsLogic(ScriptedLoadableModuleLogic):
         return SegmentationMetricsParameterNode(super().getParameterNode())
 
     def ensureDependencies(self) -> None:
-        """Install what is missing on first Apply: torch through SlicerPyTorch, Resources/requirements.txt by pip."""
-        import importlib.util
-        import re
+        """On first Apply: torch through SlicerPyTorch, then Resources/requirements.txt by pip; no prompt while
+        Slicer's tests run (LossLabLib.dependencies, which LossLab's Logic calls too)."""
+        from LossLabLib import dependencies
 
-        if importlib.util.find_spec("torch") is None:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                raise RuntimeError(
-                    _("LossLab needs the PyTorch extension: install it from the Extensions Manager.")
-                ) from None
-            if not PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=not slicer.app.testingEnabled(), torchVersionRequirement=">=2.2"
-            ):
-                raise RuntimeError(_("LossLab needs PyTorch: install it from the PyTorch module.")) from None
-        requirements = Path(__file__).parent / "Resources" / "requirements.txt"
-        wanted = [
-            r.strip() for r in requirements.read_text().splitlines() if r.strip() and not r.startswith("#")
-        ]
-        missing = [r for r in wanted if importlib.util.find_spec(re.split(r"[<>=!~ ;\[]", r)[0]) is None]
-        if missing:
-            slicer.util.pip_install(missing)
+        dependencies.ensure_dependencies(
+            pip_install=slicer.util.pip_install,
+            install_torch=dependencies.install_torch_with_slicer_pytorch,
+            ask_confirmation=not slicer.app.testingEnabled(),
+        )
 
     def run(self, parameterNode, progress=None):
         """Compute with LossLabLib; the output nodes are stored back into the parameter node for re-runs."""

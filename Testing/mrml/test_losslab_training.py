@@ -22,6 +22,7 @@ from LossLabLib.training import (  # noqa: E402
     curves_rows,
     curves_table,
     find_manifest,
+    new_run_folder,
     parse_loss_options,
     progress_fraction,
     wait_for,
@@ -198,3 +199,14 @@ def test_ensemble_events_progress_and_model_folder(dataset, tmp_path):
     columns, rows = curves_rows(job.history)
     assert columns[:2] == ["Member", "Epoch"] and [r[:2] for r in rows] == [(1, 2), (2, 1)]
     assert "[member 2/2] epoch 1/2" in job.log[-2]
+
+
+def test_new_run_folder_never_reuses_a_name(tmp_path):
+    first = new_run_folder(tmp_path, now=0.0)
+    assert first.parent == tmp_path and first.name.startswith("run-") and not first.exists()
+    assert new_run_folder(tmp_path, now=0.0) == first  # nothing is created
+    first.mkdir()
+    second = new_run_folder(tmp_path, now=0.0)  # same second
+    assert second == tmp_path / f"{first.name}-2"
+    second.mkdir()
+    assert new_run_folder(tmp_path, now=0.0) == tmp_path / f"{first.name}-3"
