@@ -235,6 +235,11 @@ class TrainingJob(SubprocessJob):
             ``output_dir/losslab-config.json`` when the job starts.
         python_executable: the interpreter that runs the worker (``PythonSlicer`` in Slicer).
         resume: continue from ``output_dir/checkpoints/last.pt``.
+        overwrite: replace a run that ``output_dir`` already holds (the engine keeps the old run whole until
+            the new run's first epoch is done); without it, or ``resume``, such a folder is refused.
+
+    Raises:
+        ValueError: ``resume`` and ``overwrite`` together.
     """
 
     def __init__(
@@ -242,10 +247,14 @@ class TrainingJob(SubprocessJob):
         config: Mapping[str, Any],
         python_executable: str | os.PathLike | None = None,
         resume: bool = False,
+        overwrite: bool = False,
     ):
+        if resume and overwrite:
+            raise ValueError("a training job either resumes a run or overwrites it, not both")
         self.config = dict(config)
         self.python_executable = str(python_executable or sys.executable)
         self.resume = bool(resume)
+        self.overwrite = bool(overwrite)
         self.output_dir = Path(self.config["output_dir"])
         self.config_path = self.output_dir / CONFIG_NAME
         super().__init__(cwd=self.output_dir, stop_path=self.output_dir / STOP_NAME)
@@ -259,15 +268,18 @@ class TrainingJob(SubprocessJob):
         *,
         python_executable: str | os.PathLike | None = None,
         resume: bool = False,
+        overwrite: bool = False,
         **settings: Any,
     ) -> TrainingJob:
         """:func:`build_training_config` (``preset``, ``loss``, ``loss_options``, ``epochs``, ``device``,
         ``network``, ``overrides``) then a job on it."""
-        return cls(build_training_config(dataset, output_dir, **settings), python_executable, resume)
+        config = build_training_config(dataset, output_dir, **settings)
+        return cls(config, python_executable, resume=resume, overwrite=overwrite)
 
     @property
     def command(self) -> list[str]:
-        args = [self.config_path, "--stop-file", self.stop_path] + (["--resume"] if self.resume else [])
+        mode = ["--resume"] if self.resume else ["--overwrite"] if self.overwrite else []
+        args = [self.config_path, "--stop-file", self.stop_path, *mode]
         return python_command("losslab.engine.worker", *args, python_executable=self.python_executable)
 
     def _prepare(self) -> None:

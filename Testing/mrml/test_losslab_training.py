@@ -210,3 +210,21 @@ def test_new_run_folder_never_reuses_a_name(tmp_path):
     assert second == tmp_path / f"{first.name}-2"
     second.mkdir()
     assert new_run_folder(tmp_path, now=0.0) == tmp_path / f"{first.name}-3"
+
+
+def test_a_folder_holding_a_run_is_refused_unless_overwrite(dataset, tmp_path):
+    first = TrainingJob.create(dataset, tmp_path / "run", epochs=1, **TINY).start()
+    assert wait_for(first, lambda j: j.finished, timeout=120) and first.returncode == 0, first.log
+    metrics_before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+
+    again = TrainingJob.create(dataset, tmp_path / "run", epochs=2, **TINY).start()
+    assert wait_for(again, lambda j: j.finished, timeout=120)
+    assert again.returncode == 2 and "already holds a run" in again.status() + "\n".join(again.log)
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == metrics_before
+
+    replaced = TrainingJob.create(dataset, tmp_path / "run", epochs=2, overwrite=True, **TINY).start()
+    assert wait_for(replaced, lambda j: j.finished, timeout=120) and replaced.returncode == 0, replaced.log
+    assert [h["epoch"] for h in replaced.history] == [1, 2]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="not both"):
+        TrainingJob.create(dataset, tmp_path / "run", resume=True, overwrite=True, **TINY)
