@@ -241,7 +241,7 @@ def perturb_polyline(
         fraction: keep a contiguous piece with this fraction of the length, at a random start (in (0, 1]).
 
     Returns:
-        The new ``(m, 2)`` polyline, resampled every pixel (or less).
+        The new ``(m, 2)`` polyline, resampled every pixel (or less); an unchanged copy when nothing is asked.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -250,6 +250,8 @@ def perturb_polyline(
             raise ValueError(f"{name} must be finite, got {value}")
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0 (an RMS), got {jitter}")
+    if offset == 0 and jitter == 0 and fraction == 1:
+        return np.array(line, dtype=np.float64)
     pts = densify(line, 1.0)
     if len(pts) < 2:
         return pts
