@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..io import Image
+from ..metrics import boundary
 from .geometry import Grid, rotation_matrix
 
 # Anatomical directions in RAS (Right, Anterior, Superior).
@@ -219,16 +220,16 @@ def prepare_anatomy(image: Image, grid: Grid | None = None, name: str | None = N
         raise ValueError(f"{name}: expected a 3D mask, got shape {array.shape}")
     mask = _largest_component(_as_foreground(array, name), name)
     geometry = image.geometry
-    # Physical bounding box of the foreground voxels (their corners), in the target grid's LPS axes.
-    idx = np.argwhere(mask)[:, ::-1].astype(np.float64)  # (i, j, k)
-    lo, hi = idx.min(axis=0) - 0.5, idx.max(axis=0) + 0.5
-    corners = np.array(
-        [[c[0], c[1], c[2], 1.0] for c in np.array(np.meshgrid(*zip(lo, hi))).T.reshape(-1, 3)]
-    )
-    lps = (geometry.ijk_to_lps() @ corners.T).T[:, :3]
+    # Physical bounding box of the foreground along the target grid's axes: the surface voxels' centres in
+    # LPS, projected on the target axes, grown by half a source voxel's projected size.
+    idx = np.argwhere(boundary(mask))[:, ::-1].astype(np.float64)  # (i, j, k)
+    ijk_to_lps = geometry.ijk_to_lps()
+    lps = idx @ ijk_to_lps[:3, :3].T + ijk_to_lps[:3, 3]
     target_dir = np.asarray(grid.geometry.direction).reshape(3, 3)
     along = lps @ target_dir  # coordinates along the target's (i, j, k) axes
-    extent = along.max(axis=0) - along.min(axis=0)
+    half_voxel = 0.5 * np.abs(target_dir.T @ ijk_to_lps[:3, :3]).sum(axis=1)
+    lo_along, hi_along = along.min(axis=0) - half_voxel, along.max(axis=0) + half_voxel
+    extent = hi_along - lo_along
     room = np.asarray(grid.geometry.spacing) * (np.asarray(grid.shape[::-1]) - 2)
     if np.any(extent > room):
         need = float(extent.max())
@@ -240,7 +241,7 @@ def prepare_anatomy(image: Image, grid: Grid | None = None, name: str | None = N
             f"margin); use --spacing {need / (n - 2) + 5e-5:.4f} or more with --size {n}, or "
             f"--size {int(np.ceil(need / min(grid.spacing))) + 2} or more with this spacing"
         )
-    centre_lps = target_dir @ ((along.max(axis=0) + along.min(axis=0)) / 2.0)
+    centre_lps = target_dir @ ((hi_along + lo_along) / 2.0)
     source = sitk.GetImageFromArray(mask.astype(np.uint8))
     source.SetSpacing(geometry.spacing)
     source.SetOrigin(geometry.origin)

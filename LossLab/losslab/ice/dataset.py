@@ -81,7 +81,7 @@ def write_case(case: ICECase, folder: str | os.PathLike) -> dict[str, Path]:
             for f in case.frames
         ],
     }
-    paths["frames"] = _io.write_text(folder / "frames.json", json.dumps(meta, indent=1) + "\n")
+    paths["frames"] = _io.write_text(folder / "frames.json", json.dumps(meta) + "\n")
     return paths
 
 
