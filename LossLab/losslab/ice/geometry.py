@@ -111,12 +111,12 @@ class Sector:
     """The fan of an ICE frame: apex at the transducer, ``opening_deg`` wide, ``depth_mm`` deep.
 
     Frames are sampled on a square pixel grid of ``pixel_mm`` (finer than the voxel grid by default:
-    half the voxel size). ``rows`` run along the depth, ``cols`` across (along the catheter axis).
+    0.7 of the paper's voxel size). ``rows`` run along the depth, ``cols`` across (along the catheter axis).
     """
 
     depth_mm: float = 120.0
     opening_deg: float = 90.0
-    pixel_mm: float = 0.5512
+    pixel_mm: float = 0.7 * 1.1024
 
     def __post_init__(self) -> None:
         for name, low, high in (

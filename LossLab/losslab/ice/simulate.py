@@ -25,9 +25,10 @@ How a case is made (:func:`simulate_case`):
 5. **Appearance**: each frame pixel samples the signed distance and a tissue texture at its point of the
    reference anatomy (trilinear, :func:`scipy.ndimage.map_coordinates`): dark blood in the LA, in the right
    atrium around the catheter and in other pools, a bright wall shell 0-3 mm outside the LA, textured
-   tissue elsewhere; times a multiplicative speckle field (Rayleigh amplitude of a smoothed complex
-   Gaussian field, new per frame); depth attenuation ``exp(-a r)`` with gain compensation
-   ``exp(g a r)``; optional dropout (a shadowed wedge); log compression to [0, 1] (float32). Outside the
+   tissue elsewhere (texture: smooth 3D noise, sampled on every 4th pixel and interpolated); times a
+   multiplicative speckle (fully developed: a Rayleigh amplitude of mean 1 drawn per pixel and per frame,
+   pixels being about the speckle grain); depth attenuation ``exp(-a r)`` with gain compensation
+   ``exp(g a r)`` (net ``exp(-(1 - g) a r)``); optional dropout (a shadowed wedge); log compression to [0, 1] (float32). Outside the
    fan the frame is 0.
 6. **Sparse volume**: every fan pixel is placed at its nominal pose and assigned to its **nearest voxel**;
    ``x`` is the mean of the pixels that fall in a voxel, the data mask the voxels hit by at least one pixel.
@@ -65,7 +66,8 @@ class SimulationConfig:
         frames: number of frames in the sweep (the paper's scans average 28).
         arc_deg: rotation range of the sweep; ``None`` covers the LA as seen from the transducer.
         depth_mm, opening_deg: the fan (defaults 120 mm, 90 degrees).
-        pixel_mm: frame pixel size; ``None`` is half the smallest voxel size (frames finer than the grid).
+        pixel_mm: frame pixel size; ``None`` is 0.7 of the smallest voxel size (frames finer than the grid:
+            each voxel a frame crosses collects about two pixels).
         septal_gap_mm: range of the transducer's distance from the LA wall, drawn per case.
         septal_direction: RAS direction from the LA towards the transducer (the right atrium).
         catheter_axis: RAS direction of the catheter before it is made tangent to the septum.
@@ -112,7 +114,7 @@ class SimulationConfig:
             )
 
     def sector(self, grid: Grid) -> Sector:
-        pixel = self.pixel_mm if self.pixel_mm is not None else min(grid.spacing) / 2.0
+        pixel = self.pixel_mm if self.pixel_mm is not None else 0.7 * min(grid.spacing)
         return Sector(
             depth_mm=float(self.depth_mm), opening_deg=float(self.opening_deg), pixel_mm=float(pixel)
         )
@@ -342,7 +344,8 @@ def simulate_case(
     side = np.cross(axis, toward)
 
     # --- sweep: angles about the axis under which the LA is seen
-    boundary_pts = np.argwhere(mask & ~ndimage.binary_erosion(mask)) * sp - transducer
+    boundary_pts = (np.argwhere(sd < 0) + box_lo) * sp  # the surface's voxels lie within a voxel of it
+    boundary_pts = boundary_pts[sd[sd < 0] > -float(sp.max())] - transducer
     angles = np.degrees(np.arctan2(boundary_pts @ side, boundary_pts @ toward))
     a_lo, a_hi = float(angles.min()), float(angles.max())
     if config.arc_deg is not None:
@@ -438,7 +441,7 @@ def simulate_case(
     amplitude = echo
     if config.speckle > 0:
         # Fully developed speckle: Rayleigh amplitude, one draw per pixel (pixels are about the grain size).
-        speckle = rng.rayleigh(1.0, size=amplitude.shape).astype(np.float32)
+        speckle = np.sqrt(rng.standard_exponential(amplitude.shape, dtype=np.float32))
         speckle *= f32(config.speckle) / speckle.mean()
         speckle += f32(1.0 - config.speckle)
         amplitude *= speckle
@@ -458,6 +461,7 @@ def simulate_case(
     # --- sparse volume: nearest-voxel averaging at the nominal poses
     n_vox = int(np.prod(grid.shape))
     all_flat, all_values = [], []
+    pixel_voxels = np.full((n_frames, n_px), -1, dtype=np.int64)
     ras_to_index = grid.ras_to_index()
     frames: list[Frame] = []
     sd_frame = np.full((sector.rows, sector.cols), np.nan, dtype=np.float64)
@@ -470,12 +474,11 @@ def simulate_case(
         inside = np.all((idx >= 0) & (idx < np.asarray(grid.shape)), axis=1)
         flat = np.ravel_multi_index(tuple(idx[inside].T), grid.shape)
         all_flat.append(flat)
+        pixel_voxels[f, inside] = flat
         all_values.append(compressed[f, inside])
         # CAS contour: zero level of the signed distance on the fan (masked outside it).
         sd_frame[fan] = sd_vals[f]
-        lines = contour_generator(
-            z=np.ma.masked_array(sd_frame, mask=~fan), line_type=LineType.Separate
-        ).lines(0.0)
+        lines = contour_generator(z=sd_frame, line_type=LineType.Separate).lines(0.0)  # NaN: masked
         # Rounded to 1e-4 pixel, as frames.json stores them: the voxels of a case read back are the same.
         contours = [
             np.round(_orient(np.asarray(line, np.float64), sd_frame), 4) for line in lines if len(line) >= 3
@@ -508,7 +511,7 @@ def simulate_case(
         "sweep_deg": [float(a) for a in sweep],
         "la_mean_radius_mm": mean_radius,
     }
-    return ICECase(
+    out = ICECase(
         grid=grid,
         sector=sector,
         image=image.reshape(grid.shape),
@@ -520,3 +523,5 @@ def simulate_case(
         catheter_axis=g2ras[:3, :3] @ axis,
         settings=settings,
     )
+    out.cache["pixel_voxels"] = pixel_voxels  # frame pixel -> voxel, reused by the interaction synthesis
+    return out
