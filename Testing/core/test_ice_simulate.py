@@ -18,6 +18,7 @@ from scipy import ndimage
 from losslab import io
 from losslab.ice import Grid, SimulationConfig, make_phantom, read_case, simulate_case, write_case
 from losslab.ice.geometry import Sector
+from losslab.ice.simulate import DEFAULT_SEPTAL_DIRECTION
 from losslab.metrics import boundary, nearest_distances
 
 GRID64 = Grid.cube(64, 2.2048)
@@ -284,3 +285,36 @@ def test_invalid_inputs_raise_clear_errors(phantom64):
         SimulationConfig(frames=0)
     with pytest.raises(ValueError, match="misalignment_deg"):
         SimulationConfig(misalignment_deg=-1)
+
+
+def test_dropout_shadows_a_wedge_of_the_frames(phantom64):
+    base = SimulationConfig(frames=6)
+    plain = simulate_case(phantom64, GRID64, base, seed=3)
+    shadowed = simulate_case(phantom64, GRID64, SimulationConfig(**{**base.__dict__, "dropout": 1.0}), seed=3)
+    sector = plain.sector
+    v, u = np.nonzero(sector.mask())
+    x, z = (u - sector.apex_pixel[0]) * sector.pixel_mm, v * sector.pixel_mm
+    angle = np.degrees(np.arctan2(x, z))
+    deep = np.hypot(x, z) > 45.0  # beyond any shadow's start (10-40 mm)
+    bins = np.digitize(angle, np.arange(-45, 46, 3))
+    for a, b in zip(plain.frames, shadowed.frames):
+        pa, pb = a.image[v, u], b.image[v, u]
+        ratios = [
+            pb[deep & (bins == k)].mean() / pa[deep & (bins == k)].mean() for k in np.unique(bins[deep])
+        ]
+        assert min(ratios) < 0.3 and max(ratios) > 0.99  # one wedge darkened, the rest untouched
+
+
+def test_catheter_is_placed_beyond_a_c_shaped_anatomy_whose_centroid_ray_misses_it():
+    grid = GRID64
+    kk, jj, ii = np.ogrid[:64, :64, :64]
+    d = grid.ras_direction(DEFAULT_SEPTAL_DIRECTION)  # grid mm (k, j, i); in the (j, i) plane here
+    rel_j, rel_i = (jj - 31.5) * 2.2048, (ii - 31.5) * 2.2048
+    r = np.hypot(rel_j, rel_i)
+    cos_to_d = (rel_j * d[1] + rel_i * d[2]) / np.maximum(r, 1e-9)
+    c_shape = (r > 14) & (r < 24) & (np.abs(kk - 31.5) * 2.2048 < 12) & (cos_to_d < 0.5)  # open towards d
+    case = simulate_case(c_shape, grid, SimulationConfig(frames=6).without_realism(), seed=0)
+    g = np.linalg.solve(grid.grid_mm_to_ras(), np.append(case.transducer, 1))[:3]
+    centroid = np.asarray(ndimage.center_of_mass(c_shape)) * 2.2048
+    extent = ((np.argwhere(c_shape) * 2.2048 - centroid) @ d).max()
+    assert (g - centroid) @ d >= extent + 15.0 - 2.2048  # outside the LA along the septal direction

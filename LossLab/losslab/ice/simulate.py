@@ -329,7 +329,11 @@ def simulate_case(
     valid = np.all((ray_idx >= 0) & (ray_idx < np.asarray(grid.shape)), axis=1)
     hit = np.zeros(len(ray), dtype=bool)
     hit[valid] = mask[tuple(ray_idx[valid].T)]
-    wall_dist = float(steps[np.nonzero(hit)[0].max()]) if hit.any() else 0.0
+    if hit.any():  # the last LA voxel on the ray from the centroid
+        wall_dist = float(steps[np.nonzero(hit)[0].max()])
+    else:  # the ray misses (a centroid outside a curved LA): the LA's extent along the septal direction
+        surface = (np.argwhere(sd < 0) + box_lo) * sp
+        wall_dist = float(((surface - centroid) @ d).max())
     gap = float(rng.uniform(*config.septal_gap_mm))
     transducer = centroid + (wall_dist + gap) * d
     up = grid.ras_direction(config.catheter_axis)
