@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from losslab import io
 from losslab.cli import main
 from losslab.engine.data import load_manifest
-from losslab.ice import Grid, make_phantom, prepare_anatomy, read_case
+from losslab.ice import Grid, dataset_cases, make_phantom, prepare_anatomy, read_case
 from losslab.metrics import boundary, dice_score, nearest_distances
 
 SMALL = ["--size", "48", "--spacing", "2.94", "--frames", "6"]
@@ -42,6 +42,24 @@ def test_simulate_writes_an_engine_dataset_with_case_files(tmp_path, capsys):
     labels = [io.read_image(out / f"cases/ice00{i}/label.nii.gz").array for i in range(3)]
     assert not np.array_equal(labels[0], labels[1])
     assert "wrote 3 case(s)" in capsys.readouterr().out
+    folders = dataset_cases(out)
+    assert list(folders) == ["ice000", "ice001", "ice002"]
+    assert list(dataset_cases(out / "dataset.json", "train")) == manifest.splits["train"]
+    with pytest.raises(ValueError, match="no split 'nope'"):
+        dataset_cases(out, "nope")
+
+
+def test_simulate_reads_a_slicer_segmentation(tmp_path):
+    grid = Grid.cube(48, 2.94)
+    phantom = make_phantom(grid, 2)
+    seg = io.write_image(
+        tmp_path / "la.seg.nrrd", phantom.astype(np.uint8), grid.geometry, {1: "left atrium"}
+    )
+    assert (
+        main(["ice", "simulate", str(tmp_path / "out"), *SMALL, "--cases", "1", "--anatomy", str(seg)]) == 0
+    )
+    label = io.read_image(tmp_path / "out/cases/ice000/label.nii.gz").array
+    assert dice_score(label, phantom) > 0.95
 
 
 def test_simulate_refuses_a_folder_with_files_unless_overwrite(tmp_path, capsys):

@@ -16,7 +16,7 @@ poses map frame pixels ``(u, v, 0, 1)`` to RAS mm; files are written in ITK's LP
 """
 
 from .anatomy import make_phantom, prepare_anatomy
-from .dataset import read_case, simulate_dataset, write_case, write_manifest
+from .dataset import dataset_cases, read_case, simulate_dataset, write_case, write_manifest
 from .geometry import PAPER_SHAPE, PAPER_SPACING, Grid, Sector
 from .interactions import (
     PAPER_SIGMA_MM,
@@ -45,6 +45,7 @@ __all__ = [
     "Sector",
     "SimulationConfig",
     "cas_contour_distances",
+    "dataset_cases",
     "editing_batch",
     "encode",
     "frame_errors",

@@ -147,6 +147,30 @@ def read_case(folder: str | os.PathLike) -> ICECase:
     )
 
 
+def dataset_cases(manifest: str | os.PathLike, split: str | None = None) -> dict[str, Path]:
+    """``{case id: case folder}`` of a dataset written by ``losslab ice simulate`` (all cases, or one split's),
+    in the manifest's order; each folder reads with :func:`read_case`.
+
+    Raises:
+        FileNotFoundError: no manifest. ValueError: an unknown split (the message lists the splits).
+    """
+    manifest = Path(manifest)
+    if manifest.is_dir():
+        manifest = manifest / "dataset.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no dataset manifest at {manifest}")
+    raw = json.loads(manifest.read_text(encoding="utf-8"))
+    folders = {
+        str(c["id"]): manifest.parent / Path(c["frames"]).parent for c in raw["cases"] if "frames" in c
+    }
+    if split is None:
+        return folders
+    splits = raw.get("splits") or {}
+    if split not in splits:
+        raise ValueError(f"{manifest} has no split {split!r}; its splits are {sorted(splits)}")
+    return {cid: folders[cid] for cid in splits[split]}
+
+
 def split_ids(ids: Sequence[str], fractions: tuple[float, float] = (0.15, 0.15)) -> dict[str, list[str]]:
     """``train`` / ``val`` / ``test`` in order of ``ids``: the last ``round(n * test)`` cases are the test
     split, the ``round(n * val)`` before them validation, the rest (at least one) training."""
