@@ -22,7 +22,12 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("losslab.cli.metrics", "losslab.cli.demo", "losslab.cli.engine")
+COMMAND_MODULES: tuple[str, ...] = (
+    "losslab.cli.metrics",
+    "losslab.cli.demo",
+    "losslab.cli.engine",
+    "losslab.cli.ice",
+)
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
