@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ("losslab.cli.metrics", "losslab.cli.demo", "losslab.cli.engine")
+COMMAND_MODULES: tuple[str, ...] = (
+    "losslab.cli.metrics",
+    "losslab.cli.demo",
+    "losslab.cli.engine",
+    "losslab.cli.fetal",
+    "losslab.cli.models",
+)
 
 
 class CommandError(Exception):
