@@ -84,7 +84,7 @@ def build_dataset(
     out_dir = Path(out_dir)
     numbering = numbering or LabelSetNumbering()
     entries, problems, used = [], [], set()
-    for folder in tqdm(case_folders(cases_dir), desc="label-set maps", disable=not progress, file=None):
+    for folder in tqdm(case_folders(cases_dir), desc="label-set maps", disable=not progress):
         cid = folder.name
         image = _find(folder, IMAGE_NAMES)
         label_file = _find(folder, LABEL_NAMES_IN_CASE)
@@ -97,7 +97,7 @@ def build_dataset(
         mask = _io.read_image(mask_file)
         _io.check_same_grid(labels, mask, (f"case {cid!r} label map", "brain mask"))
         if (folder / "annotation.json").is_file():
-            annotated = read_annotated(folder / "annotation.json")
+            annotated = read_annotated(folder / "annotation.json", check_names=False)
         elif label_file.name.startswith("parcellation"):
             annotated = [int(v) for v in set(labels.array.ravel().tolist()) if v in ALL_TISSUE_LABELS]
         else:

@@ -118,9 +118,10 @@ class Declaration:
         )
 
 
-def read_annotated(path: str | os.PathLike) -> list[int]:
+def read_annotated(path: str | os.PathLike, check_names: bool = True) -> list:
     """Tissue labels declared in an ``annotation.json`` (``{"annotated": ["WM", "Vent", ...]}``) or a
-    label-set map's declaration.
+    label-set map's declaration. With ``check_names=False`` the raw list is returned (the names are then
+    checked by :func:`check_partial_annotation` with the other problems).
 
     Raises:
         FileNotFoundError, ValueError: missing file, invalid JSON, no ``annotated`` list, unknown tissue names.
@@ -134,6 +135,8 @@ def read_annotated(path: str | os.PathLike) -> list[int]:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotated"), list):
         raise ValueError(f'{path}: expected {{"annotated": [tissue names]}}, got {str(data)[:120]}')
+    if not check_names:
+        return list(data["annotated"])
     try:
         return tissue_labels(data["annotated"])
     except ValueError as exc:
