@@ -82,7 +82,7 @@ def _parse_methods(items: list[str]) -> dict[str, str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..labelsets.evaluate import evaluate_folders, to_markdown
+    from ..labelsets.evaluate import evaluate_folders, json_ready, to_markdown
 
     methods = _parse_methods(args.method)
     baseline = args.baseline if args.baseline in methods else None
@@ -96,7 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output:
         _io.write_text(args.output, text)
     if args.json:
-        _io.write_text(args.json, json.dumps(result, indent=2, allow_nan=True) + "\n")
+        _io.write_text(args.json, json.dumps(json_ready(result), indent=2, allow_nan=False) + "\n")
     sys.stdout.write(text)
     return 0
 

@@ -148,6 +148,17 @@ def evaluate_predictions(
     return result
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN / inf float replaced by ``None`` (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def _fmt(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.1f}"
 
