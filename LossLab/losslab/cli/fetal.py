@@ -61,6 +61,7 @@ def cmd_make_partial(args: argparse.Namespace) -> int:
         exclude=exclude,
         spacing=args.spacing,
         min_full=args.min_full,
+        crop_margin_mm=args.crop_margin,
     )
     record = json.loads((manifest.parent / "patterns.json").read_text())
     for name, count in record["counts"].items():
@@ -170,6 +171,13 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "--include-test", action="store_true", help="keep the protocol's held-out test volumes in the set"
     )
     p.add_argument("--min-full", type=int, default=1, help="at least this many fully annotated volumes")
+    p.add_argument(
+        "--crop-margin",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="crop each volume to its brain mask's bounding box plus this margin (mm)",
+    )
     p.set_defaults(func=cmd_make_partial)
 
     p = sub.add_parser("evaluate", help="per-tissue Dice / HD95, Wilcoxon tests, Table 2's layout")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .. import io as _io
 from .dataset import build_dataset
-from .grid import resample_to_spacing
+from .grid import mask_box, resample_to_spacing
 from .patterns import TABLE1_PATTERNS, apply_pattern, assign_patterns, pattern_counts
 
 #: Held-out test volumes of our protocol: 1 not operated, 3 operated, GA 23 to 33 weeks.
@@ -45,7 +45,11 @@ def atlas_cases(atlas_dir: str | os.PathLike) -> list[str]:
     return cases
 
 
-def load_atlas_case(folder: Path, spacing: float | None = None) -> dict[str, sitk.Image]:
+def load_atlas_case(
+    folder: Path, spacing: float | None = None, crop_margin_mm: float | None = None
+) -> dict[str, sitk.Image]:
+    """An atlas case's ``srr``, ``parcellation`` and ``mask`` images, optionally resampled to ``spacing`` and
+    cropped to the brain mask's bounding box plus ``crop_margin_mm`` (fewer voxels to train on)."""
     out = {}
     for name, is_label in (("srr", False), ("parcellation", True), ("mask", True)):
         img = sitk.ReadImage(str(folder / f"{name}.nii.gz"))
@@ -54,6 +58,17 @@ def load_atlas_case(folder: Path, spacing: float | None = None) -> dict[str, sit
         if spacing is not None:
             img = resample_to_spacing(img, spacing, labels=is_label)
         out[name] = img
+    if crop_margin_mm is not None:
+        lo, hi = mask_box(sitk.GetArrayFromImage(out["mask"]))
+        sp = np.asarray(out["mask"].GetSpacing())
+        margin = np.ceil(crop_margin_mm / sp).astype(int)
+        size = np.asarray(out["mask"].GetSize())
+        start = np.maximum(np.asarray(lo) - margin, 0)
+        stop = np.minimum(np.asarray(hi) + margin + 1, size)
+        out = {
+            k: sitk.RegionOfInterest(v, [int(x) for x in stop - start], [int(x) for x in start])
+            for k, v in out.items()
+        }
     return out
 
 
@@ -65,6 +80,7 @@ def make_partial_atlas(
     exclude: Sequence[str] | None = PROTOCOL_TEST_CASES,
     spacing: float | None = None,
     min_full: int = 1,
+    crop_margin_mm: float | None = None,
     progress: bool = True,
 ) -> Path:
     """Write a partially annotated training set in Table 1's proportions; returns ``dataset.json``'s path.
@@ -77,6 +93,7 @@ def make_partial_atlas(
         exclude: case names to leave out (default: the protocol's test volumes; ``()`` for none).
         spacing: resample to this isotropic spacing in mm (e.g. 1.6); ``None`` keeps 0.8 mm.
         min_full: at least this many fully annotated volumes.
+        crop_margin_mm: crop each case to its brain mask's bounding box plus this margin (``None``: no crop).
     """
     atlas_dir, out_dir = Path(atlas_dir), Path(out_dir)
     available = atlas_cases(atlas_dir)
@@ -89,7 +106,7 @@ def make_partial_atlas(
         raise ValueError("no atlas case left after the exclusions")
     assignment = assign_patterns(chosen, seed, min_full=min_full)
     for cid in tqdm(chosen, desc="partial atlas", disable=not progress):
-        images = load_atlas_case(atlas_dir / cid, spacing)
+        images = load_atlas_case(atlas_dir / cid, spacing, crop_margin_mm)
         folder = out_dir / "cases" / cid
         geom = _io.Geometry(
             tuple(images["srr"].GetSpacing()),
@@ -109,6 +126,7 @@ def make_partial_atlas(
         "atlas": str(atlas_dir),
         "seed": seed,
         "spacing_mm": spacing or 0.8,
+        "crop_margin_mm": crop_margin_mm,
         "excluded": list(exclude or ()),
         "counts": {
             p.name: c for p, c in zip(TABLE1_PATTERNS, pattern_counts(len(chosen), min_full=min_full))
