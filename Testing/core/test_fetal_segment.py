@@ -128,3 +128,29 @@ def test_cli_and_errors(registry, tmp_path, capsys):
     rc = main(["fetal", "segment", str(registry / "fetal-random"), str(image), "-o", str(tmp_path / "y.nii.gz"),
                "--mask", str(bad_mask)])  # fmt: skip
     assert rc == 2 and "not on the same voxel grid" in capsys.readouterr().err
+
+
+def test_package_ensemble_card(registry, tmp_path):
+    from losslab.labelsets.evaluate import case_metrics
+    from losslab.labelsets.shipping import package_ensemble
+
+    card_path = package_ensemble(
+        registry / "fetal-random", tmp_path / "reg" / "fetal-pkg", "fetal-pkg", [3.2] * 3, ATLAS,
+        ["GA21_notoperated"], {"command": "test"},
+    )  # fmt: skip
+    card = json.loads(card_path.read_text())
+    assert sorted(card["files"]) == ["ensemble.json", "member0/model.pt", "member1/model.pt"]
+    state = torch.load(tmp_path / "reg" / "fetal-pkg" / "member0" / "model.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    models.verify_model(models.get_card("fetal-pkg", tmp_path / "reg"))
+    # the card's figures are those of the packaged files on the held-out case
+    case = ATLAS / "GA21_notoperated"
+    segment(tmp_path / "reg" / "fetal-pkg", case / "srr.nii.gz", tmp_path / "s.nii.gz",
+            mask=case / "mask.nii.gz", progress=False)  # fmt: skip
+    ref = io.read_image(case / "parcellation.nii.gz")
+    direct = case_metrics(io.read_image(tmp_path / "s.nii.gz").array, ref.array, ref.geometry.array_spacing)
+    for t in TISSUES:
+        got = card["metrics"]["per_tissue"][t.abbreviation]
+        assert got["dice"]["mean"] == pytest.approx(direct[t.abbreviation]["dice"])
+        assert got["hd95"]["mean"] == pytest.approx(direct[t.abbreviation]["hd95"])
+    assert card["metrics"]["cases"] == ["GA21_notoperated"] and card["training"] == {"command": "test"}

@@ -122,6 +122,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from ..labelsets.shipping import package_ensemble
+
+    training = json.loads(args.training) if args.training else {}
+    if args.training_file:
+        training.update(json.loads(open(args.training_file, encoding="utf-8").read()))
+    card = package_ensemble(
+        args.run_dir, args.out_dir, args.name, args.spacing, args.atlas, args.test_cases, training
+    )
+    metrics = json.loads(card.read_text())["metrics"]["summary"]
+    print(
+        f"wrote {card}: held-out mean Dice {metrics['mean_dice']:.1f} %, mean HD95 {metrics['mean_hd95']:.1f} mm"
+    )
+    return 0
+
+
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "fetal",
@@ -192,6 +208,20 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="markdown table file")
     p.add_argument("--json", help="JSON results file")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "package",
+        help="package a trained ensemble for the model registry (float16, held-out metrics, sha256)",
+    )
+    p.add_argument("run_dir", help="engine ensemble folder (ensemble.json, member*/model.pt)")
+    p.add_argument("out_dir", help="registry folder of the model, e.g. LossLab/losslab/models/NAME")
+    p.add_argument("--name", required=True)
+    p.add_argument("--spacing", type=float, nargs=3, required=True, help="the training grid (mm)")
+    p.add_argument("--atlas", required=True, help="atlas folder holding the held-out test cases")
+    p.add_argument("--test-cases", nargs="+", required=True)
+    p.add_argument("--training", help="JSON object describing the training (volumes, patterns, command)")
+    p.add_argument("--training-file", help="JSON file merged into --training")
+    p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("segment", help="segment a fetal MRI of any size, spacing and orientation")
     p.add_argument("model", help="registry name, model folder with a card, or checkpoint / ensemble path")
