@@ -151,3 +151,16 @@ def test_make_partial_on_the_atlas(tmp_path, capsys):
 def manifest_set(manifest, pattern) -> int:
     missing = sorted(set(range(1, 9)) - set(pattern.annotated))
     return next(k for k, v in manifest.label_sets.items() if v == missing)
+
+
+def test_cli_build_and_export(tmp_path, capsys):
+    (tmp_path / "cases" / "A").mkdir(parents=True)
+    partial = _write_case(tmp_path / "cases" / "A", ["WM", "Vent", "Cer", "ECSF", "CC"], 5)
+    assert main(["fetal", "build-dataset", str(tmp_path / "cases"), str(tmp_path / "ds"), "--name", "x"]) == 0
+    raw = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert raw["name"] == "x" and raw["label_sets"] == {"11": [5, 6, 7]}
+    assert main(["fetal", "export-cases", str(tmp_path / "ds" / "dataset.json"), str(tmp_path / "back")]) == 0
+    assert "wrote 1 case folder(s)" in capsys.readouterr().out
+    np.testing.assert_array_equal(io.read_image(tmp_path / "back" / "A" / "partial.nii.gz").array, partial)
+    assert main(["fetal", "build-dataset", str(tmp_path / "nowhere"), str(tmp_path / "ds2")]) == 2
+    assert "no such folder of cases" in capsys.readouterr().err
