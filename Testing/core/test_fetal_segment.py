@@ -16,7 +16,7 @@ from losslab import io, models
 from losslab.cli import main
 from losslab.engine import save_checkpoint
 from losslab.labelsets import LABEL_NAMES, TISSUES
-from losslab.labelsets.segment import segment
+from losslab.labelsets.segment import ATLAS_DIRECTION, segment
 from losslab.nets import build_network, network_spec
 
 ATLAS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fetal-sb-atlas"
@@ -56,6 +56,7 @@ def test_any_spacing_and_direction(registry, tmp_path, monkeypatch):
     mask = sitk.ReadImage(str(CASE / "mask.nii.gz"), sitk.sitkUInt8)
     info = segment("fetal-random", CASE / "srr.nii.gz", tmp_path / "seg.nii.gz", progress=False, device="cpu")
     assert info["members"] == 2 and info["spacing"] == [3.2, 3.2, 3.2]
+    assert info["direction"] == list(ATLAS_DIRECTION)  # the training volumes' orientation, not the identity
     seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
     base = sitk.GetArrayFromImage(seg)
     assert seg.GetSize() == srr.GetSize() and seg.GetDirection() == pytest.approx(srr.GetDirection())

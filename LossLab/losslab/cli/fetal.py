@@ -112,6 +112,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         mask=args.mask,
         uncertainty=args.uncertainty,
         spacing=args.spacing,
+        direction=args.direction,
         margin_mm=args.margin,
         device=args.device,
     )
@@ -233,6 +234,12 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--uncertainty", help="write the members' disagreement map here")
     p.add_argument(
         "--spacing", type=float, nargs="+", help="model grid spacing (mm) for a model without a card"
+    )
+    p.add_argument(
+        "--direction",
+        type=float,
+        nargs=9,
+        help="model grid direction (3x3 row-major, LPS) for a model without a card (default: the atlas's)",
     )
     p.add_argument("--margin", type=float, default=8.0, help="margin around the mask (mm)")
     p.add_argument("--device", default="auto")

@@ -54,7 +54,8 @@ def model_grid(
     Args:
         img: the input.
         spacing: the model's spacing (mm, ``(i, j, k)``).
-        direction: the model's 3x3 direction (row-major); default: identity.
+        direction: the model's 3x3 direction (row-major); default: identity (:mod:`.segment` passes the
+            training volumes' direction).
         box: optional ``(lo, hi)`` voxel indices ``(i, j, k)`` of the region to cover.
     """
     spacing = np.asarray([float(s) for s in spacing])

@@ -32,6 +32,10 @@ from .grid import geometry_of, mask_box, model_grid, resample, to_sitk
 from .tissues import TISSUES
 
 SEG_SUFFIX = ".seg.nrrd"
+#: Direction of the model grid when neither the card nor the caller gives one: the atlas's, hence the training
+#: volumes', LPS direction diag(-1, -1, 1). A network sees its input in array order, so the model grid must
+#: have the direction of the data it was trained on (flips of the other axes were never seen in training).
+ATLAS_DIRECTION: tuple[float, ...] = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def resolve_model(
@@ -66,7 +70,10 @@ def resolve_model(
     spacing = [float(s) for s in spacing]
     if len(spacing) == 1:
         spacing = spacing * 3
-    return path, spacing, (list(direction) if direction else None), card
+    direction = [float(v) for v in (direction or ATLAS_DIRECTION)]
+    if len(direction) != 9:
+        raise ValueError(f"a model grid direction needs 9 numbers (3x3, row-major), got {direction}")
+    return path, spacing, direction, card
 
 
 def write_tissue_segmentation(path: str | os.PathLike, labels: np.ndarray, geometry: _io.Geometry) -> Path:
@@ -115,11 +122,14 @@ def segment(
         output: label map path; ``.seg.nrrd`` keeps tissue names and colours.
         mask: brain mask on the image's grid (optional): crop to it, background outside.
         uncertainty: path for the members' disagreement map (float32, 0 = all agree).
-        spacing, direction: the model grid, when the model has no card (or to override it).
+        spacing, direction: the model grid, when the model has no card (or to override it); the direction
+            defaults to :data:`ATLAS_DIRECTION`, the orientation of the training volumes. The input must be
+            in a standard anatomical orientation in physical space (as the paper's reconstructions were); its
+            file's axis order and direction do not matter.
         margin_mm: margin around the mask's bounding box.
 
     Returns:
-        ``{"output", "uncertainty", "model_grid_size", "spacing", "members", "seconds"}``.
+        ``{"output", "uncertainty", "model_grid_size", "spacing", "direction", "members", "seconds"}``.
     """
     from ..engine import Predictor, load_predictor
 
@@ -173,6 +183,7 @@ def segment(
         "uncertainty": str(unc_path) if unc_path else None,
         "model_grid_size": list(grid.GetSize()),
         "spacing": spacing,
+        "direction": list(grid.GetDirection()),
         "members": len(predictor.models),
         "seconds": time.perf_counter() - start,
     }

@@ -24,7 +24,7 @@ from .. import io as _io
 from .. import models
 from ..engine import ensemble_members, load_checkpoint, save_checkpoint
 from .evaluate import case_metrics, json_ready
-from .segment import segment
+from .segment import ATLAS_DIRECTION, segment
 from .tissues import ABBREVIATIONS, LABEL_NAMES, TISSUES
 
 
@@ -42,6 +42,7 @@ def held_out_metrics(
     atlas_dir: str | os.PathLike,
     cases: Sequence[str],
     spacing: Sequence[float],
+    direction: Sequence[float] = ATLAS_DIRECTION,
 ) -> dict[str, Any]:
     """Segment ``cases`` of the atlas (native grid, brain mask) with the model folder's files and measure Dice
     and HD95 per tissue against their parcellations."""
@@ -56,6 +57,7 @@ def held_out_metrics(
                 out,
                 mask=atlas_dir / case / "mask.nii.gz",
                 spacing=spacing,
+                direction=direction,
                 progress=False,
             )
             ref = _io.read_image(atlas_dir / case / "parcellation.nii.gz")
@@ -87,6 +89,7 @@ def package_ensemble(
     atlas_dir: str | os.PathLike,
     test_cases: Sequence[str],
     training: Mapping[str, Any],
+    direction: Sequence[float] = ATLAS_DIRECTION,
     task: str = "fetal brain parcellation (8 tissues) of T2w MRI, trained from partial annotations (leaf-Dice)",
 ) -> Path:
     """Write ``out_dir`` (members as float16, ``ensemble.json``, ``model.json``); returns the card's path."""
@@ -99,7 +102,7 @@ def package_ensemble(
         names.append(rel)
     _io.write_text(out_dir / "ensemble.json", json.dumps({"members": names}, indent=2) + "\n")
     info = load_checkpoint(members[0])["model_info"]
-    held_out = held_out_metrics(out_dir, atlas_dir, test_cases, spacing)
+    held_out = held_out_metrics(out_dir, atlas_dir, test_cases, spacing, direction)
     card = {
         "name": name,
         "task": task,
@@ -109,9 +112,9 @@ def package_ensemble(
         "dtype": "float16 weights (computed in float32)",
         "grid": {
             "spacing_mm": [float(s) for s in spacing],
-            "direction": None,
-            "note": "inputs are resampled to this spacing on axes aligned with LPS (losslab fetal segment) and "
-            "the labels brought back to the input's grid",
+            "direction": list(direction),
+            "note": "inputs are resampled to this spacing and direction (the training volumes') by losslab fetal "
+            "segment and the labels brought back to the input's grid",
         },
         "labels": LABEL_NAMES,
         "tissues": {
@@ -123,5 +126,4 @@ def package_ensemble(
         "metrics": json_ready(held_out),
         "environment": {"torch": torch.__version__, "python": platform.python_version()},
     }
-    card["grid"] = {k: v for k, v in card["grid"].items() if v is not None}
     return models.register_model(out_dir, card)
