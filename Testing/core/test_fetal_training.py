@@ -17,7 +17,7 @@ ATLAS = ROOT.parent / "shared" / "data" / "fetal-sb-atlas"
 CASES = ["GA21_notoperated", "GA24_notoperated", "GA27_operated", "GA29_operated", "GA32_operated"]
 METHODS = ["fully_supervised", "soft_target_dice", "marginal_dice", "leaf_dice"]
 
-pytestmark = pytest.mark.skipif(
+needs_atlas = pytest.mark.skipif(
     not all((ATLAS / c / "srr.nii.gz").is_file() for c in CASES),
     reason=f"fetal atlas data not found at {ATLAS} (shared/data/fetal-sb-atlas, see its README)",
 )
@@ -47,6 +47,7 @@ def test_configs_are_the_papers_settings():
         assert cfg["data"]["train_split"] in (["full"] if method == "fully_supervised" else ["train"],)
 
 
+@needs_atlas
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_lowers_its_loss(manifest, method, tmp_path):
     epochs = 30 if method == "fully_supervised" else 15  # one volume: 1 step per epoch, vs 2 for the others
