@@ -4,21 +4,35 @@
 Conventions:
 
 - Arrays are in SimpleITK / Slicer ``arrayFromVolume`` order: ``(k, j, i)`` for 3D (slowest axis first).
-- :class:`Geometry` holds ITK's physical description: ``spacing`` and ``origin`` in ``(i, j, k)`` order, in
-  mm, ``direction`` the 3x3 (row-major) direction cosines, all in LPS (ITK's convention; Slicer shows RAS).
-  ``Geometry.array_spacing`` is the spacing in array axis order, what :mod:`losslab.metrics` expects.
+- :class:`Geometry` holds ITK's physical description in ITK's ``(i, j, k)`` order (fastest axis first, the
+  REVERSE of the array's axes): ``spacing`` and ``origin`` in mm, ``direction`` the 3x3 (row-major) direction
+  cosines whose columns are the i, j, k axes, all in LPS (ITK's convention; Slicer shows RAS).
+  ``Geometry.array_spacing`` is the spacing in array axis order ``(k, j, i)``, what :mod:`losslab.metrics`
+  expects. (``LossLabLib``'s grids use the array order; their names say so.)
 - A ``.seg.nrrd`` reads as one label map: each segment's voxels get the segment's 1-based index in the file
   (``labels`` gives the names); overlapping segments (several layers) are refused with a clear error.
-- NaN values survive in NRRD; ITK's NIfTI reader (SimpleITK, Slicer) reads NaN as 0, so maps that use
-  NaN for "undefined" (the editing D map) are best written as NRRD.
-- Writes are atomic: the file is written next to its destination under a temporary name, then renamed, so
-  a failure leaves any previous file whole.
+- Reads check the file before trusting ITK, which reads truncated or corrupted files without a word: the
+  data size against the header (NIfTI, NRRD with attached data) and, for gzip, that the stream is whole
+  and its CRC right. A damaged file is a ``ValueError`` naming it.
+- NaN and inf survive in NRRD. ITK's NIfTI reader (SimpleITK, Slicer) reads them as 0; :func:`read_image`
+  restores them from the raw data, so a NaN in a NIfTI file is seen here (Slicer still shows 0: maps that
+  use NaN for "undefined", such as the editing D map, are best written as NRRD).
+- Masks and label maps (:func:`read_label_map`, :func:`check_label_values`) must hold finite integer values,
+  and at most :data:`MAX_LABELS` distinct labels unless the caller names the labels it wants.
+- Writes are atomic and verified: the file is written next to its destination under a temporary name,
+  read back and compared with what was meant (data and geometry; size and gzip stream first), then
+  renamed. A failure (a full disk that ITK does not report, a write error) raises :class:`WriteError` (an
+  ``OSError``) and leaves any previous file byte-identical.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +43,34 @@ import SimpleITK as sitk
 SEG_SUFFIX = ".seg.nrrd"
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
+#: Most distinct non-zero values a mask or label map may hold before it is taken for an intensity image
+#: (a CT or MRI volume holds thousands). The largest label maps in use (whole-body atlases, FreeSurfer's
+#: aparc+aseg) hold a few hundred. Callers that name the labels they score lift the limit.
+MAX_LABELS = 1000
+
+
+class WriteError(OSError):
+    """A file could not be written, or did not read back as written (e.g. a full disk that the writer did
+    not report). The previous file at the destination, if any, is unchanged. ``filename`` is the
+    destination; ``str()`` is ``"<destination>: <reason>"``."""
+
+    def __str__(self) -> str:
+        if self.filename is not None and self.strerror:
+            return f"{self.filename}: {self.strerror}"
+        return super().__str__()
+
 
 @dataclass(frozen=True)
 class Geometry:
-    """Voxel grid in physical space (ITK conventions: LPS, ``(i, j, k)`` order)."""
+    """Voxel grid in physical space, in ITK's conventions: LPS, and axes in ``(i, j, k)`` order.
+
+    Attributes:
+        spacing: voxel size in mm per axis, ``(i, j, k)`` order: ``spacing[0]`` is along the array's LAST
+            axis. Use :attr:`array_spacing` for the array's ``(k, j, i)`` order.
+        origin: LPS position in mm of the centre of voxel ``(0, 0, 0)``.
+        direction: row-major ``ndim x ndim`` direction cosines; column ``n`` is the direction of axis ``n``
+            of ``(i, j, k)``.
+    """
 
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
@@ -94,6 +132,11 @@ def _suffix(path: Path) -> str:
     )
 
 
+def image_suffix(path: str | os.PathLike) -> str:
+    """The file type of ``path`` (".nii.gz", ".seg.nrrd", ...); ``ValueError`` naming the supported ones."""
+    return _suffix(Path(path))
+
+
 def _geometry_of(img: sitk.Image) -> Geometry:
     return Geometry(
         spacing=tuple(float(v) for v in img.GetSpacing()),
@@ -102,20 +145,164 @@ def _geometry_of(img: sitk.Image) -> Geometry:
     )
 
 
+# NIfTI datatype codes -> numpy dtypes (the scalar ones ITK writes and reads).
+_NIFTI_DTYPES = {
+    2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8",
+}  # fmt: skip
+_NRRD_TYPES = {
+    "signed char": 1, "int8": 1, "int8_t": 1, "uchar": 1, "unsigned char": 1, "uint8": 1, "uint8_t": 1,
+    "short": 2, "short int": 2, "signed short": 2, "signed short int": 2, "int16": 2, "int16_t": 2,
+    "ushort": 2, "unsigned short": 2, "unsigned short int": 2, "uint16": 2, "uint16_t": 2,
+    "int": 4, "signed int": 4, "int32": 4, "int32_t": 4, "uint": 4, "unsigned int": 4, "uint32": 4,
+    "uint32_t": 4, "longlong": 8, "long long": 8, "long long int": 8, "signed long long": 8,
+    "signed long long int": 8, "int64": 8, "int64_t": 8, "ulonglong": 8, "unsigned long long": 8,
+    "unsigned long long int": 8, "uint64": 8, "uint64_t": 8, "float": 4, "double": 8,
+}  # fmt: skip
+
+
+def _gunzip(path: Path, data: bytes) -> bytes:
+    """Decompress a whole gzip stream, checking that it ends properly and that its CRC is right."""
+    try:
+        return gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise ValueError(
+            f"{path}: the file is damaged: its gzip stream is truncated or corrupted ({exc or type(exc).__name__})"
+        ) from None
+
+
+@dataclass
+class _NiftiData:
+    dtype: np.dtype
+    shape: tuple[int, ...]  # C order, slowest axis first (the reverse of the header's dims)
+    raw: bytes
+    offset: int
+    slope: float
+    inter: float
+
+    def array(self) -> np.ndarray:
+        n = int(np.prod(self.shape))
+        return np.frombuffer(self.raw, dtype=self.dtype, count=n, offset=self.offset).reshape(self.shape)
+
+
+def _check_nifti(path: Path, gzipped: bool) -> _NiftiData:
+    data = path.read_bytes()
+    if gzipped:
+        data = _gunzip(path, data)
+    if len(data) < 348:
+        raise ValueError(f"{path}: the file is damaged: {len(data)} bytes, shorter than a NIfTI header")
+    for endian in "<>":
+        size = struct.unpack(endian + "i", data[:4])[0]
+        if size in (348, 540):
+            break
+    else:
+        raise ValueError(f"{path}: not a NIfTI file (header size field {data[:4]!r})")
+    if size == 348:
+        dims = struct.unpack(endian + "8h", data[40:56])
+        datatype, bitpix = struct.unpack(endian + "2h", data[70:74])
+        offset = int(struct.unpack(endian + "f", data[108:112])[0])
+        slope, inter = struct.unpack(endian + "2f", data[112:120])
+        offset = max(offset, 348)
+    else:
+        if len(data) < 540:
+            raise ValueError(f"{path}: the file is damaged: {len(data)} bytes, shorter than a NIfTI-2 header")
+        datatype, bitpix = struct.unpack(endian + "2h", data[12:16])
+        dims = struct.unpack(endian + "8q", data[16:80])
+        offset = max(int(struct.unpack(endian + "q", data[168:176])[0]), 540)
+        slope, inter = struct.unpack(endian + "2d", data[176:192])
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1 : ndim + 1]):
+        raise ValueError(f"{path}: the NIfTI header is damaged (dims {tuple(dims)})")
+    extent = [int(d) for d in dims[1 : ndim + 1]]
+    expected = offset + int(np.prod(extent, dtype=np.int64)) * (int(bitpix) // 8)
+    if len(data) < expected:
+        what = "gzip stream" if gzipped else "file"
+        raise ValueError(
+            f"{path}: the file is truncated: its header promises {expected} bytes (dims {tuple(extent)}, "
+            f"{bitpix} bits a value) but the {what} holds {len(data)}"
+        )
+    code = _NIFTI_DTYPES.get(int(datatype))
+    if code and np.dtype(code).itemsize * 8 != int(bitpix):
+        code = None  # inconsistent header: size checked from bitpix, values left to ITK
+    dtype = np.dtype(endian + code) if code else np.dtype("u1")
+    shape = tuple(reversed(extent)) if code else (0,)
+    return _NiftiData(dtype, shape, data, offset, float(slope), float(inter))
+
+
+def _check_nrrd(path: Path) -> None:
+    """Size (and gzip stream) of an NRRD file's attached data against its header."""
+    data = path.read_bytes()
+    end = data.find(b"\n\n")
+    if not data.startswith(b"NRRD") or end < 0:
+        return  # not an NRRD header we can read: ITK's reader will say so
+    fields = {}
+    for line in data[:end].decode("latin-1").splitlines()[1:]:
+        if ":=" in line or line.startswith("#") or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        fields[key.strip().lower()] = value.strip()
+    if "data file" in fields or "datafile" in fields or "line skip" in fields or "byte skip" in fields:
+        return  # detached or skipped data: not checked here
+    try:
+        count = int(np.prod([int(v) for v in fields["sizes"].split()], dtype=np.int64))
+        width = _NRRD_TYPES[fields["type"].lower()]
+    except (KeyError, ValueError):
+        return
+    body = data[end + 2 :]
+    encoding = fields.get("encoding", "raw").lower()
+    if encoding in ("gzip", "gz"):
+        body = _gunzip(path, body)
+    elif encoding != "raw":
+        return
+    if len(body) < count * width:
+        raise ValueError(
+            f"{path}: the file is truncated: its header promises {count * width} bytes of data "
+            f"(sizes {fields['sizes']}, type {fields['type']}) but it holds {len(body)}"
+        )
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Check that an image file is whole: the data size against the header and, for gzip, that the stream
+    ends properly with the right CRC (ITK reads truncated files without a word).
+
+    Checked: .nii, .nii.gz, and .nrrd / .seg.nrrd with attached raw or gzip data; other files pass.
+
+    Raises:
+        ValueError: the file is truncated or damaged (the message names it and what was found).
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in (".nii", ".nii.gz"):
+        _check_nifti(path, gzipped=_is_gzip(path))
+    elif suffix in (".nrrd", SEG_SUFFIX):
+        _check_nrrd(path)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
 def read_image(path: str | os.PathLike, allow_vector: bool = False) -> Image:
     """Read a NIfTI / NRRD image or a .seg.nrrd segmentation (as a label map), keeping its geometry.
 
-    A vector (multi-component) image is refused unless ``allow_vector``; then its array is
-    ``(k, j, i, components)``.
+    The file is checked first (:func:`check_file`). NaN / inf values of a NIfTI float image, which ITK reads
+    as 0, are restored from the raw data. A vector (multi-component) image is refused unless
+    ``allow_vector``; then its array is ``(k, j, i, components)``.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the type is not supported, or the file cannot be parsed (the message says which file).
+        ValueError: the type is not supported, or the file is damaged or cannot be parsed (the message says
+            which file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     suffix = _suffix(path)
+    nifti = None
+    if suffix in (".nii", ".nii.gz"):
+        nifti = _check_nifti(path, gzipped=_is_gzip(path))
+    else:
+        check_file(path)
     if suffix == SEG_SUFFIX:
         return _read_seg_nrrd(path)
     try:
@@ -126,7 +313,15 @@ def read_image(path: str | os.PathLike, allow_vector: bool = False) -> Image:
         raise ValueError(
             f"{path}: expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components"
         )
-    return Image(array=sitk.GetArrayFromImage(img), geometry=_geometry_of(img), path=path)
+    array = sitk.GetArrayFromImage(img)
+    if nifti is not None and nifti.dtype.kind == "f" and img.GetNumberOfComponentsPerPixel() == 1:
+        raw = nifti.array()
+        bad = ~np.isfinite(raw)
+        if bad.any() and raw.size == array.size:
+            array = array.astype(np.result_type(array.dtype, np.float32))
+            values = raw[bad].astype(np.float64) * (nifti.slope or 1.0) + nifti.inter
+            array.reshape(raw.shape)[bad] = values
+    return Image(array=array, geometry=_geometry_of(img), path=path)
 
 
 def _read_seg_nrrd(path: Path) -> Image:
@@ -162,8 +357,69 @@ def _read_seg_nrrd(path: Path) -> Image:
     return Image(array=np.ascontiguousarray(labelmap.transpose()), geometry=geometry, labels=names, path=path)
 
 
-def read_label_map(path: str | os.PathLike, label_names: Sequence[str] | None = None) -> Image:
-    """Read a label map as ``int64``, refusing fractional values.
+def check_label_values(
+    image: Image, role: str = "label map", max_labels: int | None = MAX_LABELS, hint: str = ""
+) -> None:
+    """Refuse an image that cannot be a mask or label map: non-finite values (NaN, inf), non-integer values,
+    or more than ``max_labels`` distinct non-zero values (an intensity image given as a mask).
+
+    Args:
+        image: the image read (its ``path`` names it in the message).
+        role: what the image was meant to be ("reference", "--initial mask", ...).
+        max_labels: most distinct non-zero values; ``None``: no limit (the caller names its labels).
+        hint: appended to the too-many-labels message (e.g. how to lift the limit).
+
+    Raises:
+        ValueError: naming the file, the role, and what was found.
+    """
+    array = image.array
+    where = f"{image.path}: the {role}" if image.path else f"the {role}"
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+            first = tuple(int(v) for v in np.argwhere(~finite)[0][::-1])
+            raise ValueError(
+                f"{where} holds non-finite values ({n_nan} NaN, {n_inf} inf; the first at voxel (i, j, k) "
+                f"{first}); a mask or label map must hold finite integer labels"
+            )
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            fractional = array[np.mod(array, 1) != 0]
+            raise ValueError(
+                f"{where} holds non-integer values (e.g. {float(fractional[0]):.6g}; "
+                f"{fractional.size} of {array.size} voxels); a mask or label map must hold integer labels. "
+                "Is this an intensity image or a probability map? Threshold it into a label map first"
+            )
+    if max_labels is not None:
+        count = _count_nonzero_values(array)
+        if count > max_labels:
+            raise ValueError(
+                f"{where} holds {count} distinct labels (more than {max_labels}): is this an intensity "
+                f"image rather than a segmentation?{(' ' + hint) if hint else ''}"
+            )
+
+
+def _count_nonzero_values(array: np.ndarray) -> int:
+    """How many distinct non-zero values ``array`` holds (a histogram for small integer ranges: no sort)."""
+    if array.size and (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        low, high = int(array.min()), int(array.max())
+        if high - low < 1 << 22:
+            flat = array.ravel()
+            counts = np.zeros(high - low + 1, np.int64)
+            for start in range(0, flat.size, 1 << 20):  # in chunks: no full-size int64 copy
+                counts += np.bincount(
+                    flat[start : start + (1 << 20)].astype(np.int64) - low, minlength=counts.size
+                )
+            return int(np.count_nonzero(counts)) - int(low <= 0 <= high and counts[-low] > 0)
+    values = np.unique(array)
+    return int(np.count_nonzero(values))
+
+
+def read_label_map(
+    path: str | os.PathLike, label_names: Sequence[str] | None = None, max_labels: int | None = None
+) -> Image:
+    """Read a label map as ``int64``, refusing non-finite or fractional values (and more than
+    ``max_labels`` distinct labels when given), see :func:`check_label_values`.
 
     For a .seg.nrrd, a segment whose name matches one of ``label_names`` (case-insensitive) gets that
     name's index (so a manifest's label order decides the values); the other segments keep their 1-based
@@ -173,8 +429,7 @@ def read_label_map(path: str | os.PathLike, label_names: Sequence[str] | None = 
     array = image.array
     if array.ndim not in (2, 3):
         raise ValueError(f"{path}: a label map must be a 2D or 3D scalar image, got shape {array.shape}")
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.equal(np.mod(array, 1), 0)):
-        raise ValueError(f"{path}: the label map holds non-integer values; expected integer labels")
+    check_label_values(image, max_labels=max_labels)
     array = array.astype(np.int64)
     if image.labels and label_names:
         names = [str(n).lower() for n in label_names]
@@ -228,7 +483,10 @@ def atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = SEG_SUFFIX if path.name.lower().endswith(SEG_SUFFIX) else "".join(path.suffixes[-2:])
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise _named(exc, path, "cannot create a file in the folder") from exc
     os.close(fd)
     tmp = Path(name)
     try:
@@ -240,10 +498,34 @@ def atomic_write(
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, WriteError) or exc.filename in (None, str(tmp), name):
+            raise _named(exc, path) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _named(exc: OSError, path: Path, doing: str = "") -> OSError:
+    """The same kind of OSError, naming the destination (not the temporary file) and saying that the
+    previous file is unchanged."""
+    if isinstance(exc, WriteError) and str(path) in str(exc):
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.ENOSPC:
+        reason += " (disk full)"
+    if doing:
+        reason = f"{doing}: {reason}"
+    kept = "; the previous file is unchanged" if path.exists() else ""
+    cls = type(exc) if type(exc) is not OSError else WriteError
+    try:
+        out = cls(exc.errno, f"{reason}{kept}", str(path))
+    except TypeError:
+        out = WriteError(exc.errno, f"{reason}{kept}", str(path))
+    return out
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -251,7 +533,9 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
     def verify(tmp: Path) -> None:
         if tmp.stat().st_size != len(data):
-            raise OSError(f"{path}: wrote {tmp.stat().st_size} of {len(data)} bytes (disk full?)")
+            raise WriteError(
+                errno.EIO, f"wrote {tmp.stat().st_size} of {len(data)} bytes (disk full?)", str(path)
+            )
 
     return atomic_write(path, lambda tmp: tmp.write_bytes(data), verify=verify)
 
@@ -291,27 +575,76 @@ def write_image(
         raise ValueError(f"{path}: a vector image cannot be written as a .seg.nrrd segmentation")
     suffix = _suffix(path)
 
+    if suffix == SEG_SUFFIX:
+        _check_seg_array(array)
+    expected = np.moveaxis(array, 0, -1) if vector else array
+
     def write(tmp: Path) -> None:
         if suffix == SEG_SUFFIX:
             _write_seg_nrrd(tmp, array, geometry, labels or {})
-        else:
-            img = sitk.GetImageFromArray(np.moveaxis(array, 0, -1) if vector else array, isVector=vector)
-            img.SetSpacing(geometry.spacing)
-            img.SetOrigin(geometry.origin)
-            img.SetDirection(geometry.direction)
+            return
+        img = sitk.GetImageFromArray(expected, isVector=vector)
+        img.SetSpacing(geometry.spacing)
+        img.SetOrigin(geometry.origin)
+        img.SetDirection(geometry.direction)
+        try:
             sitk.WriteImage(img, str(tmp), useCompression=compress)
+        except RuntimeError as exc:
+            lines = [ln.strip() for ln in str(exc).replace(str(tmp), str(path)).splitlines() if ln.strip()]
+            reason = lines[-1] if lines else "unknown error"
+            raise WriteError(errno.EIO, f"cannot write the image ({reason})", str(path)) from None
 
-    atomic_write(path, write)
+    def verify(tmp: Path) -> None:
+        _verify_image(tmp, path, expected, geometry, suffix, vector)
+
+    atomic_write(path, write, verify=verify)
     return path
+
+
+def _verify_image(
+    tmp: Path, path: Path, expected: np.ndarray, geometry: Geometry, suffix: str, vector: bool
+) -> None:
+    """Read a written image back (size and gzip stream, then data and geometry) before it replaces
+    ``path``; :class:`WriteError` if it is not what was meant."""
+
+    def fail(what: str) -> WriteError:
+        return WriteError(
+            errno.EIO, f"the written file does not read back as written ({what}; disk full?)", str(path)
+        )
+
+    try:
+        back = read_image(tmp, allow_vector=vector)
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc).replace(f"{tmp}: ", "").replace(str(tmp), "the file")) from None
+    if suffix == SEG_SUFFIX:
+        values = np.unique(expected[expected != 0])
+        want = np.zeros(expected.shape, np.int64)
+        nonzero = expected != 0
+        want[nonzero] = np.searchsorted(values, expected[nonzero]) + 1
+    else:
+        want = expected
+    if back.array.shape != want.shape:
+        raise fail(f"shape {back.array.shape} instead of {want.shape}")
+    if not np.array_equal(back.array, want, equal_nan=np.issubdtype(want.dtype, np.floating)):
+        raise fail("the values differ")
+    # NIfTI keeps spacing and origin as float32: a relative tolerance, on top of the absolute one.
+    for name in ("spacing", "origin", "direction"):
+        a, b = np.asarray(getattr(back.geometry, name)), np.asarray(getattr(geometry, name))
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6, atol=1e-4):
+            raise fail(f"{name} {_fmt(a)} instead of {_fmt(b)}")
+
+
+def _check_seg_array(array: np.ndarray) -> None:
+    if array.ndim != 3:
+        raise ValueError(f".seg.nrrd needs a 3D label map, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f".seg.nrrd needs an integer label map, got dtype {array.dtype}")
 
 
 def _write_seg_nrrd(tmp: Path, array: np.ndarray, geometry: Geometry, labels: dict[int, str]) -> None:
     import slicerio
 
-    if array.ndim != 3:
-        raise ValueError(f".seg.nrrd needs a 3D label map, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f".seg.nrrd needs an integer label map, got dtype {array.dtype}")
+    _check_seg_array(array)
     voxels = np.ascontiguousarray(array.transpose())  # (i, j, k) for slicerio
     seg = slicerio.create_segmentation(voxels.shape, geometry.ijk_to_lps())
     values = [int(v) for v in np.unique(voxels) if v != 0]

@@ -98,3 +98,184 @@ def test_demo_writes_report(tmp_path, capsys):
     # The edit improves on the initial segmentation near the scribble and leaves the rest alone.
     assert report["editing"]["no_editing"]["p95"] > report["editing"]["overall"]["p95"]
     assert report["rows"][0]["dice"] > report["initial_rows"][0]["dice"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Undefined statistics and warnings
+
+
+def _editing_case(tmp_path, cas_empty=False, compared_empty=False):
+    case = make_sample_case()
+    if cas_empty:
+        case["cas"] = np.zeros_like(case["cas"])
+    if compared_empty:
+        case["compared"] = np.zeros_like(case["compared"])
+    g = Geometry.identity(3, (2.0, 2.0, 2.0))
+    return {role: write_image(tmp_path / f"{role}.nrrd", case[role], g) for role in FILES}
+
+
+def _editing_args(p):
+    args = ["metrics", str(p["reference"]), str(p["compared"]), "--initial", str(p["initial"])]
+    return args + ["--scribble", str(p["scribble"]), "--cas", str(p["cas"])]
+
+
+def test_empty_cas_gives_undefined_editing_statistics():
+    case = make_sample_case()
+    a = attention_map(case["scribble"] > 0, 10.0)
+    with pytest.warns(UserWarning, match="CAS contour is empty"):
+        result = editing_metric(np.zeros_like(case["cas"]), case["initial"], case["compared"], a)
+    for region in ("overall", "near", "far", "no_editing", "cas_to_prediction"):
+        s = result.stats[region]
+        assert np.isnan(s["p95"]) and np.isnan(s["mean"]) and s["count"] == 0, (region, s)
+
+
+def test_empty_cas_warnings_and_nulls_in_json_and_table(tmp_path, capsys):
+    p = _editing_case(tmp_path, cas_empty=True)
+    assert main([*_editing_args(p), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["warnings"] == ["editing metric: the CAS contour is empty: D_edit is undefined"]
+    assert "losslab metrics: warning: editing metric: the CAS contour is empty" in captured.err
+    assert report["editing"]["overall"] == {"p95": None, "mean": None, "count": 0}
+    assert main(_editing_args(p)) == 0
+    table = capsys.readouterr().out
+    assert "warning: editing metric: the CAS contour is empty: D_edit is undefined" in table
+    assert "overall\tnan\tnan\t0" in table
+
+
+def test_empty_compared_gives_null_distances_and_its_warnings(tmp_path, capsys):
+    p = _editing_case(tmp_path, compared_empty=True)
+    assert main([*_editing_args(p), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    row = report["rows"][0]
+    assert row["dice"] == 0.0 and row["hd"] is None and row["hd95"] is None and row["assd"] is None
+    assert any("prediction mask is empty" in w for w in report["warnings"]), report["warnings"]
+    assert any(w.startswith("compare_masks:") for w in report["warnings"]), report["warnings"]
+
+
+def test_compare_masks_refuses_non_binary_floats():
+    ref = np.zeros((8, 8, 8), np.float32)
+    ref[2:5, 2:5, 2:5] = 1
+    with pytest.raises(ValueError, match=r"pred must be a binary mask .* other values \(0.5\)"):
+        compare_masks(ref * 0.5, ref)
+    nan = ref.copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"ref must be a binary mask .*1 voxels with other values \(nan\)"):
+        compare_masks(ref, nan)
+    # Binary floats and integer masks (non-zero inside, e.g. 255) are masks.
+    assert compare_masks(ref, ref)["dice"] == 1.0
+    assert compare_masks((ref * 255).astype(np.uint8), ref.astype(bool))["dice"] == 1.0
+
+
+def test_labels_option_lifts_the_label_limit(tmp_path, capsys):
+    ref = np.zeros((12, 12, 12), np.int16)
+    ref[2:8, 2:8, 2:8] = 1
+    ct = np.random.default_rng(0).integers(-1000, 2000, ref.shape).astype(np.int16)
+    ct[2:8, 2:8, 2:8] = 1
+    write_image(tmp_path / "ref.nrrd", ref)
+    write_image(tmp_path / "ct.nrrd", ct)
+    assert main(["metrics", str(tmp_path / "ref.nrrd"), str(tmp_path / "ct.nrrd")]) == 2
+    assert "distinct labels" in capsys.readouterr().err
+    assert main(["metrics", str(tmp_path / "ref.nrrd"), str(tmp_path / "ct.nrrd"), "--labels", "1"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output folders of sample-data and demo
+
+
+def test_sample_data_reruns_and_overwrite(tmp_path, capsys):
+    out = tmp_path / "case"
+    assert main(["sample-data", str(out)]) == 0
+    assert main(["sample-data", str(out), "--seed", "1"]) == 0  # its own files only: accepted
+    (out / "notes.txt").write_text("mine")
+    image_before = (out / "image.nii.gz").read_bytes()
+    assert main(["sample-data", str(out)]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "image.nii.gz").read_bytes() == image_before
+    assert main(["sample-data", str(out), "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES.values(), "notes.txt"])
+
+
+def test_demo_reruns_in_its_own_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out)]) == 0
+    first = (out / "report.json").read_bytes()
+    assert main(["demo", "-o", str(out)]) == 0
+    assert (out / "report.json").read_bytes() == first
+    (out / "extra").mkdir()
+    assert main(["demo", "-o", str(out)]) == 2
+    assert "extra" in capsys.readouterr().err
+    assert main(["demo", "-o", str(out), "--overwrite"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# main(): which exceptions are user errors
+
+
+def _run_raising(monkeypatch, capsys, exc):
+    import losslab.cli.demo as demo
+
+    def raise_it(args):
+        raise exc
+
+    monkeypatch.setattr(demo, "run_sample_data", raise_it)
+    # main() builds its parser on each call, so the patched function is the one the parser binds.
+    rc = main(["sample-data", "somewhere"])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: PermissionError(13, "Permission denied", "/data/out"), "/data/out: Permission denied"),
+        (
+            lambda: OSError(28, "No space left on device", "/d.nii.gz"),
+            "/d.nii.gz: No space left on device (disk full)",
+        ),
+        (lambda: IsADirectoryError(21, "Is a directory", "/out"), "/out: Is a directory"),
+        (lambda: OSError(30, "Read-only file system", "/ro/x"), "/ro/x: Read-only file system"),
+        (
+            lambda: json.JSONDecodeError("Expecting value", "{\n  x", 4),
+            "invalid JSON: Expecting value at line 2 column 3",
+        ),
+        (lambda: ValueError("first line\nsecond line"), "first line second line"),
+    ],
+)
+def test_main_maps_user_errors_to_one_line(monkeypatch, capsys, make, expected):
+    rc, err = _run_raising(monkeypatch, capsys, make())
+    assert rc == 2
+    assert err.splitlines() == [f"losslab sample-data: error: {expected}"], err
+
+
+def test_main_names_the_yaml_file(monkeypatch, capsys, tmp_path):
+    yaml = pytest.importorskip("yaml")
+    bad = tmp_path / "config.yaml"
+    bad.write_text("a: [1, 2\nb: 3\n")
+    with open(bad) as handle:
+        try:
+            yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            error = exc
+    rc, err = _run_raising(monkeypatch, capsys, error)
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"losslab sample-data: error: invalid YAML: {bad}, line ")
+
+
+def test_main_keeps_tracebacks_for_bugs_and_maps_ctrl_c(monkeypatch, capsys):
+    with pytest.raises(TypeError):
+        _run_raising(monkeypatch, capsys, TypeError("a bug"))
+    with pytest.raises(KeyError):
+        _run_raising(monkeypatch, capsys, KeyError("a bug"))
+    rc, err = _run_raising(monkeypatch, capsys, KeyboardInterrupt())
+    assert rc == 130 and err == "losslab sample-data: interrupted\n"
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["metrics", "a.nii.gz"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "losslab metrics: error: the following arguments are required: compared (see 'losslab metrics --help')"
+    ]

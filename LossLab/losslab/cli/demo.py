@@ -4,12 +4,19 @@ JSON, Markdown and a figure) and the sample case's files."""
 from __future__ import annotations
 
 import argparse
+import errno
+import fnmatch
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from ..io import read_image, save_figure, write_text
+from . import CommandError
 from .metrics import compute_metrics, to_json
+
+#: The files ``losslab demo`` writes into its output folder.
+DEMO_FILES = ("report.json", "report.md", "report.png")
 
 #: sigma of the demo's attention map: the paper's 20 voxels of 1.1024 mm, on the sample's 2.2048 mm grid.
 DEMO_SIGMA_VOXELS = 10.0
@@ -46,6 +53,8 @@ def _markdown(report: dict) -> str:
     for region in ("overall", "near", "far", "no_editing", "cas_to_prediction"):
         s = ed[region]
         lines.append(f"| {region} | {s['p95']:.3f} | {s['mean']:.3f} | {s['count']} |")
+    if report.get("warnings"):
+        lines += ["", "Warnings:", ""] + [f"- {w}" for w in report["warnings"]]
     return "\n".join(lines) + "\n"
 
 
@@ -93,12 +102,13 @@ def write_demo_report(out_dir: str | Path) -> dict[str, Path]:
         sigma=DEMO_SIGMA_VOXELS,
     )
     report["initial_rows"] = compute_metrics(images["reference"], images["initial"])["rows"]
+    json_name, markdown_name, figure_name = DEMO_FILES
     out = {
-        "json": write_text(out_dir / "report.json", to_json(report)),
-        "markdown": write_text(out_dir / "report.md", _markdown(report)),
+        "json": write_text(out_dir / json_name, to_json(report)),
+        "markdown": write_text(out_dir / markdown_name, _markdown(report)),
     }
     fig = _figure(paths, report)
-    out["figure"] = save_figure(fig, out_dir / "report.png", dpi=110)
+    out["figure"] = save_figure(fig, out_dir / figure_name, dpi=110)
     return out
 
 
@@ -109,18 +119,69 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Runs the metrics and the editing metric on the bundled sample ICE-editing case, "
         "then writes report.json, report.md and report.png into the output folder.",
     )
-    d.add_argument("-o", "--output", type=Path, default=Path("losslab-output/demo"), help="output folder")
+    d.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("losslab-output/demo"),
+        help="output folder: new, empty, or holding only an earlier demo's report files",
+    )
+    d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that holds other files (the report files are replaced, the rest left alone)",
+    )
     d.set_defaults(func=run_demo)
 
-    s = subparsers.add_parser("sample-data", help="write the synthetic sample case (NIfTI files)")
+    s = subparsers.add_parser(
+        "sample-data",
+        help="write the synthetic sample case (NIfTI files)",
+        description="Writes the sample case's NIfTI files into OUTPUT: a new or empty folder, or one that "
+        "holds only those files.",
+    )
     s.add_argument("output", type=Path, help="folder to write into")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder that holds other files (the sample files are replaced, the rest left alone)",
+    )
     s.set_defaults(func=run_sample_data)
 
 
-def run_sample_data(args: argparse.Namespace) -> int:
-    from ..sample import write_sample_case
+def check_output_folder(folder: Path, own: Iterable[str], overwrite: bool = False) -> None:
+    """Refuse to write into ``folder`` when it holds files other than ``own`` (the names the command
+    writes; a folder holding only an earlier run's files is accepted, so commands can be re-run), unless
+    ``overwrite``. Nothing is written or deleted here.
 
+    Raises:
+        NotADirectoryError: ``folder`` exists and is not a folder.
+        CommandError: the folder holds other files (the message lists a few and names ``--overwrite``).
+    """
+    own = tuple(own)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(folder))
+    # An interrupted earlier run may have left its temporary files (.<name>.*.tmp*): ours too.
+    patterns = [f".{name}.*.tmp*" for name in own]
+    others = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name not in own and not any(fnmatch.fnmatch(p.name, pat) for pat in patterns)
+    )
+    if others and not overwrite:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise CommandError(
+            f"{folder} holds other files ({shown}): choose a new or empty folder, or pass --overwrite to "
+            f"write {', '.join(own)} there anyway (other files are left alone)"
+        )
+
+
+def run_sample_data(args: argparse.Namespace) -> int:
+    from ..sample import FILES, write_sample_case
+
+    check_output_folder(args.output, FILES.values(), args.overwrite)
     paths = write_sample_case(args.output, seed=args.seed)
     for role, path in paths.items():
         print(f"{role}\t{path}")
@@ -128,6 +189,7 @@ def run_sample_data(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    check_output_folder(args.output, DEMO_FILES, args.overwrite)
     paths = write_demo_report(args.output)
     print(paths["markdown"].read_text())
     print(f"report written to {args.output}/ ({', '.join(p.name for p in paths.values())})")

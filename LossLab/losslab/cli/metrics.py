@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..io import Image, check_same_grid, read_image, write_image
+from ..io import MAX_LABELS, Image, check_label_values, check_same_grid, image_suffix, read_image, write_image
 from ..metrics import attention_map, compare_masks, editing_metric, overlap_per_class, pixel_accuracy
 
 
@@ -27,8 +30,17 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("reference", type=Path, help="reference segmentation (label map or binary mask)")
     p.add_argument("compared", type=Path, help="segmentation to evaluate, on the reference's grid")
-    p.add_argument("--labels", type=int, nargs="+", help="label values to score (default: all non-zero)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--labels",
+        type=int,
+        nargs="+",
+        help=f"label values to score (default: all non-zero values, at most {MAX_LABELS})",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON instead of a table (undefined or infinite values are null; see its 'warnings')",
+    )
     g = p.add_argument_group("editing metric (all three files together)")
     g.add_argument("--initial", type=Path, help="initial segmentation y_init (binary mask)")
     g.add_argument("--scribble", type=Path, help="scribble voxels (binary mask)")
@@ -45,11 +57,37 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_metrics)
 
 
-def _read(path: Path, role: str) -> Image:
+def _read(path: Path, role: str, max_labels: int | None = MAX_LABELS) -> Image:
+    """Read a mask or label map for ``role``; refuse what cannot be one (damaged file, NaN / inf, non-integer
+    values, a 4D image, more than ``max_labels`` labels)."""
     try:
-        return read_image(path)
+        image = read_image(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{role} file not found: {path}") from None
+    if image.array.ndim not in (2, 3):
+        raise ValueError(
+            f"{path}: the {role} must be a 2D or 3D mask or label map, got an array of shape {image.array.shape}"
+        )
+    check_label_values(image, role, max_labels, hint="Name the labels to score with --labels to go on.")
+    return image
+
+
+def _check_output(path: Path, inputs: dict[str, Path | None], option: str) -> None:
+    """Refuse an output path that is a folder, has an unknown type, or is one of the inputs, before work."""
+    image_suffix(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{option} is a folder, not a file name", str(path))
+    target = path.resolve()
+    for role, source in inputs.items():
+        if source is not None and source.exists() and (source.resolve() == target or _same(source, path)):
+            raise ValueError(f"{option} {path} is the {role} input file: writing it would destroy the input")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _labels_of(reference: Image, compared: Image, labels: list[int] | None) -> list[int]:
@@ -80,7 +118,8 @@ def compute_metrics(
     labels = _labels_of(reference, compared, labels)
     names = {**compared.labels, **reference.labels}
     rows = []
-    with warnings.catch_warnings(record=True) as caught:
+    caught: list[warnings.WarningMessage] = []
+    with warnings.catch_warnings(record=True) as caught_overlap:
         warnings.simplefilter("always")
         for value in labels:
             row = compare_masks(compared.array == value, reference.array == value, spacing)
@@ -91,13 +130,14 @@ def compute_metrics(
             summary["mean_dice"] = float(np.nanmean([r["dice"] for r in per.values()]))
             summary["mean_iou"] = float(np.nanmean([r["iou"] for r in per.values()]))
             summary["pixel_accuracy"] = pixel_accuracy(compared.array, reference.array, [0, *labels])
+    caught += caught_overlap
     report: dict[str, Any] = {
         "reference": str(reference.path),
         "compared": str(compared.path),
         "spacing_mm": list(spacing),
         "rows": rows,
         "summary": summary,
-        "warnings": sorted({str(w.message) for w in caught}),
+        "warnings": [],
     }
     editing_inputs = (initial, scribble, cas)
     if any(x is not None for x in editing_inputs):
@@ -105,16 +145,25 @@ def compute_metrics(
             raise ValueError("the editing metric needs --initial, --scribble and --cas together")
         for image, role in ((initial, "initial"), (scribble, "scribble"), (cas, "cas")):
             check_same_grid(reference, image, ("reference", role))
-        if sigma_mm is not None:
-            a = attention_map(scribble.array > 0, sigma_mm, spacing)
-            sigma_text = f"{sigma_mm} mm"
-        else:
-            a = attention_map(scribble.array > 0, sigma)
-            sigma_text = f"{sigma} voxels"
-        result = editing_metric(cas.array > 0, initial.array > 0, compared.array > 0, a, spacing)
+        with warnings.catch_warnings(record=True) as caught_editing:
+            warnings.simplefilter("always")
+            if sigma_mm is not None:
+                a = attention_map(scribble.array > 0, sigma_mm, spacing)
+                sigma_text = f"{sigma_mm} mm"
+            else:
+                a = attention_map(scribble.array > 0, sigma)
+                sigma_text = f"{sigma} voxels"
+            result = editing_metric(cas.array > 0, initial.array > 0, compared.array > 0, a, spacing)
+        caught += caught_editing
         report["editing"] = {"sigma": sigma_text, **result.stats}
         report["_editing_result"] = result
+    # Every warning, once, in the order raised: they go into the table and the JSON.
+    report["warnings"] = list(dict.fromkeys(one_line(w.message) for w in caught))
     return report
+
+
+def one_line(message: Any) -> str:
+    return " ".join(str(message).split())
 
 
 def _fmt(value: float) -> str:
@@ -143,33 +192,46 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def to_json(report: dict[str, Any]) -> str:
+    """The report as standard JSON: NaN (undefined) and inf (a distance to an empty mask) become ``null``;
+    the report's ``warnings`` say why."""
     clean = {k: v for k, v in report.items() if not k.startswith("_")}
 
     def fix(x: Any) -> Any:
         if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-            return str(x)  # JSON has no NaN / inf: "nan", "inf"
+            return None  # JSON has no NaN / inf
         if isinstance(x, dict):
             return {k: fix(v) for k, v in x.items()}
         if isinstance(x, list):
             return [fix(v) for v in x]
         return x
 
-    return json.dumps(fix(clean), indent=2)
+    return json.dumps(fix(clean), indent=2, allow_nan=False)
 
 
 def run_metrics(args: argparse.Namespace) -> int:
-    reference = _read(args.reference, "reference")
-    compared = _read(args.compared, "compared")
+    roles = ("reference", "compared", "initial", "scribble", "cas")
+    inputs = {role: getattr(args, role) for role in roles}
+    if args.dmap:
+        if not all(inputs[role] for role in ("initial", "scribble", "cas")):
+            raise ValueError("--dmap needs the editing metric (--initial, --scribble and --cas)")
+        _check_output(args.dmap, inputs, "--dmap")
+    # Named labels lift the limit on the number of labels (an intensity image is refused otherwise).
+    limit = None if args.labels else MAX_LABELS
+    reference = _read(args.reference, "reference", limit)
+    compared = _read(args.compared, "compared", limit)
     extra = {
-        role: _read(getattr(args, role), role) if getattr(args, role) else None
+        role: _read(inputs[role], f"--{role} mask") if inputs[role] else None
         for role in ("initial", "scribble", "cas")
     }
     report = compute_metrics(
         reference, compared, args.labels, **extra, sigma=args.sigma, sigma_mm=args.sigma_mm
     )
     if args.dmap:
-        if "_editing_result" not in report:
-            raise ValueError("--dmap needs the editing metric (--initial, --scribble and --cas)")
         write_image(args.dmap, report["_editing_result"].d_map, reference.geometry)
-    print(to_json(report) if args.json else format_table(report))
+    if args.json:
+        for w in report["warnings"]:
+            print(f"losslab metrics: warning: {w}", file=sys.stderr)
+        print(to_json(report))
+    else:
+        print(format_table(report))
     return 0

@@ -106,7 +106,9 @@ def editing_metric(
     Returns:
         :class:`EditingResult` with ``d_map``, ``d_edit``, ``d_preserve`` (float32, NaN off their contours),
         ``near`` (``A >= 0.5``) and ``stats[region] = {"p95", "mean", "count"}`` for the regions
-        ``overall``, ``near``, ``far``, ``no_editing`` and ``cas_to_prediction``.
+        ``overall``, ``near``, ``far``, ``no_editing`` and ``cas_to_prediction``. Undefined statistics are
+        NaN with count 0: every region when the CAS contour is empty (D needs D_edit; a warning says so),
+        a region without voxels otherwise.
 
     Raises:
         ValueError: shapes differ, or ``attention`` has values outside ``[0, 1]``.
@@ -175,13 +177,18 @@ def editing_metric(
     flat = np.flatnonzero(on_contour)
     values = map_box.ravel()[flat]
     is_near = att_box.ravel()[flat] >= NEAR_THRESHOLD
-    stats = {
-        "overall": _stats(values),
-        "near": _stats(values[is_near]),
-        "far": _stats(values[~is_near]),
-        "no_editing": _stats(d_cas_init),
-        "cas_to_prediction": _stats(d_cas_hat),
-    }
+    if bool(cas_m.any()):
+        stats = {
+            "overall": _stats(values),
+            "near": _stats(values[is_near]),
+            "far": _stats(values[~is_near]),
+        }
+    else:
+        # D = D_edit + D_preserve needs D_edit, which is measured on the CAS contour: without one, D and its
+        # statistics are undefined (the maps keep D_preserve where it is defined).
+        stats = {region: _stats(np.empty(0)) for region in ("overall", "near", "far")}
+    stats["no_editing"] = _stats(d_cas_init)
+    stats["cas_to_prediction"] = _stats(d_cas_hat)
     return EditingResult(d_map=d_map, d_edit=d_edit, d_preserve=d_preserve, near=near, stats=stats)
 
 

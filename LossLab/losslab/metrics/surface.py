@@ -163,12 +163,23 @@ def compare_masks(
 ) -> dict[str, float]:
     """Every overlap and surface metric of two binary masks, with one surface-distance computation.
 
+    Args:
+        pred, ref: binary masks of the same shape: bool, integer (non-zero is inside) or floating point
+            holding only 0 and 1. Floating-point masks with any other value (0.5, NaN, inf: a probability map
+            or a damaged file) are refused rather than thresholded: threshold them yourself.
+        spacing: voxel size in mm per array axis (or one number); ``None``: voxel units.
+
     Returns:
         ``{"dice", "iou", "hd", "hd95", "assd", "reference_voxels", "compared_voxels"}`` (floats, mm for
         distances). Empty masks follow the conventions of :mod:`losslab.metrics.overlap` and this module.
+
+    Raises:
+        ValueError: a floating-point mask holds values other than 0 and 1 (the message says which values).
     """
     from .overlap import dice_score, iou_score
 
+    for name, mask in (("pred", pred), ("ref", ref)):
+        _check_binary_float(mask, name)
     d1, d2 = surface_distances(pred, ref, spacing)
     pred_np = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
     ref_np = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
@@ -187,6 +198,25 @@ def compare_masks(
     row["reference_voxels"] = float(np.count_nonzero(ref_np))
     row["compared_voxels"] = float(np.count_nonzero(pred_np))
     return row
+
+
+def _check_binary_float(mask: ArrayLike, name: str) -> None:
+    if isinstance(mask, torch.Tensor):
+        if not mask.is_floating_point():
+            return
+        bad = mask[(mask != 0) & (mask != 1)]
+        values = bad.detach().cpu().numpy()
+    else:
+        arr = np.asarray(mask)
+        if not np.issubdtype(arr.dtype, np.floating):
+            return
+        values = arr[(arr != 0) & (arr != 1)]
+    if values.size:
+        shown = ", ".join(f"{v:g}" for v in np.unique(values)[:5])
+        raise ValueError(
+            f"compare_masks: {name} must be a binary mask (0 and 1), got {values.size} voxels with other "
+            f"values ({shown}{', ...' if np.unique(values).size > 5 else ''}); threshold a probability map first"
+        )
 
 
 @dataclass
