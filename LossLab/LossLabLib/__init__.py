@@ -5,14 +5,15 @@ calls :mod:`losslab` for every computation. It takes the scene as an argument, n
 ``slicer.app`` or ``slicer.mrmlScene``, reports progress through a callback, and so runs unchanged in
 desktop Slicer and on the ``slicer-core`` wheel (how the tests run it).
 
-The LossLab module's parts: :class:`TrainingJob` (training in a background process, curves as a table and
-a plot chart), :class:`InferenceLogic` (a model on a volume -> a segmentation node) and
+The LossLab module's parts: :class:`SubprocessJob` (any long job in a background Python process, streaming
+JSON-lines events), :class:`TrainingJob` (training through it, curves as a table and a plot chart), :class:`InferenceLogic` (a model on a volume -> a segmentation node) and
 :class:`GradientLabLogic` (a loss's gradient map as a volume, with its dynamic range). They import torch
 only when they run, so importing this package needs no torch.
 """
 
 from .gradient_lab import GradientLabLogic, GradientLabResult
 from .inference import InferenceLogic, InferenceResult
+from .jobs import SubprocessJob
 from .mrml_io import (
     Grid,
     array_to_volume,
@@ -43,6 +44,7 @@ __all__ = [
     "InferenceResult",
     "SegmentationMetricsLogic",
     "SegmentationMetricsResult",
+    "SubprocessJob",
     "TrainingJob",
     "array_to_volume",
     "build_training_config",

@@ -1,10 +1,10 @@
 """The gradient lab of the LossLab module: the gradient map of a loss as a volume, with its dynamic range.
 
 dice-gradient-mime-kervadec Fig. 1 as a tool: for the current segmentation (the target ``y``) and a
-prediction ``s`` (a model's probabilities, or a second segmentation), :func:`losslab.analysis.gradient_maps`
-gives ``dL/ds`` (probabilities as free variables, eq. 5) or ``dL/dz`` (logits) of any registry loss; one
-class of it is written to a scalar volume, and :func:`losslab.analysis.dynamic_range_db` of every class goes
-to a table. The Dice loss gives two values per class (eq. 6: a small dynamic range), cross-entropy many.
+prediction ``s`` (a model's probabilities, or a second segmentation), :func:`losslab.analysis.gradient_report`
+gives ``dL/ds`` (probabilities as free variables, eq. 5) or ``dL/dz`` (logits) of any registry loss and its
+dynamic range per class; one class of the map is written to a scalar volume, the summary rows to a table.
+This module only translates MRML nodes to arrays and back: every computation is in :mod:`losslab.analysis`. The Dice loss gives two values per class (eq. 6: a small dynamic range), cross-entropy many.
 
 Conventions:
 
@@ -33,7 +33,7 @@ from .mrml_io import Grid
 __all__ = ["GradientLabLogic", "GradientLabResult"]
 
 ProgressCallback = Callable[[float, str], None]
-WRT = ("probabilities", "logits")
+WRT = ("probabilities", "logits")  # as losslab.analysis.WRT (not imported here: that needs torch)
 
 
 @dataclass
@@ -184,7 +184,7 @@ class GradientLabLogic:
                 does not have (editing), segments on another grid than the volume, class counts that
                 disagree, ``class_index`` out of range, or outputs of the wrong class.
         """
-        from losslab.analysis import gradient_maps
+        from losslab.analysis import gradient_report, smoothed_one_hot
 
         if wrt not in WRT:
             raise ValueError(f"wrt must be one of {WRT}, got {wrt!r}")
@@ -260,8 +260,7 @@ class GradientLabLogic:
             hard = self.labels_from_segments(
                 prediction_segmentation, prediction_segment_ids, grid, "prediction"
             )
-            one_hot = np.moveaxis(np.eye(n_classes)[hard], -1, 0)
-            probs = (1.0 - smoothing) * one_hot + smoothing / n_classes
+            probs = smoothed_one_hot(hard, n_classes, smoothing)
         elif probabilities is not None:
             probs = np.asarray(probabilities, dtype=np.float64)
         if probs.shape != (n_classes, *grid.shape):
@@ -277,25 +276,11 @@ class GradientLabLogic:
         class_index = int(class_index)
 
         self._report(0.5, f"Gradient of {loss}")
-        import torch
-
-        logits = torch.from_numpy(np.log(np.clip(probs, 1e-12, None))[None])
-        try:
-            maps = gradient_maps(loss_module, logits, torch.from_numpy(target[None]))
-        except TypeError as exc:
-            raise ValueError(
-                f"loss {loss!r} needs further inputs ({exc}); the gradient lab takes losses of (prediction, "
-                "target) only"
-            ) from None
-        source = maps.wrt_probabilities if wrt == "probabilities" else maps.wrt_logits
-        if source is None:
-            raise ValueError(
-                f"loss {loss!r} does not go through the class probabilities (it works on the logits): "
-                "choose the gradient w.r.t. the logits"
-            )
-        gradient = source[0, class_index]
-        per_class = {name: maps.dynamic_range_db(wrt, class_index=c) for c, name in enumerate(class_names)}
-        overall = maps.dynamic_range_db(wrt)
+        report = gradient_report(
+            loss_module, probs, target, wrt=wrt, class_names=class_names, loss_name=str(loss)
+        )
+        gradient = report.gradient[class_index]
+        per_class = report.per_class_db
 
         self._report(0.8, "Writing the gradient volume")
         name = f"{loss} gradient d/d{'s' if wrt == 'probabilities' else 'z'} {class_names[class_index]}"
@@ -304,33 +289,25 @@ class GradientLabLogic:
         volume_node.SetAttribute("LossLab.GradientWrt", wrt)
         volume_node.SetAttribute("LossLab.GradientClass", class_names[class_index])
         volume_node.SetAttribute("LossLab.DynamicRangeDb", f"{per_class[class_names[class_index]]:.6g}")
-        rows = [("Loss", float(maps.loss), loss), ("Dynamic range (all classes)", overall, "dB")]
-        for c, cname in enumerate(class_names):
-            g = source[0, c]
-            magnitude = np.abs(g[g != 0])
-            rows.append((f"Dynamic range {cname}", per_class[cname], "dB"))
-            rows.append((f"Max |gradient| {cname}", float(magnitude.max()) if magnitude.size else 0.0, ""))
-            rows.append(
-                (f"Min non-zero |gradient| {cname}", float(magnitude.min()) if magnitude.size else 0.0, "")
-            )
-            rows.append((f"Distinct values {cname}", float(np.unique(g).size), "values"))
-        table_node = mrml_io.table_from_rows(self.scene, rows, node=output_table, name=f"{loss} gradient lab")
+        table_node = mrml_io.table_from_rows(
+            self.scene, report.rows, node=output_table, name=f"{loss} gradient lab"
+        )
         self._report(1.0, "Done")
         return GradientLabResult(
-            maps=maps,
+            maps=report.maps,
             gradient=gradient,
             wrt=wrt,
             class_index=class_index,
             class_names=class_names,
-            dynamic_range_db=overall,
+            dynamic_range_db=report.dynamic_range_db,
             per_class_db=per_class,
-            loss_value=float(maps.loss),
+            loss_value=float(report.loss),
             volume_node=volume_node,
             table_node=table_node,
             grid=grid,
             target=target,
             probabilities=probs.astype(np.float32),
-            rows=rows,
+            rows=report.rows,
         )
 
     def _write_volume(self, gradient: np.ndarray, grid: Grid, node, name: str):

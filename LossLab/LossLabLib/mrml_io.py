@@ -6,8 +6,9 @@ Slicer and on the ``slicer-core`` wheel. Reused by every LossLab module (Segment
 Conventions:
 
 - Arrays are in Slicer's **(k, j, i)** axis order (as ``slicer.util.arrayFromVolume`` and SimpleITK), so
-  ``array[k, j, i]`` is the voxel at IJK index ``(i, j, k)``. :attr:`Grid.spacing` is in the same (k, j, i)
-  order, ready for :mod:`losslab.metrics`; :attr:`Grid.spacing_ijk` is Slicer's (i, j, k) order.
+  ``array[k, j, i]`` is the voxel at IJK index ``(i, j, k)``. :attr:`Grid.array_spacing` is in the same
+  (k, j, i) order, ready for :mod:`losslab.metrics` (as :attr:`losslab.io.Geometry.array_spacing`);
+  :attr:`Grid.spacing_ijk` is Slicer's (i, j, k) order. No name says just "spacing": the order is in the name.
 - Geometry is in **world** RAS: a node's parent transform is applied when it is linear; a non-linear
   parent transform raises ``ValueError`` (harden it first). Output volumes get the world geometry and no
   parent transform.
@@ -165,8 +166,9 @@ class Grid:
         return tuple(float(v) for v in np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0))
 
     @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm in the arrays' (k, j, i) order: pass it to :mod:`losslab.metrics`."""
+    def array_spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm in the arrays' (k, j, i) order: pass it to :mod:`losslab.metrics` (as
+        :attr:`losslab.io.Geometry.array_spacing`; there is deliberately no plain ``spacing``)."""
         return tuple(reversed(self.spacing_ijk))
 
     @property

@@ -38,9 +38,9 @@ def create_editing_example(
     k, j, i = (n // 2 for n in shape)
     image = np.zeros(shape, dtype=np.float32)
     masks = {
-        "truth": _ball(shape, (k, j, i), radius_mm, grid.spacing),
-        "initial": _ball(shape, (k, j, i - 3), radius_mm, grid.spacing),
-        "edited": _ball(shape, (k, j, i - 1), radius_mm, grid.spacing),
+        "truth": _ball(shape, (k, j, i), radius_mm, grid.array_spacing),
+        "initial": _ball(shape, (k, j, i - 3), radius_mm, grid.array_spacing),
+        "edited": _ball(shape, (k, j, i - 1), radius_mm, grid.array_spacing),
     }
     image[masks["truth"]] = 100.0
     volume = array_to_volume(scene, image, grid, name="LossLab example image")

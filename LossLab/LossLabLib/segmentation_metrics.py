@@ -237,7 +237,7 @@ class SegmentationMetricsLogic:
         reference, compared = masks["reference segment"], masks["compared segment"]
 
         self._report(0.25, "Dice, IoU and surface distances")
-        metrics = compare_masks(compared, reference, spacing=grid.spacing)
+        metrics = compare_masks(compared, reference, spacing=grid.array_spacing)
         rows = [(label, float(metrics[key]), unit) for key, (label, unit) in OVERLAP_ROWS.items()]
 
         result_editing = None
@@ -252,10 +252,10 @@ class SegmentationMetricsLogic:
                     f"the scribble {_node_text(scribble)} has no voxel on the comparison grid "
                     f"({grid.describe()}): draw it over the segmentation"
                 )
-            attention = attention_map(scribble_mask, sigma=sigma_mm, spacing=grid.spacing)
+            attention = attention_map(scribble_mask, sigma=sigma_mm, spacing=grid.array_spacing)
             cas = masks["CAS segment"] if cas_node is not None else boundary(reference)
             result_editing = editing_metric(
-                cas, masks["initial segment"], compared, attention, spacing=grid.spacing
+                cas, masks["initial segment"], compared, attention, spacing=grid.array_spacing
             )
             rows.append(("Attention sigma", sigma_mm, "mm"))
             rows.append(("Scribble voxels", float(scribble_mask.sum()), "voxels"))

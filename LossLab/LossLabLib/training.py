@@ -1,8 +1,9 @@
 """Training in a background process for the LossLab module: config, worker process, progress, curves.
 
-Qt-free: :class:`TrainingJob` starts ``python -m losslab.engine.worker`` as a subprocess, reads its JSON
-lines on a reader thread (no blocking in the caller: :meth:`TrainingJob.poll` returns what arrived) and
-stops it gracefully (a stop file plus SIGTERM, then a kill after a timeout). In Slicer the Python executable
+Qt-free: :class:`TrainingJob` is a :class:`LossLabLib.jobs.SubprocessJob` running
+``python -m losslab.engine.worker``: its JSON lines are read on reader threads (no blocking in the caller:
+:meth:`TrainingJob.poll` returns what arrived) and it stops gracefully (a stop file plus SIGTERM, then a kill
+after a timeout). In Slicer the Python executable
 is ``PythonSlicer`` and the widget polls with a ``qt.QTimer``; in tests it is ``sys.executable``.
 
 The per-epoch curves go to a MRML table node (:func:`curves_table`) and a plot chart (:func:`curves_chart`).
@@ -20,21 +21,16 @@ Example (Slicer's Python console)::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import queue
-import signal
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import mrml_io
+from .jobs import SubprocessJob, python_command, wait_for
 
 __all__ = [
     "DATASET_MANIFEST",
@@ -49,6 +45,8 @@ __all__ = [
     "make_example_dataset",
     "network_presets",
     "parse_loss_options",
+    "progress_fraction",
+    "wait_for",
 ]
 
 #: the manifest file name looked for in a dataset folder
@@ -208,20 +206,14 @@ def build_training_config(
     return validate_config(config)
 
 
-def _core_folder() -> str:
-    """The folder that holds the ``losslab`` package, for the worker's ``PYTHONPATH``."""
-    import losslab
-
-    return str(Path(losslab.__file__).resolve().parents[1])
-
-
-class TrainingJob:
+class TrainingJob(SubprocessJob):
     """A training run of the engine in a background process, streaming its progress events.
 
-    Build with :meth:`create` (from the module's fields) or directly from a config dict, then
-    :meth:`start`. Events are the worker's JSON lines (``start``, ``batch``, ``epoch``, ``end``, ``done``,
-    ``error``, ``exit``; see :func:`losslab.engine.train`); a line that is not JSON (and every stderr line)
-    becomes ``{"event": "log", "stream": ..., "message": line}``.
+    A :class:`~LossLabLib.jobs.SubprocessJob` running ``python -m losslab.engine.worker``. Build with
+    :meth:`create` (from the module's fields) or directly from a config dict, then :meth:`start`. Events are
+    the worker's JSON lines (``start``, ``batch``, ``epoch``, ``end``, ``done``, ``error``, ``exit``; see
+    :func:`losslab.engine.train`); a line that is not JSON (and every stderr line) becomes
+    ``{"event": "log", "stream": ..., "message": line}``.
 
     Args:
         config: a complete engine config (:func:`build_training_config`); it is written to
@@ -241,17 +233,8 @@ class TrainingJob:
         self.resume = bool(resume)
         self.output_dir = Path(self.config["output_dir"])
         self.config_path = self.output_dir / CONFIG_NAME
-        self.stop_path = self.output_dir / STOP_NAME
-        self.events: list[dict[str, Any]] = []
+        super().__init__(cwd=self.output_dir, stop_path=self.output_dir / STOP_NAME)
         self.history: list[dict[str, Any]] = []
-        self.log: list[str] = []
-        self.error: dict[str, Any] | None = None
-        self.result: dict[str, Any] | None = None
-        self._process: subprocess.Popen | None = None
-        self._queue: queue.Queue = queue.Queue()
-        self._readers: list[threading.Thread] = []
-        self._progress = 0.0
-        self._stop_requested = False
 
     @classmethod
     def create(
@@ -267,98 +250,28 @@ class TrainingJob:
         ``network``, ``overrides``) then a job on it."""
         return cls(build_training_config(dataset, output_dir, **settings), python_executable, resume)
 
-    # Process --------------------------------------------------------------------------------------------
-
     @property
     def command(self) -> list[str]:
-        cmd = [
-            self.python_executable,
-            "-m",
-            "losslab.engine.worker",
-            str(self.config_path),
-            "--stop-file",
-            str(self.stop_path),
-        ]
-        return cmd + (["--resume"] if self.resume else [])
+        args = [self.config_path, "--stop-file", self.stop_path] + (["--resume"] if self.resume else [])
+        return python_command("losslab.engine.worker", *args, python_executable=self.python_executable)
 
-    def start(self) -> TrainingJob:
-        """Write the config and start the worker. Returns ``self``.
-
-        Raises:
-            RuntimeError: the job was already started.
-            FileNotFoundError: the Python executable does not exist.
-        """
-        if self._process is not None:
-            raise RuntimeError("this training job was already started; create a new TrainingJob")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if self.stop_path.exists():
-            self.stop_path.unlink()
+    def _prepare(self) -> None:
+        """Write the config (atomically) into the output folder, which the worker runs in."""
         from losslab.io import write_text
 
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.config_path, json.dumps(self.config, indent=2))
-        env = dict(os.environ)
-        core = _core_folder()
-        env["PYTHONPATH"] = core + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        kwargs: dict[str, Any] = {}
-        if sys.platform == "win32":  # no console window for the worker
-            kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        self._process = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            env=env,
-            cwd=str(self.output_dir),
-            **kwargs,
-        )
-        for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr")):
-            thread = threading.Thread(target=self._read, args=(stream, name), daemon=True)
-            thread.start()
-            self._readers.append(thread)
-        return self
-
-    def _read(self, stream, name: str) -> None:
-        for line in iter(stream.readline, ""):
-            self._queue.put((name, line.rstrip("\r\n")))
-        stream.close()
-
-    @property
-    def started(self) -> bool:
-        return self._process is not None
-
-    @property
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     @property
     def returncode(self) -> int | None:
         """The worker's exit code (0 done or stopped, 2 invalid config or data, 1 other errors; negative:
         killed by that signal), ``None`` while it runs."""
-        return None if self._process is None else self._process.poll()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def finished(self) -> bool:
-        """The process has ended and all its output has been polled."""
-        return (
-            self._process is not None
-            and self._process.poll() is not None
-            and not any(t.is_alive() for t in self._readers)
-            and self._queue.empty()
-        )
+        return super().returncode
 
     @property
     def stopped(self) -> bool:
         """The run ended early on request (Stop)."""
-        return bool(self.result and self.result.get("stopped")) or (self._stop_requested and not self.error)
+        return bool(self.result and self.result.get("stopped")) or super().stopped
 
     @property
     def model_path(self) -> Path | None:
@@ -371,101 +284,25 @@ class TrainingJob:
             return self.output_dir if ends[-1].get("member", members - 1) == members - 1 else None
         return Path(ends[-1]["model_path"])
 
-    def poll(self) -> list[dict[str, Any]]:
-        """The events that arrived since the last call (never blocks)."""
-        new = []
-        while True:
-            try:
-                name, line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            event = None
-            if name == "stdout":
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    event = None
-                if not isinstance(event, dict) or "event" not in event:
-                    event = None
-            if event is None:
-                if not line.strip():
-                    continue
-                event = {"event": "log", "stream": name, "message": line}
-            self._record(event)
-            new.append(event)
-        return new
-
     def _record(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+        super()._record(event)
         kind = event.get("event")
         if kind == "epoch":
             record = {k: v for k, v in event.items() if k not in ("event", "epochs", "improved", "members")}
             self.history.append(record)
-        elif kind == "error":
-            self.error = event
         elif kind == "end":
             self.result = event
-        line = format_event(event)
-        if line:
-            self.log.append(line)
-        fraction = progress_fraction(event, self.config.get("epochs"))
-        if fraction is not None:
-            self._progress = fraction
+
+    def format_event(self, event: Mapping[str, Any]) -> str | None:
+        return format_event(event)
+
+    def event_progress(self, event: Mapping[str, Any]) -> float | None:
+        return progress_fraction(event, self.config.get("epochs"))
 
     @property
     def progress(self) -> float:
         """Fraction of the run done, in [0, 1] (from the last batch / epoch event)."""
-        return 1.0 if self.model_path is not None else self._progress
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        """Wait for the process to end (or ``timeout`` seconds), poll its output; the return code or None."""
-        if self._process is None:
-            raise RuntimeError("the training job was not started")
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        for thread in self._readers:
-            thread.join(5.0)
-        self.poll()
-        return self._process.returncode
-
-    def request_stop(self) -> None:
-        """Ask the worker to stop after the current batch (never blocks): creates the stop file and, on
-        POSIX, sends SIGTERM. The last completed epoch's checkpoint stays whole."""
-        if not self.is_running:
-            return
-        self._stop_requested = True
-        # Two routes to the same clean stop; either one failing (an unwritable folder, a worker that has
-        # just exited) leaves the other.
-        with contextlib.suppress(OSError):
-            self.stop_path.touch()
-        if sys.platform != "win32":  # on Windows terminate() is a hard kill: the stop file does it
-            with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(signal.SIGTERM)
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """Stop gracefully (:meth:`request_stop`), wait up to ``timeout`` s, then kill. The return code."""
-        if self._process is None:
-            return None
-        self.request_stop()
-        code = self.wait(timeout)
-        if code is None:
-            self.kill()
-            code = self.wait(10.0)
-        return code
-
-    def kill(self) -> None:
-        """End the worker at once (no clean stop; the last checkpoint still is whole: writes are atomic)."""
-        if self.is_running:
-            self._stop_requested = True
-            self._process.kill()
-
-    def __del__(self):  # never leave a worker running behind a dropped job
-        # At interpreter shutdown anything may already be torn down: a failure here must not raise.
-        with contextlib.suppress(Exception):
-            if self._process is not None and self._process.poll() is None:
-                self._process.kill()
+        return 1.0 if self.model_path is not None else super().progress
 
     def fill_curves(self, scene, table=None, chart=None):
         """Write the per-epoch curves so far into a table node and a plot chart (created when ``None``):
@@ -620,17 +457,3 @@ def curves_chart(scene, table_node, *, chart=None, name: str = "Training curves"
         series.SetXColumnName("Epoch")
         series.SetYColumnName(column)
     return chart
-
-
-def wait_for(job: TrainingJob, predicate, timeout: float = 60.0, interval: float = 0.05) -> bool:
-    """Poll ``job`` until ``predicate(job)`` is true or ``timeout`` s pass (scripts and tests)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.poll()
-        if predicate(job):
-            return True
-        if job.finished:
-            job.poll()
-            return bool(predicate(job))
-        time.sleep(interval)
-    return False

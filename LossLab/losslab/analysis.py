@@ -9,6 +9,10 @@ any loss of :mod:`losslab.losses` and any (prediction, target) pair:
   (the logits) as numpy arrays ``(B, C, *spatial)``, ready to show as volumes.
 - :func:`dynamic_range_db`: the ratio of the largest to the smallest gradient magnitude, in decibels.
 - :func:`dice_gradient_values`: the two values of eq. (6) per image and class, in closed form.
+- :func:`gradient_report`: the whole lab on one prediction, as the Slicer module shows it: from class
+  probabilities ``s`` and a label map, the chosen map (``dL/ds`` or ``dL/dz``), the dynamic range per
+  class and overall, and a table of summary rows. :func:`smoothed_one_hot` turns a hard prediction into
+  probabilities with finite logits; :func:`logits_from_probabilities` gives ``z = log s``.
 
 Example::
 
@@ -24,7 +28,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +38,20 @@ from torch import nn
 
 from .losses._utils import probabilities, probe_probabilities, spatial_sum, target_one_hot
 
-__all__ = ["GradientMaps", "dice_gradient_values", "dynamic_range_db", "gradient_maps"]
+__all__ = [
+    "WRT",
+    "GradientMaps",
+    "GradientReport",
+    "dice_gradient_values",
+    "dynamic_range_db",
+    "gradient_maps",
+    "gradient_report",
+    "logits_from_probabilities",
+    "smoothed_one_hot",
+]
+
+#: what a gradient is taken with respect to
+WRT = ("probabilities", "logits")
 
 
 def dynamic_range_db(
@@ -188,3 +206,153 @@ def dice_gradient_values(
     inter = spatial_sum(probs * y)
     union = spatial_sum(probs) + spatial_sum(y) + epsilon
     return -2.0 * (union - inter) / union**2, 2.0 * inter / union**2
+
+
+# The lab on one prediction --------------------------------------------------------------------------------
+
+
+def smoothed_one_hot(labels: Any, n_classes: int, smoothing: float = 0.05) -> np.ndarray:
+    """Class probabilities from a hard label map: ``(1 - smoothing) * onehot + smoothing / K``.
+
+    Every entry is positive, so ``log s`` (:func:`logits_from_probabilities`) is finite, and each voxel's
+    probabilities sum to one.
+
+    Args:
+        labels: integer label map ``(*spatial)`` with values in ``0..n_classes - 1``.
+        n_classes: ``K``, the number of classes (background included).
+        smoothing: in (0, 1).
+
+    Returns:
+        float64 ``(K, *spatial)``.
+
+    Raises:
+        ValueError: ``smoothing`` outside (0, 1), ``n_classes < 2``, or a label outside ``0..K-1``.
+    """
+    if not 0.0 < float(smoothing) < 1.0:
+        raise ValueError(f"smoothing must be in (0, 1), got {smoothing!r}")
+    if int(n_classes) < 2:
+        raise ValueError(f"n_classes must be at least 2 (background and one class), got {n_classes!r}")
+    y = np.asarray(labels)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must be in 0..{n_classes - 1}, got values {y.min()}..{y.max()}")
+    one_hot = np.moveaxis(np.eye(int(n_classes))[y.astype(np.int64)], -1, 0)
+    return (1.0 - float(smoothing)) * one_hot + float(smoothing) / int(n_classes)
+
+
+def logits_from_probabilities(probabilities: Any, floor: float = 1e-12) -> np.ndarray:
+    """``z = log max(s, floor)``: logits whose softmax over the class axis (axis 0) is ``s`` (when ``s``
+    sums to one and is above ``floor``). float64, same shape."""
+    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), floor, None))
+
+
+@dataclass
+class GradientReport:
+    """The result of :func:`gradient_report`.
+
+    Attributes:
+        maps: :class:`GradientMaps` of the prediction (batch of one).
+        wrt: "probabilities" or "logits": which of ``maps`` the rest describes.
+        gradient: that map, float32 ``(K, *spatial)``.
+        class_names: the ``K`` class names (background first).
+        per_class_db: dynamic range of each class's map, by name (NaN where the map is all zero).
+        dynamic_range_db: over all classes.
+        rows: ``(name, value, unit)`` summary rows: the loss, the dynamic ranges, and per class the largest
+            and smallest non-zero gradient magnitude and the number of distinct values (2 for Dice, eq. 6).
+    """
+
+    maps: GradientMaps
+    wrt: str
+    gradient: np.ndarray
+    class_names: list[str]
+    per_class_db: dict[str, float]
+    dynamic_range_db: float
+    rows: list[tuple[str, float, str]] = field(default_factory=list)
+
+    @property
+    def loss(self) -> float:
+        return self.maps.loss
+
+
+def gradient_report(
+    loss: nn.Module,
+    probabilities: Any,
+    target: Any,
+    *,
+    wrt: str = "probabilities",
+    class_names: Sequence[str] | None = None,
+    loss_name: str | None = None,
+) -> GradientReport:
+    """The gradient lab on one prediction: the map of ``loss`` w.r.t. ``wrt`` and its dynamic ranges.
+
+    The prediction is given as class probabilities ``s``; the loss receives the logits ``z = log s``
+    (:func:`logits_from_probabilities`; ``softmax(z) = s``), so ``dL/ds`` is eq. (5)'s gradient with the
+    probabilities as free variables (dice-gradient-mime-kervadec Fig. 1) and ``dL/dz`` what training
+    back-propagates.
+
+    Args:
+        loss: a loss of ``(logits, target)`` (:mod:`losslab.losses`).
+        probabilities: ``(K, *spatial)`` class probabilities (a model's, or :func:`smoothed_one_hot`).
+        target: integer label map ``(*spatial)``.
+        wrt: "probabilities" (``dL/ds``) or "logits" (``dL/dz``).
+        class_names: ``K`` names (default ``class0``, ``class1``...).
+        loss_name: the loss's name for the summary rows (default: its class name).
+
+    Returns:
+        :class:`GradientReport`.
+
+    Raises:
+        ValueError: ``wrt`` unknown; shapes that disagree; ``class_names`` not ``K`` long; a loss that needs
+            further inputs (editing); ``wrt="probabilities"`` for a loss that works on the logits only
+            (margin calibration).
+    """
+    if wrt not in WRT:
+        raise ValueError(f"wrt must be one of {WRT}, got {wrt!r}")
+    probs = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(target)
+    if probs.ndim < 2 or probs.shape[1:] != labels.shape:
+        raise ValueError(
+            f"probabilities must be (classes, *spatial) over the target's grid {labels.shape}, got {probs.shape}"
+        )
+    n_classes = probs.shape[0]
+    names = [f"class{c}" for c in range(n_classes)] if class_names is None else list(class_names)
+    if len(names) != n_classes:
+        raise ValueError(f"{len(names)} class names {names} for {n_classes} classes of probabilities")
+    name = loss_name or type(loss).__name__
+    logits = torch.from_numpy(logits_from_probabilities(probs)[None])
+    try:
+        maps = gradient_maps(loss, logits, torch.from_numpy(labels.astype(np.int64)[None]))
+    except TypeError as exc:
+        raise ValueError(
+            f"loss {name!r} needs further inputs ({exc}); the gradient lab takes losses of (prediction, "
+            "target) only"
+        ) from None
+    source = maps.wrt_probabilities if wrt == "probabilities" else maps.wrt_logits
+    if source is None:
+        raise ValueError(
+            f"loss {name!r} does not go through the class probabilities (it works on the logits): "
+            "choose the gradient w.r.t. the logits"
+        )
+    per_class = {n: maps.dynamic_range_db(wrt, class_index=c) for c, n in enumerate(names)}
+    overall = maps.dynamic_range_db(wrt)
+    rows: list[tuple[str, float, str]] = [
+        ("Loss", float(maps.loss), name),
+        ("Dynamic range (all classes)", overall, "dB"),
+    ]
+    for c, cname in enumerate(names):
+        g = source[0, c]
+        magnitude = np.abs(g[g != 0])
+        rows.append((f"Dynamic range {cname}", per_class[cname], "dB"))
+        rows.append((f"Max |gradient| {cname}", float(magnitude.max()) if magnitude.size else 0.0, ""))
+        rows.append(
+            (f"Min non-zero |gradient| {cname}", float(magnitude.min()) if magnitude.size else 0.0, "")
+        )
+        rows.append((f"Distinct values {cname}", float(np.unique(g).size), "values"))
+    return GradientReport(
+        maps=maps,
+        wrt=wrt,
+        gradient=source[0],
+        class_names=names,
+        per_class_db=per_class,
+        dynamic_range_db=overall,
+        rows=rows,
+    )

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from losslab.analysis import GradientMaps, dice_gradient_values, dynamic_range_db, gradient_maps
+from losslab.analysis import (
+    GradientMaps,
+    dice_gradient_values,
+    dynamic_range_db,
+    gradient_maps,
+    gradient_report,
+    logits_from_probabilities,
+    smoothed_one_hot,
+)
 from losslab.losses import (
     CompoundLoss,
     CrossEntropyLoss,
@@ -137,3 +145,93 @@ def test_losses_without_probabilities_and_extra_arguments():
         gradient_maps(DiceLoss(reduction="none"), logits, target)
     with pytest.raises(ValueError, match="which"):
         gradient_maps(DiceLoss(), logits, target).dynamic_range_db("both")
+
+
+# The lab on one prediction (what the Slicer module's gradient lab shows) ---------------------------------
+
+
+def _disc_case(n: int = 12):
+    """A target with two nested discs (labels 0, 1, 2) and softmax probabilities of random logits."""
+    yy, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    r = np.hypot(yy - n / 2, xx - n / 2)
+    target = np.where(r < 2.5, 2, np.where(r < 4.5, 1, 0))
+    z = np.random.default_rng(7).normal(size=(3, n, n))
+    probs = np.exp(z) / np.exp(z).sum(0)
+    return target, probs
+
+
+def test_smoothed_one_hot_and_logits_from_probabilities():
+    labels = np.array([[0, 1], [2, 1]])
+    s = smoothed_one_hot(labels, 3, smoothing=0.3)
+    assert s.shape == (3, 2, 2) and s.dtype == np.float64
+    np.testing.assert_allclose(s.sum(0), 1.0)
+    assert s[1, 0, 1] == pytest.approx(0.7 + 0.1) and s[0, 0, 1] == pytest.approx(0.1)
+    assert s[2, 1, 0] == pytest.approx(0.8) and s[0, 0, 0] == pytest.approx(0.8)
+    z = logits_from_probabilities(s)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(z), 0).numpy(), s, rtol=1e-12)
+    assert np.isfinite(logits_from_probabilities(np.array([0.0, 1.0]))).all()  # zero is floored
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="smoothing must be in"):
+            smoothed_one_hot(labels, 3, smoothing=bad)
+    with pytest.raises(ValueError, match=r"labels must be in 0..1, got values 0..2"):
+        smoothed_one_hot(labels, 2)
+
+
+def test_gradient_report_dice_is_two_valued_with_the_closed_form_range():
+    target, probs = _disc_case()
+    report = gradient_report(
+        DiceLoss(epsilon=0.0, reduction="sum"), probs, target, class_names=["bg", "outer", "inner"]
+    )
+    assert report.wrt == "probabilities" and report.class_names == ["bg", "outer", "inner"]
+    assert report.gradient.shape == (3, 12, 12)
+    # eq. (6): two values per class, divided by |K| = 3 (DiceLoss averages its classes)
+    fg, bg = dice_gradient_values(torch.from_numpy(probs[None]), torch.from_numpy(target[None]))
+    y = np.eye(3)[target].transpose(2, 0, 1).astype(bool)
+    for c, name in enumerate(report.class_names):
+        np.testing.assert_allclose(report.gradient[c][y[c]], fg[0, c].item() / 3, rtol=1e-5)
+        np.testing.assert_allclose(report.gradient[c][~y[c]], bg[0, c].item() / 3, rtol=1e-5)
+        expected_db = 10 * math.log10(abs(fg[0, c].item()) / abs(bg[0, c].item()))
+        assert report.per_class_db[name] == pytest.approx(abs(expected_db), rel=1e-4)
+    rows = {name: (value, unit) for name, value, unit in report.rows}
+    assert rows["Loss"] == (pytest.approx(report.loss), "DiceLoss")
+    assert report.loss == pytest.approx(
+        DiceLoss(epsilon=0.0, reduction="sum")(
+            torch.from_numpy(np.log(probs)[None]), torch.from_numpy(target[None])
+        ).item()
+    )
+    assert rows["Dynamic range (all classes)"] == (pytest.approx(dynamic_range_db(report.gradient)), "dB")
+    assert report.dynamic_range_db == pytest.approx(dynamic_range_db(report.gradient))
+    for c, name in enumerate(report.class_names):
+        magnitudes = sorted({abs(fg[0, c].item()) / 3, abs(bg[0, c].item()) / 3})
+        assert rows[f"Distinct values {name}"] == (2.0, "values")
+        assert rows[f"Max |gradient| {name}"][0] == pytest.approx(magnitudes[1], rel=1e-5)
+        assert rows[f"Min non-zero |gradient| {name}"][0] == pytest.approx(magnitudes[0], rel=1e-5)
+        assert rows[f"Dynamic range {name}"] == (pytest.approx(report.per_class_db[name]), "dB")
+
+
+def test_gradient_report_logits_and_cross_entropy():
+    target, probs = _disc_case()
+    report = gradient_report(CrossEntropyLoss(reduction="sum"), probs, target, wrt="logits", loss_name="ce")
+    y = np.eye(3)[target].transpose(2, 0, 1)
+    np.testing.assert_allclose(report.gradient, probs - y, rtol=1e-5, atol=1e-7)  # dL/dz = s - y
+    assert report.class_names == ["class0", "class1", "class2"] and report.rows[0][2] == "ce"
+    by_probs = gradient_report(CrossEntropyLoss(reduction="sum"), probs, target)
+    np.testing.assert_allclose(by_probs.gradient, -y / probs, rtol=1e-5)  # dL/ds = -y / s
+    # many values, a wide range: the paper's contrast with Dice
+    dice = gradient_report(DiceLoss(epsilon=0.0, reduction="sum"), probs, target)
+    assert by_probs.dynamic_range_db > dice.dynamic_range_db + 3.0
+
+
+def test_gradient_report_clear_errors():
+    target, probs = _disc_case()
+    with pytest.raises(ValueError, match="wrt must be one of"):
+        gradient_report(DiceLoss(), probs, target, wrt="both")
+    with pytest.raises(ValueError, match=r"over the target's grid \(12, 12\), got \(3, 11, 12\)"):
+        gradient_report(DiceLoss(), probs[:, 1:], target)
+    with pytest.raises(ValueError, match="2 class names"):
+        gradient_report(DiceLoss(), probs, target, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="does not go through the class probabilities"):
+        gradient_report(MarginCalibrationLoss(class_counts=[5, 3, 2]), probs, target)
+    assert gradient_report(MarginCalibrationLoss(class_counts=[5, 3, 2]), probs, target, wrt="logits").rows
+    with pytest.raises(ValueError, match="'editing' needs further inputs"):
+        gradient_report(EditingLoss(), probs[:1], target, loss_name="editing")

@@ -36,7 +36,9 @@ def test_grid_from_volume_orders_and_matrices(oblique_volume):
     grid = Grid.from_volume(oblique_volume)
     assert grid.shape == SHAPE
     assert grid.spacing_ijk == pytest.approx((0.8, 1.2, 2.5))
-    assert grid.spacing == pytest.approx((2.5, 1.2, 0.8))  # (k, j, i), as the arrays
+    assert grid.array_spacing == pytest.approx((2.5, 1.2, 0.8))  # (k, j, i), as the arrays
+    # one name, one order: as losslab.io.Geometry, "spacing" alone would be ambiguous, so Grid has none
+    assert not hasattr(grid, "spacing")
     assert grid.origin == pytest.approx((-30.0, 12.5, 40.0))
     np.testing.assert_allclose(grid.directions, oblique_directions(), atol=1e-9)
     ijk = np.array([[0, 0, 0], [3, 5, 7], [19, 15, 11]], dtype=float)
@@ -127,7 +129,7 @@ def test_empty_segment_gives_an_empty_mask(scene):
 def test_set_segment_from_mask_round_trips(scene, oblique_volume):
     grid = Grid.from_volume(oblique_volume)
     seg, _ = make_segmentation(scene, oblique_volume, {})
-    mask = sphere(SHAPE, (6, 8, 10), 6.0, grid.spacing)
+    mask = sphere(SHAPE, (6, 8, 10), 6.0, grid.array_spacing)
     mrml_io.set_segment_from_mask(seg, "edited", mask, grid)
     np.testing.assert_array_equal(mrml_io.segment_mask(seg, "edited", grid), mask)
     assert mrml_io.segment_ids(seg) == ["edited"]
@@ -236,7 +238,7 @@ def test_color_nodes_are_created_once(scene):
 def test_resampling_an_oblique_segment_agrees_with_vtk(scene, oblique_volume):
     """Nearest-neighbour resampling across a rotation: same voxels as vtkOrientedImageDataResample."""
     grid = Grid.from_volume(oblique_volume)
-    mask = sphere(SHAPE, (6, 8, 10), 7.0, grid.spacing)
+    mask = sphere(SHAPE, (6, 8, 10), 7.0, grid.array_spacing)
     seg, ids = make_segmentation(scene, oblique_volume, {"s": mask})
     target = Grid(
         (30, 34, 36),
@@ -268,7 +270,7 @@ def test_resampling_an_oblique_segment_agrees_with_vtk(scene, oblique_volume):
 
 def test_volume_and_node_masks(scene, oblique_volume):
     grid = Grid.from_volume(oblique_volume)
-    mask = sphere(SHAPE, (6, 8, 10), 5.0, grid.spacing)
+    mask = sphere(SHAPE, (6, 8, 10), 5.0, grid.array_spacing)
     labelmap = mrml_io.array_to_volume(scene, mask, grid, labelmap=True)
     np.testing.assert_array_equal(mrml_io.volume_mask(labelmap, grid), mask)
     np.testing.assert_array_equal(mrml_io.node_mask(labelmap, grid), mask)
@@ -309,7 +311,7 @@ def test_segmentation_parent_transforms(scene):
 
     volume = make_volume(scene, SHAPE, spacing_ijk=(1.0, 1.0, 2.0))
     grid = Grid.from_volume(volume)
-    mask = sphere(SHAPE, (6, 8, 10), 4.0, grid.spacing)
+    mask = sphere(SHAPE, (6, 8, 10), 4.0, grid.array_spacing)
     seg, ids = make_segmentation(scene, volume, {"s": mask})
     shift = np.eye(4)
     shift[:3, 3] = (3.0, 0.0, 2.0)  # +3 voxels along i, +1 along k
