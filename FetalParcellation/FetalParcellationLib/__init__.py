@@ -13,29 +13,41 @@ calls :mod:`losslab.labelsets` for every computation. Parts:
 - :func:`tissue_metrics` (:mod:`.metrics`): per-tissue Dice / HD95 against a reference, as a table;
 - :func:`start_training` (:mod:`.training`): leaf-Dice training on a dataset folder (a TrainingJob);
 - :mod:`.sample_data`: the CC0 atlas case registered with SampleData.
+
+The package imports its parts lazily (on first use of a name), so that ``FetalParcellationLib.sample_data``,
+which Slicer reads at startup to register the sample case, needs none of the Python dependencies that are
+installed on first use (:mod:`losslab` needs tqdm, slicerio...).
 """
 
-from .dataset import ExportResult, ImportResult, export_case, import_case, read_manifest
-from .inference import ParcellationJob, ParcellationLogic, ParcellationResult, available_models
-from .metrics import TissueMetricsResult, tissue_metrics
-from .sample_data import sample_data_source
-from .session import AnnotationSession
-from .training import register_trained_model, start_training
+from __future__ import annotations
 
-__all__ = [
-    "AnnotationSession",
-    "ExportResult",
-    "ImportResult",
-    "ParcellationJob",
-    "ParcellationLogic",
-    "ParcellationResult",
-    "TissueMetricsResult",
-    "available_models",
-    "export_case",
-    "import_case",
-    "read_manifest",
-    "register_trained_model",
-    "sample_data_source",
-    "start_training",
-    "tissue_metrics",
-]
+import importlib
+
+_EXPORTS = {
+    "AnnotationSession": "session",
+    "ExportResult": "dataset",
+    "ImportResult": "dataset",
+    "ParcellationJob": "inference",
+    "ParcellationLogic": "inference",
+    "ParcellationResult": "inference",
+    "TissueMetricsResult": "metrics",
+    "available_models": "inference",
+    "export_case": "dataset",
+    "import_case": "dataset",
+    "read_manifest": "dataset",
+    "register_trained_model": "training",
+    "sample_data_source": "sample_data",
+    "start_training": "training",
+    "tissue_metrics": "metrics",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
