@@ -113,6 +113,7 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._observedSegmentation = None
+        self._updatingDeclaration = False  # the boxes follow a session's tags: do not write them back
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -140,11 +141,17 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.timer = qt.QTimer()
         self.timer.setInterval(500)
         self.timer.connect("timeout()", self.onTimer)
+        # live counts: recomputed once painting pauses (a stroke modifies the segmentation many times)
+        self.summaryTimer = qt.QTimer()
+        self.summaryTimer.setSingleShot(True)
+        self.summaryTimer.setInterval(300)
+        self.summaryTimer.connect("timeout()", self._refreshSummary)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.removeObservers()
         self.timer.stop()
+        self.summaryTimer.stop()
         for job in (self.job, self.trainingJob):
             if job is not None and job.is_running:
                 job.stop(timeout=10)
@@ -172,7 +179,11 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             # Widgets in the .ui carry a "SlicerParameterName" dynamic property naming their field.
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._updatingDeclaration = True
+            try:
+                self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            finally:
+                self._updatingDeclaration = False
             self.ui.modelComboBox.setCurrentText(self._parameterNode.model)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameters)
             self._onParameters()
@@ -189,7 +200,11 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._observedSegmentation = segmentation
             if segmentation is not None:
                 self.addObserver(segmentation, vtk.vtkCommand.ModifiedEvent, self._onSegmentation)
-                self.logic.readDeclaration(p)
+                self._updatingDeclaration = True
+                try:
+                    self.logic.readDeclaration(p)
+                finally:
+                    self._updatingDeclaration = False
                 self._onSegmentation()
         running = self.job is not None and self.job.is_running
         training = self.trainingJob is not None and self.trainingJob.is_running
@@ -204,7 +219,11 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.trainStopButton.enabled = training
 
     def _onSegmentation(self, caller=None, event=None) -> None:
-        """Live voxel counts and validation messages (the segments were painted or the tags changed)."""
+        """The segments were painted or the tags changed: refresh the counts once the editing pauses."""
+        self.summaryTimer.start()
+
+    def _refreshSummary(self) -> None:
+        """Live voxel counts and validation messages."""
         p = self._parameterNode
         if p is None or p.annotationSegmentation is None:
             return
@@ -235,13 +254,15 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.statusLabel.text = _("Brain mask: {n} voxels").format(n=voxels)
 
     def onDeclarationChanged(self, checked=None) -> None:
+        if self._updatingDeclaration:
+            return
         if self._parameterNode is not None and self._parameterNode.annotationSegmentation is not None:
             # read the boxes themselves: this slot may run before the parameter node follows them
             checked = [key for key in TISSUE_KEYS if getattr(self.ui, f"annotated{key}CheckBox").checked]
             self.logic.writeDeclaration(self._parameterNode, checked)
 
     def onValidate(self) -> None:
-        self._onSegmentation()
+        self._refreshSummary()
 
     def onExport(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to export the case."), waitCursor=True):
@@ -367,11 +388,12 @@ class FetalParcellationLogic(ScriptedLoadableModuleLogic):
     # Annotation ----------------------------------------------------------------------------------------
 
     def session(self, p):
+        """The chosen session, as it is (choosing a segmentation never adds segments to it: Create does)."""
         from FetalParcellationLib import AnnotationSession
 
         if p.annotationSegmentation is None:
             raise ValueError(_("Create or choose an annotation session (segmentation) first."))
-        return AnnotationSession.open(slicer.mrmlScene, p.annotationSegmentation, p.inputVolume)
+        return AnnotationSession(slicer.mrmlScene, p.annotationSegmentation, p.inputVolume)
 
     def createSession(self, p):
         self.ensureDependencies()

@@ -25,6 +25,7 @@ Example (Slicer's Python console)::
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -109,11 +110,18 @@ class ParcellationLogic:
         scene: the vtkMRMLScene; outputs are added to it.
         progress: optional ``progress(fraction, message)`` callback (in-process runs).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps``.
-        work_folder: where the input / output files go (default: a new temporary folder per run).
+        work_folder: where each run's folder of input / output files goes (default: the system's temporary
+            folder). A run's folder is deleted once its outputs are loaded (or the job failed or stopped),
+            unless ``keep_files``.
     """
 
     def __init__(
-        self, scene, progress: ProgressCallback | None = None, device: str = "auto", work_folder=None
+        self,
+        scene,
+        progress: ProgressCallback | None = None,
+        device: str = "auto",
+        work_folder=None,
+        keep_files: bool = False,
     ):
         if scene is None:
             raise ValueError("ParcellationLogic needs the MRML scene (e.g. slicer.mrmlScene)")
@@ -121,6 +129,7 @@ class ParcellationLogic:
         self.progress = progress
         self.device = device
         self.work_folder = None if work_folder is None else Path(work_folder)
+        self.keep_files = bool(keep_files)
 
     def _report(self, fraction: float, message: str) -> None:
         if self.progress is not None:
@@ -191,16 +200,20 @@ class ParcellationLogic:
         self._report(0.0, "Writing the inputs")
         inputs = self.prepare(volume_node, mask, mask_segment_id)
         self._report(0.1, f"Segmenting with {model}")
-        info = segment(
-            model,
-            inputs.image,
-            inputs.output,
-            mask=inputs.mask,
-            uncertainty=inputs.uncertainty,
-            spacing=spacing,
-            device=self.device,
-            progress=False,
-        )
+        try:
+            info = segment(
+                model,
+                inputs.image,
+                inputs.output,
+                mask=inputs.mask,
+                uncertainty=inputs.uncertainty,
+                spacing=spacing,
+                device=self.device,
+                progress=False,
+            )
+        except BaseException:
+            self._discard(inputs)
+            raise
         info["model"] = str(model)
         self._report(0.9, "Loading the segments")
         result = self.load(inputs, info, output_segmentation, output_uncertainty)
@@ -233,9 +246,10 @@ class ParcellationLogic:
         """
         if not job.finished:
             raise RuntimeError("the parcellation job has not finished yet")
-        if job.error:
-            raise RuntimeError(f"the parcellation failed: {job.error.get('message')}")
-        if job.stopped or job.result is None:
+        if job.error or job.stopped or job.result is None:
+            self._discard(job.inputs)
+            if job.error:
+                raise RuntimeError(f"the parcellation failed: {job.error.get('message')}")
             raise RuntimeError("the parcellation was stopped before it finished: nothing to load")
         info = {k: v for k, v in job.result.items() if k != "event"}
         info["model"] = job.model
@@ -243,9 +257,20 @@ class ParcellationLogic:
 
     # Outputs ---------------------------------------------------------------------------------------------
 
+    def _discard(self, inputs: _Inputs) -> None:
+        if not self.keep_files:
+            shutil.rmtree(inputs.folder, ignore_errors=True)
+
     def load(
         self, inputs: _Inputs, info, output_segmentation=None, output_uncertainty=None
     ) -> ParcellationResult:
+        """Read a run's output files into nodes (then delete the run's folder unless ``keep_files``)."""
+        try:
+            return self._load(inputs, info, output_segmentation, output_uncertainty)
+        finally:
+            self._discard(inputs)
+
+    def _load(self, inputs: _Inputs, info, output_segmentation, output_uncertainty) -> ParcellationResult:
         labels_image = _io.read_image(inputs.output)
         labels = labels_image.array.astype(np.uint8)
         if labels.shape != inputs.grid.shape:

@@ -106,6 +106,7 @@ def test_ensemble_in_process_gives_8_named_coloured_segments_equal_to_the_core(c
     result = logic.run(MODEL, volume, mask=mask)
     node = result.segmentation_node
     assert progress[0] == 0.0 and progress[-1] == 1.0
+    assert not list(tmp_path.glob("fetal-parcellation-*"))  # the run's files are deleted once loaded
     ids = mrml_io.segment_ids(node)
     assert len(ids) == 8
     for sid, t in zip(ids, TISSUES):
@@ -165,6 +166,15 @@ def test_ensemble_background_job_progress_result_and_stop(case, tmp_path):
     assert stopped.stopped and stopped.error is None
     with pytest.raises(RuntimeError, match="stopped"):
         logic.load_job(stopped)
+    assert not list(tmp_path.glob("fetal-parcellation-*"))
+    kept = ParcellationLogic(scene, device="cpu", work_folder=tmp_path, keep_files=True)
+    kept.run(MODEL, volume, mask=mask)
+    assert {p.name for p in next(tmp_path.glob("fetal-parcellation-*")).iterdir()} == {
+        "image.nii.gz",
+        "mask.nii.gz",
+        "labels.nii.gz",
+        "disagreement.nii.gz",
+    }
 
     failing = logic.start("no-such-model", volume, python_executable=sys.executable)
     assert failing.wait(120) == 2
