@@ -54,7 +54,7 @@ def test_console_snippet_of_the_fetal_docs_runs(mrml, tmp_path, capsys, monkeypa
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     assert len(blocks) == 1
     first, rest = blocks[0].split("\n", 1)[0], blocks[0]
-    assert first.startswith("from FetalParcellationLib import")
+    assert first.startswith("from FetalParcellationLib import")  # the whole block runs, imports included
     pattern = r'dataset, model = "[^"]+", "[^"]+"'
     assert re.search(pattern, rest)
     code = re.sub(pattern, f'dataset, model = {str(tmp_path / "dataset")!r}, "fetal-doc"', rest)
