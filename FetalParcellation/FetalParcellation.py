@@ -245,8 +245,10 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onCreateSession(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to create the annotation session."), waitCursor=True):
             self.logic.createSession(self._parameterNode)
-            slicer.util.selectModule("SegmentEditor")  # painting is the Segment Editor's
-            slicer.util.selectModule("FetalParcellation")
+            self.ui.statusLabel.text = _(
+                "Session ready: paint the tissues and the brain mask in the Segment Editor, then tick the "
+                "tissues you annotated."
+            )
 
     def onSetMask(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to set the brain mask."), waitCursor=True):
