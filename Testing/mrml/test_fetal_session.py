@@ -184,6 +184,12 @@ def test_session_export_save_reload_import(scene, files, tmp_path):
     assert back.problems() == []  # the set segment is not a tissue: the session stays valid
     np.testing.assert_array_equal(back.label_set_map(case=CASE)[0], core_map)
 
+    # a dataset built by the command line (losslab fetal build-dataset) imports as well
+    from_core = import_case(scene, tmp_path / "core", CASE2).session
+    assert from_core.annotated() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(from_core.partial_annotation()[0], _partial(parcellation2, PAINTED2))
+    np.testing.assert_array_equal(from_core.brain_mask(), mask2)
+
 
 def test_overlapping_paint_and_bad_inputs_are_named(scene, files, tmp_path):
     f = files[CASE]
