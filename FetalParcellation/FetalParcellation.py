@@ -404,6 +404,7 @@ class FetalParcellationLogic(ScriptedLoadableModuleLogic):
         session = AnnotationSession.create(
             slicer.mrmlScene, p.inputVolume, segmentation_node=p.annotationSegmentation
         )
+        session.prepare_segment_editor()  # the mask overlaps the tissues: the editor must allow overlap
         p.annotationSegmentation = session.segmentation_node
         self.readDeclaration(p)
         return session
@@ -463,6 +464,7 @@ class FetalParcellationLogic(ScriptedLoadableModuleLogic):
         from FetalParcellationLib import import_case
 
         result = import_case(slicer.mrmlScene, self._path(p.datasetFolder), p.caseId.strip())
+        result.session.prepare_segment_editor()
         p.inputVolume = result.volume_node
         p.annotationSegmentation = result.session.segmentation_node
         return result

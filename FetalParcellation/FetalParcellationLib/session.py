@@ -25,6 +25,7 @@ Example (Slicer's Python console)::
 from __future__ import annotations
 
 import numpy as np
+import slicer
 
 from losslab.labelsets import (
     TISSUES,
@@ -39,7 +40,10 @@ from LossLabLib.mrml_io import Grid
 
 from . import segments as seg
 
-__all__ = ["AnnotationSession"]
+__all__ = ["SEGMENT_EDITOR_TAG", "AnnotationSession"]
+
+#: singleton tag of the Segment Editor module's parameter node
+SEGMENT_EDITOR_TAG = "SegmentEditor"
 
 
 def _label(node) -> str:
@@ -122,6 +126,30 @@ class AnnotationSession:
             seg.style_mask_segment(segmentation.GetSegment(sid))
         finally:
             node.EndModify(was_modifying)
+
+    def prepare_segment_editor(self, editor_node=None):
+        """Point the Segment Editor at this session and let segments overlap; returns its parameter node.
+
+        The brain mask overlaps every tissue by definition, but the Segment Editor's default ("Modify other
+        segments: Overwrite all") erases what a stroke covers from the other segments, so painting a tissue
+        would carve it out of the mask (and export would then refuse paint outside the mask). This sets the
+        editor's overwrite mode to "Allow overlap" (``OverwriteNone``); tissues painted over one another are
+        reported by :meth:`problems`. ``editor_node``: the editor's ``vtkMRMLSegmentEditorNode``; default, the
+        scene's singleton one (tag "SegmentEditor", what Slicer's Segment Editor module uses), created if
+        missing.
+        """
+        node = editor_node
+        if node is None:
+            node = self.scene.GetSingletonNode(SEGMENT_EDITOR_TAG, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.vtkMRMLSegmentEditorNode()
+            node.SetSingletonTag(SEGMENT_EDITOR_TAG)
+            node = self.scene.AddNode(node)
+        node.SetAndObserveSegmentationNode(self.segmentation_node)
+        if self.volume_node is not None:
+            node.SetAndObserveSourceVolumeNode(self.volume_node)
+        node.SetOverwriteMode(node.OverwriteNone)
+        return node
 
     # Geometry and segments -------------------------------------------------------------------------------
 

@@ -139,6 +139,9 @@ def test_logic_glue_session_export_import_parcellation_metrics_training(
 
     session = logic.createSession(p)
     assert p.annotationSegmentation is session.segmentation_node and not p.annotatedWM
+    editor = scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+    assert editor.GetSegmentationNode() is session.segmentation_node
+    assert editor.GetOverwriteMode() == editor.OverwriteNone  # painting tissues keeps the brain mask whole
     for key in ("WM", "Vent"):
         slicer.util.updateSegmentBinaryLabelmapFromArray(
             (parcellation == ABBREVIATIONS.index(key) + 1).astype(np.uint8),

@@ -223,3 +223,59 @@ def test_overlapping_paint_and_bad_inputs_are_named(scene, files, tmp_path):
     adopted = AnnotationSession.create(scene, volume, segmentation_node=existing)
     assert adopted.voxel_counts()["BS"] == int((parcellation == 7).sum())
     assert len(mrml_io.segment_ids(existing)) == 9
+
+
+def _stroke(editor_logic, node, segment_id, mask, grid):
+    """A Segment Editor stroke: the editor logic's own ModifySegmentByLabelmap (masking and overwrite apply)."""
+    image = grid.to_oriented_image()
+    from vtk.util import numpy_support
+
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.astype(np.uint8).ravel()
+    editor_logic.SetCurrentSegmentID(segment_id)
+    editor_logic.ModifySegmentByLabelmap(
+        node, segment_id, image, editor_logic.ModificationModeAdd, False, False
+    )
+
+
+def test_segment_editor_strokes_keep_the_brain_mask_whole(scene, files):
+    f = files[CASE]
+    volume = load_volume(scene, f["srr"], "srr")
+    parcellation, mask = array(f["parcellation"]), array(f["mask"]) != 0
+    session = AnnotationSession.create(scene, volume)
+    grid = session.grid
+    editor = slicer.vtkSlicerSegmentEditorLogic()
+    editor.SetMRMLScene(scene)
+    editor.SetMRMLApplicationLogic(slicer.app.applicationLogic())
+    # Slicer's default: painting a tissue erases it from the other segments, the mask included
+    default = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    assert default.GetOverwriteMode() == default.OverwriteAllSegments
+    editor.SetSegmentEditorNode(default)
+    editor.SetSegmentationNode(session.segmentation_node)
+    editor.SetSourceVolumeNode(volume)
+    _stroke(editor, session.segmentation_node, session.mask_segment_id, mask, grid)
+    _stroke(editor, session.segmentation_node, session.segment_id("WM"), parcellation == 1, grid)
+    assert session.brain_mask().sum() == mask.sum() - (parcellation == 1).sum()
+    session.set_declaration(["WM"])
+    assert any("outside the brain mask" in p for p in session.problems())
+
+    # prepared by the session: the editor points at it and lets segments overlap, so the mask stays whole
+    session.write_segment(session.mask_segment_id, np.zeros_like(mask))
+    session.write_segment(session.segment_id("WM"), np.zeros_like(mask))
+    prepared = session.prepare_segment_editor()
+    assert (
+        prepared.GetSingletonTag() == "SegmentEditor"
+        and prepared.GetOverwriteMode() == prepared.OverwriteNone
+    )
+    assert (
+        prepared.GetSegmentationNode() is session.segmentation_node
+        and prepared.GetSourceVolumeNode() is volume
+    )
+    assert session.prepare_segment_editor() is prepared  # the singleton is reused
+    editor.SetSegmentEditorNode(prepared)
+    editor.SetSegmentationNode(session.segmentation_node)
+    editor.SetSourceVolumeNode(volume)
+    _stroke(editor, session.segmentation_node, session.mask_segment_id, mask, grid)
+    _stroke(editor, session.segmentation_node, session.segment_id("WM"), parcellation == 1, grid)
+    np.testing.assert_array_equal(session.brain_mask(), mask)
+    np.testing.assert_array_equal(session.tissue_masks()[1], parcellation == 1)
+    assert session.problems() == []
