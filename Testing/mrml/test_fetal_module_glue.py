@@ -13,6 +13,7 @@ import importlib.util
 import json
 import sys
 import types
+import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def _stand_ins() -> dict[str, types.ModuleType]:
         def __init__(self, *args, **kwargs):
             pass
 
+    class _Test(unittest.TestCase):  # Slicer's ScriptedLoadableModuleTest is a unittest.TestCase
+        def delayDisplay(self, message, msec=None):  # noqa: N802 (Slicer's name)
+            pass
+
     class _Choice:
         def __init__(self, choices):
             self.choices = list(choices)
@@ -64,7 +69,7 @@ def _stand_ins() -> dict[str, types.ModuleType]:
             "slicer.ScriptedLoadableModule",
             ScriptedLoadableModule=_Base,
             ScriptedLoadableModuleLogic=_Base,
-            ScriptedLoadableModuleTest=_Base,
+            ScriptedLoadableModuleTest=_Test,
             ScriptedLoadableModuleWidget=_Base,
         ),
     }
@@ -199,3 +204,19 @@ def test_logic_glue_session_export_import_parcellation_metrics_training(
     assert training.config["loss"]["name"] == "leaf_dice" and training.config["epochs"] == 1
     training.stop(timeout=60)
     assert not training.is_running
+
+
+def test_module_self_test_runs_headless(module_file, mrml, tmp_path, monkeypatch):
+    """FetalParcellationTest (Slicer's Reload and Test) on real MRML: session, paint, declare, export, import."""
+    monkeypatch.setattr(slicer.app, "temporaryPath", str(tmp_path), raising=False)
+    monkeypatch.setattr(module_file.FetalParcellationLogic, "ensureDependencies", lambda self: None)
+    monkeypatch.setattr(
+        module_file.FetalParcellationLogic, "getParameterNode", lambda self: _parameters(module_file)
+    )
+    test = module_file.FetalParcellationTest("runTest")
+    test.runTest()
+    manifest = json.loads((tmp_path / "FetalParcellationTest" / "dataset.json").read_text())
+    assert manifest["label_sets"] == {"12": [3, 4, 5, 6, 7, 8]} and manifest["cases"][0]["annotated"] == [
+        "WM",
+        "Vent",
+    ]
