@@ -1,0 +1,589 @@
+"""FetalParcellation: partial label-set annotation and parcellation of fetal brain MRI in Slicer.
+
+Thin module file: module description (and the SampleData registration of a CC0 atlas case), parameter node,
+widget, logic glue and self-test. Every computation is in FetalParcellationLib and losslab; see
+docs/fetal-slicer.md. Painting is the Segment Editor's; parcellation by an ensemble and training run in
+background PythonSlicer processes that the widget polls with a QTimer.
+"""
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+#: the tissues' abbreviations, in label order; each has an "annotated<abbr>" check box and parameter
+TISSUE_KEYS = ("WM", "Vent", "Cer", "ECSF", "CGM", "DGM", "BS", "CC")
+
+
+class FetalParcellation(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Fetal Parcellation")
+        self.parent.categories = [_("Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["LossLab developers"]
+        self.parent.helpText = _(
+            "Annotate some of the 8 fetal brain tissues of an MRI, declare which ones you annotated, and export "
+            "the case as a label-set map to a dataset folder; train with leaf-Dice on such partial annotations; "
+            "parcellate an MRI with a model or ensemble (8 tissue segments and the members' disagreement); "
+            "compare with a reference (Dice, HD95 per tissue). "
+            '<a href="https://github.com/losslab/LossLab/blob/main/docs/fetal-slicer.md">Documentation</a>.'
+        )
+        self.parent.acknowledgementText = _(
+            "Label-set losses and partial annotations: Fidon et al., 'Label-set loss functions for partial "
+            "supervision: application to fetal brain 3D MRI parcellation' (MICCAI 2021). Sample data: the "
+            "spina bifida fetal brain atlas of Fidon et al. (Open Research Europe 2021), CC0 1.0."
+        )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Add the CC0 atlas case (MRI, parcellation, brain mask; SHA256-checked) to the SampleData module."""
+    import SampleData
+
+    from FetalParcellationLib.sample_data import sample_data_source
+
+    icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "FetalParcellation.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**sample_data_source(icon))
+
+
+@parameterNodeWrapper
+class FetalParcellationParameterNode:
+    # Annotation
+    inputVolume: vtkMRMLScalarVolumeNode
+    annotationSegmentation: vtkMRMLSegmentationNode
+    maskSegmentation: vtkMRMLSegmentationNode
+    maskLabelmap: vtkMRMLLabelMapVolumeNode
+    annotatedWM: bool = False
+    annotatedVent: bool = False
+    annotatedCer: bool = False
+    annotatedECSF: bool = False
+    annotatedCGM: bool = False
+    annotatedDGM: bool = False
+    annotatedBS: bool = False
+    annotatedCC: bool = False
+    datasetFolder: Path
+    caseId: str = ""
+    summaryTable: vtkMRMLTableNode
+    # Parcellation
+    model: str = ""
+    device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
+    parcellationSegmentation: vtkMRMLSegmentationNode
+    disagreementVolume: vtkMRMLScalarVolumeNode
+    # Metrics
+    referenceSegmentation: vtkMRMLSegmentationNode
+    metricsTable: vtkMRMLTableNode
+    # Training
+    trainingOutputFolder: Path
+    trainingLoss: Annotated[str, Choice(["leaf_dice", "marginal_dice", "soft_target_dice", "dice"])] = (
+        "leaf_dice"
+    )
+    epochs: Annotated[int, WithinRange(1, 100000)] = 60
+    members: Annotated[int, WithinRange(1, 20)] = 1
+
+
+class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None, logic=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = logic  # injectable (tests, scripts); created in setup() otherwise
+        self.job = None
+        self.trainingJob = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._observedSegmentation = None
+        self._updatingDeclaration = False  # the boxes follow a session's tags: do not write them back
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FetalParcellation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = self.logic or FetalParcellationLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.createSessionButton.connect("clicked(bool)", self.onCreateSession)
+        self.ui.setMaskButton.connect("clicked(bool)", self.onSetMask)
+        self.ui.validateButton.connect("clicked(bool)", self.onValidate)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.importButton.connect("clicked(bool)", self.onImport)
+        self.ui.runButton.connect("clicked(bool)", self.onRun)
+        self.ui.stopButton.connect("clicked(bool)", self.onStop)
+        self.ui.metricsButton.connect("clicked(bool)", self.onMetrics)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrain)
+        self.ui.trainStopButton.connect("clicked(bool)", self.onTrainStop)
+        for key in TISSUE_KEYS:
+            getattr(self.ui, f"annotated{key}CheckBox").connect("toggled(bool)", self.onDeclarationChanged)
+        self.ui.modelComboBox.connect("currentTextChanged(QString)", self.onModelChanged)
+        self.ui.modelComboBox.addItems(self.logic.modelNames())
+        self.timer = qt.QTimer()
+        self.timer.setInterval(500)
+        self.timer.connect("timeout()", self.onTimer)
+        # live counts: recomputed once painting pauses (a stroke modifies the segmentation many times)
+        self.summaryTimer = qt.QTimer()
+        self.summaryTimer.setSingleShot(True)
+        self.summaryTimer.setInterval(300)
+        self.summaryTimer.connect("timeout()", self._refreshSummary)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self.timer.stop()
+        self.summaryTimer.stop()
+        for job in (self.job, self.trainingJob):
+            if job is not None and job.is_running:
+                job.stop(timeout=10)
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameters)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets in the .ui carry a "SlicerParameterName" dynamic property naming their field.
+            self._updatingDeclaration = True
+            try:
+                self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            finally:
+                self._updatingDeclaration = False
+            self.ui.modelComboBox.setCurrentText(self._parameterNode.model)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameters)
+            self._onParameters()
+
+    def _onParameters(self, caller=None, event=None) -> None:
+        """Follow the chosen session (its declarations, live counts) and enable the buttons."""
+        p = self._parameterNode
+        segmentation = p.annotationSegmentation if p else None
+        if segmentation is not self._observedSegmentation:
+            if self._observedSegmentation is not None:
+                self.removeObserver(
+                    self._observedSegmentation, vtk.vtkCommand.ModifiedEvent, self._onSegmentation
+                )
+            self._observedSegmentation = segmentation
+            if segmentation is not None:
+                self.addObserver(segmentation, vtk.vtkCommand.ModifiedEvent, self._onSegmentation)
+                self._updatingDeclaration = True
+                try:
+                    self.logic.readDeclaration(p)
+                finally:
+                    self._updatingDeclaration = False
+                self._onSegmentation()
+        running = self.job is not None and self.job.is_running
+        training = self.trainingJob is not None and self.trainingJob.is_running
+        hasSession = bool(p and p.annotationSegmentation)
+        self.ui.createSessionButton.enabled = bool(p and p.inputVolume)
+        for button in (self.ui.setMaskButton, self.ui.validateButton, self.ui.exportButton):
+            button.enabled = hasSession
+        self.ui.runButton.enabled = bool(p and p.inputVolume and p.model) and not running
+        self.ui.stopButton.enabled = running
+        self.ui.metricsButton.enabled = bool(p and p.referenceSegmentation and p.parcellationSegmentation)
+        self.ui.trainButton.enabled = bool(p and str(p.datasetFolder) not in ("", ".")) and not training
+        self.ui.trainStopButton.enabled = training
+
+    def _onSegmentation(self, caller=None, event=None) -> None:
+        """The segments were painted or the tags changed: refresh the counts once the editing pauses."""
+        self.summaryTimer.start()
+
+    def _refreshSummary(self) -> None:
+        """Live voxel counts and validation messages."""
+        p = self._parameterNode
+        if p is None or p.annotationSegmentation is None:
+            return
+        try:
+            problems = self.logic.refreshSummary(p)
+        except Exception as exc:  # a half-made session while the user edits: show why, do not pop up
+            self.ui.problemsLabel.text = str(exc)
+            return
+        self.ui.summaryTableView.setMRMLTableNode(p.summaryTable)
+        self.ui.problemsLabel.text = "\n".join(problems) if problems else _("Ready to export.")
+
+    def _onProgress(self, fraction: float, message: str) -> None:
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+        slicer.app.processEvents()
+
+    # Annotation ----------------------------------------------------------------------------------------
+
+    def onCreateSession(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to create the annotation session."), waitCursor=True):
+            self.logic.createSession(self._parameterNode)
+            self.ui.statusLabel.text = _(
+                "Session ready: paint the tissues and the brain mask in the Segment Editor, then tick the "
+                "tissues you annotated."
+            )
+
+    def onSetMask(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to set the brain mask."), waitCursor=True):
+            voxels = self.logic.setBrainMask(self._parameterNode)
+            self.ui.statusLabel.text = _("Brain mask: {n} voxels").format(n=voxels)
+
+    def onDeclarationChanged(self, checked=None) -> None:
+        if self._updatingDeclaration:
+            return
+        if self._parameterNode is not None and self._parameterNode.annotationSegmentation is not None:
+            # read the boxes themselves: this slot may run before the parameter node follows them
+            checked = [key for key in TISSUE_KEYS if getattr(self.ui, f"annotated{key}CheckBox").checked]
+            self.logic.writeDeclaration(self._parameterNode, checked)
+
+    def onValidate(self) -> None:
+        self._refreshSummary()
+
+    def onExport(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to export the case."), waitCursor=True):
+            result = self.logic.exportCase(self._parameterNode)
+            self.ui.statusLabel.text = _("Exported {case} to {path}").format(
+                case=result.case_id, path=result.manifest
+            )
+
+    def onImport(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to import the case."), waitCursor=True):
+            self.logic.importCase(self._parameterNode)
+            slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume)
+
+    # Parcellation ---------------------------------------------------------------------------------------
+
+    def onModelChanged(self, text: str) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.model = text
+
+    def onRun(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the parcellation."), waitCursor=True):
+            self.job = self.logic.startParcellation(self._parameterNode)
+            self.ui.statusLabel.text = _("Parcellation started")
+            self.timer.start()
+        self._onParameters()
+
+    def onStop(self) -> None:
+        if self.job is not None:
+            self.job.request_stop()
+            self.ui.statusLabel.text = self.job.status()
+
+    def onTimer(self) -> None:
+        for job in (self.job, self.trainingJob):
+            if job is not None and not job.finished:
+                job.poll()
+        job = self.job
+        if job is not None:
+            self.ui.progressBar.value = int(round(100 * job.progress))
+            self.ui.statusLabel.text = job.status()
+            if job.finished:
+                self.job = None
+                if not job.error and not job.stopped:
+                    with slicer.util.tryWithErrorDisplay(
+                        _("Failed to load the parcellation."), waitCursor=True
+                    ):
+                        self.logic.loadParcellation(self._parameterNode, job)
+                        slicer.util.setSliceViewerLayers(
+                            foreground=self._parameterNode.disagreementVolume, foregroundOpacity=0.5
+                        )
+                elif job.error:
+                    slicer.util.errorDisplay(_("Parcellation failed: ") + str(job.error.get("message")))
+        training = self.trainingJob
+        if training is not None:
+            self.ui.trainingStatusLabel.text = training.status()
+            if training.finished:
+                self.trainingJob = None
+                if training.error:
+                    slicer.util.errorDisplay(_("Training failed: ") + str(training.error.get("message")))
+                elif training.model_path is not None:
+                    with slicer.util.tryWithErrorDisplay(_("Failed to register the model."), waitCursor=True):
+                        name = self.logic.registerModel(self._parameterNode, training)
+                        self.ui.modelComboBox.addItem(name)
+        if self.job is None and self.trainingJob is None:
+            self.timer.stop()
+        self._onParameters()
+
+    # Metrics and training -------------------------------------------------------------------------------
+
+    def onMetrics(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to compute the metrics."), waitCursor=True):
+            result = self.logic.computeMetrics(self._parameterNode, progress=self._onProgress)
+            self.ui.metricsTableView.setMRMLTableNode(result.table_node)
+
+    def onTrain(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
+            self.trainingJob = self.logic.startTraining(self._parameterNode)
+            self.ui.trainingStatusLabel.text = _("Training started in {path}").format(
+                path=self.trainingJob.output_dir
+            )
+            self.timer.start()
+        self._onParameters()
+
+    def onTrainStop(self) -> None:
+        if self.trainingJob is not None:
+            self.trainingJob.request_stop()
+
+
+class FetalParcellationLogic(ScriptedLoadableModuleLogic):
+    """Slicer glue: installs dependencies on first use, then delegates to FetalParcellationLib."""
+
+    def getParameterNode(self):
+        return FetalParcellationParameterNode(super().getParameterNode())
+
+    def ensureDependencies(self) -> None:
+        """torch through SlicerPyTorch and LossLab/Resources/requirements.txt by pip, on first use (the
+        SegmentationMetrics module of this extension owns the list)."""
+        import SegmentationMetrics
+
+        SegmentationMetrics.SegmentationMetricsLogic().ensureDependencies()
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """PythonSlicer: Slicer's Python without the GUI, which runs the background jobs."""
+        executable = shutil.which("PythonSlicer")
+        if executable is None:
+            raise RuntimeError(_("PythonSlicer was not found next to Slicer: cannot run in the background."))
+        return executable
+
+    @staticmethod
+    def _path(value) -> str:
+        text = str(value) if value is not None else ""
+        return "" if text in ("", ".") else text
+
+    def modelNames(self):
+        """Registered model names (empty until the dependencies are installed)."""
+        try:
+            from FetalParcellationLib import available_models
+
+            return available_models()
+        except ImportError:
+            return []
+
+    # Annotation ----------------------------------------------------------------------------------------
+
+    def session(self, p):
+        """The chosen session, as it is (choosing a segmentation never adds segments to it: Create does)."""
+        from FetalParcellationLib import AnnotationSession
+
+        if p.annotationSegmentation is None:
+            raise ValueError(_("Create or choose an annotation session (segmentation) first."))
+        return AnnotationSession(slicer.mrmlScene, p.annotationSegmentation, p.inputVolume)
+
+    def createSession(self, p):
+        self.ensureDependencies()
+        from FetalParcellationLib import AnnotationSession
+
+        session = AnnotationSession.create(
+            slicer.mrmlScene, p.inputVolume, segmentation_node=p.annotationSegmentation
+        )
+        session.prepare_segment_editor()  # the mask overlaps the tissues: the editor must allow overlap
+        p.annotationSegmentation = session.segmentation_node
+        self.readDeclaration(p)
+        return session
+
+    def readDeclaration(self, p) -> None:
+        """Segment tags -> the "annotated" check boxes."""
+        annotated = set(self.session(p).annotated())
+        for label, key in enumerate(TISSUE_KEYS, start=1):
+            setattr(p, f"annotated{key}", label in annotated)
+
+    def writeDeclaration(self, p, annotated=None) -> None:
+        """The "annotated" check boxes (or the ``annotated`` abbreviations) -> segment tags (saved with the
+        .seg.nrrd)."""
+        if annotated is None:
+            annotated = [key for key in TISSUE_KEYS if getattr(p, f"annotated{key}")]
+        self.session(p).set_declaration(annotated)
+
+    def setBrainMask(self, p) -> int:
+        session = self.session(p)
+        if p.maskSegmentation is not None:
+            ids = vtk.vtkStringArray()
+            p.maskSegmentation.GetSegmentation().GetSegmentIDs(ids)
+            if ids.GetNumberOfValues() == 0:
+                raise ValueError(_("The mask segmentation has no segment."))
+            return session.set_brain_mask(p.maskSegmentation, ids.GetValue(0))
+        if p.maskLabelmap is not None:
+            return session.set_brain_mask(p.maskLabelmap)
+        raise ValueError(
+            _("Choose a brain mask (a segmentation or a labelmap), or paint the 'brain mask' segment.")
+        )
+
+    def refreshSummary(self, p):
+        """Fill the summary table (tissue, painted voxels, annotated) and return the validation problems."""
+        from LossLabLib import mrml_io
+
+        session = self.session(p)
+        p.summaryTable = mrml_io.table_from_rows(
+            slicer.mrmlScene,
+            session.summary_rows(),
+            columns=("Tissue", "Name", "Painted voxels", "Annotated"),
+            node=p.summaryTable,
+            name="Fetal annotation summary",
+        )
+        return session.problems()
+
+    def exportCase(self, p):
+        from FetalParcellationLib import export_case
+
+        folder = self._path(p.datasetFolder)
+        if not folder:
+            raise ValueError(_("Choose the dataset folder to export to."))
+        caseId = p.caseId.strip() or (p.inputVolume.GetName() if p.inputVolume else "")
+        return export_case(self.session(p), folder, caseId, volume_node=p.inputVolume)
+
+    def importCase(self, p):
+        self.ensureDependencies()
+        from FetalParcellationLib import import_case
+
+        result = import_case(slicer.mrmlScene, self._path(p.datasetFolder), p.caseId.strip())
+        result.session.prepare_segment_editor()
+        p.inputVolume = result.volume_node
+        p.annotationSegmentation = result.session.segmentation_node
+        return result
+
+    # Parcellation, metrics, training --------------------------------------------------------------------
+
+    def _mask(self, p):
+        if p.annotationSegmentation is not None:
+            session = self.session(p)
+            if session.brain_mask().any():
+                return p.annotationSegmentation, session.mask_segment_id
+        return None, None
+
+    def startParcellation(self, p, pythonExecutable=None):
+        """The model (a registered name or a model folder / checkpoint) on the MRI, in a background process."""
+        self.ensureDependencies()
+        from FetalParcellationLib import ParcellationLogic
+
+        mask, maskId = self._mask(p)
+        logic = ParcellationLogic(slicer.mrmlScene, device=p.device)
+        return logic.start(
+            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
+            python_executable=pythonExecutable or self.pythonExecutable(),
+        )  # fmt: skip
+
+    def loadParcellation(self, p, job):
+        from FetalParcellationLib import ParcellationLogic
+
+        result = ParcellationLogic(slicer.mrmlScene).load_job(
+            job, p.parcellationSegmentation, p.disagreementVolume
+        )
+        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
+        return result
+
+    def runParcellation(self, p, progress=None):
+        """The same in this process (blocks; for one small model, scripts and the self-test)."""
+        self.ensureDependencies()
+        from FetalParcellationLib import ParcellationLogic
+
+        mask, maskId = self._mask(p)
+        result = ParcellationLogic(slicer.mrmlScene, progress, device=p.device).run(
+            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
+            output_segmentation=p.parcellationSegmentation, output_uncertainty=p.disagreementVolume,
+        )  # fmt: skip
+        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
+        return result
+
+    def computeMetrics(self, p, progress=None):
+        self.ensureDependencies()
+        from FetalParcellationLib import tissue_metrics
+
+        result = tissue_metrics(
+            slicer.mrmlScene, p.referenceSegmentation, p.parcellationSegmentation,
+            reference_volume=p.inputVolume, output_table=p.metricsTable, progress=progress,
+        )  # fmt: skip
+        p.metricsTable = result.table_node
+        return result
+
+    def startTraining(self, p, pythonExecutable=None):
+        """Leaf-Dice (by default) training on the dataset folder; without an output folder, each run gets a
+        new one in Slicer's temporary folder (never next to the data)."""
+        self.ensureDependencies()
+        from FetalParcellationLib import start_training
+
+        output = self._path(p.trainingOutputFolder) or str(
+            Path(slicer.app.temporaryPath) / "FetalParcellation" / time.strftime("fetal-%Y%m%d-%H%M%S")
+        )
+        logging.info("FetalParcellation: training in %s", output)
+        return start_training(
+            self._path(p.datasetFolder), output, loss=p.trainingLoss, epochs=p.epochs, members=p.members,
+            device=p.device, python_executable=pythonExecutable or self.pythonExecutable(),
+        )  # fmt: skip
+
+    def registerModel(self, p, job) -> str:
+        """Write the finished run's model card; the model is then chosen by its folder path."""
+        from FetalParcellationLib import register_trained_model
+
+        register_trained_model(job, Path(job.output_dir).name)
+        p.model = str(job.output_dir)
+        return p.model
+
+
+class FetalParcellationTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_FetalParcellation1()
+
+    def test_FetalParcellation1(self):
+        """A generated MRI: session, paint two tissues and the mask, declare, export, import back."""
+        import numpy as np
+
+        self.delayDisplay("Starting the test")
+        folder = Path(slicer.app.temporaryPath) / "FetalParcellationTest"
+        shutil.rmtree(folder, ignore_errors=True)
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "fetal")
+        kk, jj, ii = np.mgrid[:24, :24, :24]
+        radius = np.sqrt((kk - 12) ** 2 + (jj - 12) ** 2 + (ii - 12) ** 2)
+        slicer.util.updateVolumeFromArray(volume, (100 * (radius < 10)).astype(np.float32))
+        logic = FetalParcellationLogic()
+        p = logic.getParameterNode()
+        p.inputVolume = volume
+        session = logic.createSession(p)
+        node = p.annotationSegmentation
+        for name, region in (
+            ("WM", radius < 4),
+            ("Vent", (radius >= 4) & (radius < 6)),
+            ("brain mask", radius < 10),
+        ):
+            segmentId = session.segment_id(name) if name != "brain mask" else session.mask_segment_id
+            slicer.util.updateSegmentBinaryLabelmapFromArray(region.astype(np.uint8), node, segmentId, volume)
+        p.annotatedWM, p.annotatedVent = True, True
+        logic.writeDeclaration(p)
+        self.assertEqual(logic.refreshSummary(p), [])
+        p.datasetFolder, p.caseId = folder, "case01"
+        result = logic.exportCase(p)
+        self.assertEqual(result.declaration.set_label, 12)  # Cer, ECSF..CC: not a released-code set, so 12
+        imported = logic.importCase(p)
+        self.assertEqual(imported.session.annotated(), [1, 2])
+        self.delayDisplay("Test passed")
