@@ -254,6 +254,14 @@ def test_window_and_overlap_are_validated_naming_the_value(trained):
     assert predictor.resolve_window((12, 12, 12), 8) == [8, 8, 8]
 
 
+def test_device_names_are_validated(trained):
+    _, model = trained
+    for bad in ("banana", "meta", "cuda:x", ""):
+        with pytest.raises(ValueError, match=f"device must be auto, cpu, cuda, cuda:N or mps, got '{bad}'"):
+            load_predictor(model, device=bad)
+    assert load_predictor(model, device="cpu").device == torch.device("cpu")
+
+
 def test_window_count_and_progress_bar(trained, capsys):
     calls = []
 
