@@ -12,11 +12,11 @@ pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 
 pytest.importorskip("torch")
 
 import slicer.util  # noqa: E402
-from losslab_models import SHAPE, trained_model  # noqa: E402
+from losslab_models import SHAPE, tiny_config, trained_model  # noqa: E402
 from mrml_builders import linear_transform, make_volume, oblique_directions  # noqa: E402
 
 from losslab import io as _io  # noqa: E402
-from losslab.engine import load_predictor  # noqa: E402
+from losslab.engine import load_predictor, train  # noqa: E402
 from LossLabLib import mrml_io  # noqa: E402
 from LossLabLib.inference import InferenceLogic, label_color  # noqa: E402
 from LossLabLib.mrml_io import Grid  # noqa: E402
@@ -82,15 +82,27 @@ def test_volume_under_a_linear_transform(scene, model):
         np.testing.assert_array_equal(mrml_io.segment_mask(seg, segment_id, world), result.labels == index)
 
 
-def test_ensemble_folder(scene, model, tmp_path):
-    for k in range(2):
-        (tmp_path / f"member{k}").mkdir()
-        shutil.copy(model, tmp_path / f"member{k}" / "model.pt")
+def test_ensemble_folder_averages_two_different_members(scene, model, tmp_path):
+    # member 0: the module's model; member 1: trained from another seed for two epochs, so the two differ
+    other = train(
+        {**tiny_config(model.parents[1] / "data" / "dataset.json", tmp_path / "other", 2), "seed": 7}
+    )
+    for k, checkpoint in enumerate([model, other.model_path]):
+        (tmp_path / "ensemble" / f"member{k}").mkdir(parents=True)
+        shutil.copy(checkpoint, tmp_path / "ensemble" / f"member{k}" / "model.pt")
     volume = blob_volume(scene, model)
-    result = InferenceLogic(scene, device="cpu").run(tmp_path, volume)
-    single = InferenceLogic(scene, device="cpu").run(model, volume)
+    result = InferenceLogic(scene, device="cpu").run(tmp_path / "ensemble", volume)
+    singles = [
+        InferenceLogic(scene, device="cpu").run(m, volume).probabilities for m in (model, other.model_path)
+    ]
     assert len(result.members) == 2
-    np.testing.assert_allclose(result.probabilities, single.probabilities, atol=1e-6)
+    # the members really differ, so an ensemble that used one of them (or one twice) would show
+    assert np.abs(singles[0] - singles[1]).max() > 0.05
+    mean = (singles[0] + singles[1]) / 2
+    np.testing.assert_allclose(result.probabilities, mean, atol=1e-5)
+    for single in singles:
+        assert np.abs(result.probabilities - single).max() > 0.02
+    np.testing.assert_array_equal(result.labels, mean.argmax(0))
 
 
 def test_clear_errors(scene, model, tmp_path):

@@ -82,14 +82,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from ..engine.inference import load_predictor
+    from ..engine.inference import check_output_paths, load_predictor, validate_overlap
 
-    predictor = load_predictor(args.model, device=args.device)
-    kwargs = {}
-    if args.window is not None:
-        kwargs["window"] = args.window
+    # user errors that need no model: before loading anything
+    check_output_paths(
+        [*args.image, args.model], {"label map": args.output, "probabilities": args.probabilities}
+    )
+    kwargs = {"progress": True}
     if args.overlap is not None:
-        kwargs["overlap"] = args.overlap
+        kwargs["overlap"] = validate_overlap(args.overlap)
+    if args.window is not None:
+        if any(v <= 0 for v in args.window):
+            raise ValueError(f"--window sizes must be positive numbers of voxels, got {args.window}")
+        kwargs["window"] = args.window
+    predictor = load_predictor(args.model, device=args.device)
     out = predictor.predict_files(args.image, args.output, probabilities=args.probabilities, **kwargs)
     print(str(out))
     return 0
@@ -132,6 +138,13 @@ def register_commands(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nrrd)")
     p.add_argument("--probabilities", help="also write the class probabilities (a vector image) here")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--window", type=int, nargs="+", help="sliding-window size (default: the model's)")
-    p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1)")
+    p.add_argument(
+        "--window",
+        type=int,
+        nargs="+",
+        help="sliding-window size in voxels, one per axis (or one for a cube); default: the model's",
+    )
+    p.add_argument(
+        "--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, usually 0.5)"
+    )
     p.set_defaults(func=_infer)

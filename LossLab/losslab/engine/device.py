@@ -11,7 +11,8 @@ def select_device(name: str = "auto", local_rank: int | None = None) -> torch.de
     """``auto``: CUDA when present (``cuda:local_rank`` under DDP), else MPS where it exists, else CPU.
 
     Raises:
-        ValueError: the device asked for is not available here (the message says which ones are).
+        ValueError: not a device name (auto, cpu, cuda, cuda:N, mps), or the device asked for is not
+            available here (the message says which ones are).
     """
     if name == "auto":
         if torch.cuda.is_available():
@@ -19,7 +20,12 @@ def select_device(name: str = "auto", local_rank: int | None = None) -> torch.de
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # torch's message lists its ~20 internal device types: say ours
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
