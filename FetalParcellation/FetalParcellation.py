@@ -104,10 +104,13 @@ class FetalParcellationParameterNode:
 
 
 class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None, logic=None) -> None:
+    #: the Logic class the Widget calls; tests and the web app replace it (None: FetalParcellationLogic)
+    logicFactory = None
+
+    def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = logic  # injectable (tests, scripts); created in setup() otherwise
+        self.logic = None
         self.job = None
         self.trainingJob = None
         self._parameterNode = None
@@ -121,7 +124,7 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = self.logic or FetalParcellationLogic()
+        self.logic = (type(self).logicFactory or FetalParcellationLogic)()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.createSessionButton.connect("clicked(bool)", self.onCreateSession)
@@ -359,11 +362,15 @@ class FetalParcellationLogic(ScriptedLoadableModuleLogic):
         return FetalParcellationParameterNode(super().getParameterNode())
 
     def ensureDependencies(self) -> None:
-        """torch through SlicerPyTorch and LossLab/Resources/requirements.txt by pip, on first use (the
-        SegmentationMetrics module of this extension owns the list)."""
-        import SegmentationMetrics
+        """On first use: torch through SlicerPyTorch, then LossLab's Resources/requirements.txt by pip; no
+        prompt while Slicer's tests run (LossLabLib.dependencies)."""
+        from LossLabLib import dependencies
 
-        SegmentationMetrics.SegmentationMetricsLogic().ensureDependencies()
+        dependencies.ensure_dependencies(
+            pip_install=slicer.util.pip_install,
+            install_torch=dependencies.install_torch_with_slicer_pytorch,
+            ask_confirmation=not slicer.app.testingEnabled(),
+        )
 
     @staticmethod
     def pythonExecutable() -> str:
