@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "losslab.cli.demo",
     "losslab.cli.engine",
     "losslab.cli.ice",
+    "losslab.cli.fetal",
+    "losslab.cli.models",
 )
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, the shell's convention).

@@ -1,0 +1,246 @@
+"""``losslab fetal``: partial annotations, Table-1 training sets, Table-2 evaluation, segmentation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import io as _io
+
+
+def cmd_tissues(args: argparse.Namespace) -> int:
+    from ..labelsets import TISSUES
+
+    if args.color_table:
+        from ..labelsets.tissues import color_table_text
+
+        sys.stdout.write(color_table_text())
+        return 0
+    print("label  abbr  name                   colour (RGB)")
+    for t in TISSUES:
+        print(f"{t.label:>5}  {t.abbreviation:<4}  {t.name:<21}  {t.color}")
+    return 0
+
+
+def cmd_label_set_map(args: argparse.Namespace) -> int:
+    from ..labelsets import make_label_set_map_files
+
+    if (args.annotated is None) == (args.declaration is None):
+        raise ValueError("give the annotated tissues with exactly one of --annotated or --declaration")
+    annotated = args.declaration if args.declaration else [a for a in args.annotated.split(",") if a.strip()]
+    out, decl = make_label_set_map_files(args.partial, args.mask, annotated, args.output)
+    print(f"wrote {out} and {decl}")
+    return 0
+
+
+def cmd_build_dataset(args: argparse.Namespace) -> int:
+    from ..labelsets import build_dataset
+
+    print(build_dataset(args.cases_dir, args.out_dir, name=args.name))
+    return 0
+
+
+def cmd_export_cases(args: argparse.Namespace) -> int:
+    from ..labelsets import export_cases
+
+    folders = export_cases(args.manifest, args.out_dir)
+    print(f"wrote {len(folders)} case folder(s) to {args.out_dir}")
+    return 0
+
+
+def cmd_make_partial(args: argparse.Namespace) -> int:
+    from ..labelsets.atlas import PROTOCOL_TEST_CASES, make_partial_atlas
+
+    exclude = () if args.include_test else PROTOCOL_TEST_CASES
+    manifest = make_partial_atlas(
+        args.atlas_dir,
+        args.out_dir,
+        seed=args.seed,
+        cases=args.cases,
+        exclude=exclude,
+        spacing=args.spacing,
+        min_full=args.min_full,
+        crop_margin_mm=args.crop_margin,
+    )
+    record = json.loads((manifest.parent / "patterns.json").read_text())
+    for name, count in record["counts"].items():
+        print(f"{name:<22} {count} volume(s)")
+    print(manifest)
+    return 0
+
+
+def _parse_methods(items: list[str]) -> dict[str, str]:
+    methods = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--method expects NAME=FOLDER, got {item!r}")
+        if name in methods:
+            raise ValueError(f"method {name!r} given twice")
+        methods[name] = folder
+    return methods
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..labelsets.evaluate import evaluate_folders, json_ready, to_markdown
+
+    methods = _parse_methods(args.method)
+    baseline = args.baseline if args.baseline in methods else None
+    leaf = args.leaf if args.leaf in methods else None
+    if args.baseline not in methods and args.baseline != "fully_supervised":
+        raise ValueError(f"--baseline {args.baseline!r} is not among the methods {sorted(methods)}")
+    if args.leaf not in methods and args.leaf != "leaf_dice":
+        raise ValueError(f"--leaf {args.leaf!r} is not among the methods {sorted(methods)}")
+    result = evaluate_folders(args.reference, methods, args.cases, baseline, leaf, args.alpha)
+    text = to_markdown(result)
+    if args.output:
+        _io.write_text(args.output, text)
+    if args.json:
+        _io.write_text(args.json, json.dumps(json_ready(result), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from ..labelsets.segment import segment
+
+    info = segment(
+        args.model,
+        args.image,
+        args.output,
+        mask=args.mask,
+        uncertainty=args.uncertainty,
+        spacing=args.spacing,
+        direction=args.direction,
+        margin_mm=args.margin,
+        device=args.device,
+    )
+    print(
+        f"wrote {info['output']} ({info['members']} member(s), model grid {info['model_grid_size']} at "
+        f"{info['spacing']} mm, {info['seconds']:.1f} s)"
+    )
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from ..labelsets.shipping import package_ensemble
+
+    training = json.loads(args.training) if args.training else {}
+    if args.training_file:
+        training.update(json.loads(open(args.training_file, encoding="utf-8").read()))
+    card = package_ensemble(
+        args.run_dir, args.out_dir, args.name, args.spacing, args.atlas, args.test_cases, training
+    )
+    metrics = json.loads(card.read_text())["metrics"]["summary"]
+    print(
+        f"wrote {card}: held-out mean Dice {metrics['mean_dice']:.1f} %, mean HD95 {metrics['mean_hd95']:.1f} mm"
+    )
+    return 0
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fetal",
+        help="fetal brain parcellation from partial annotations (label-set paper)",
+        description="Label-set maps, Table-1 partial training sets, Table-2 evaluation and segmentation "
+        "(docs/fetal.md).",
+    )
+    sub = parser.add_subparsers(dest="fetal_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("tissues", help="the 8 tissues: labels, abbreviations, names, colours")
+    p.add_argument("--color-table", action="store_true", help="print a Slicer-style colour table")
+    p.set_defaults(func=cmd_tissues)
+
+    p = sub.add_parser("label-set-map", help="partial annotation + brain mask + declaration -> label-set map")
+    p.add_argument("partial", help="label map of the painted tissues (1..8, 0 elsewhere)")
+    p.add_argument("mask", help="brain mask")
+    p.add_argument("--annotated", help="comma-separated annotated tissues, e.g. WM,Vent,Cer")
+    p.add_argument("--declaration", help='annotation.json: {"annotated": ["WM", ...]}')
+    p.add_argument(
+        "-o", "--output", required=True, help="label-set map (a .json declaration is written beside)"
+    )
+    p.set_defaults(func=cmd_label_set_map)
+
+    p = sub.add_parser("build-dataset", help="folder of cases -> engine dataset.json with label_sets")
+    p.add_argument("cases_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--name", default="fetal-partial")
+    p.set_defaults(func=cmd_build_dataset)
+
+    p = sub.add_parser(
+        "export-cases", help="engine dataset.json -> folder of cases (the reverse, to inspect)"
+    )
+    p.add_argument("manifest")
+    p.add_argument("out_dir")
+    p.set_defaults(func=cmd_export_cases)
+
+    p = sub.add_parser(
+        "make-partial",
+        help="apply Table 1's annotation patterns to atlas volumes: a partially annotated training set",
+    )
+    p.add_argument("atlas_dir", help="folder of atlas cases (srr, parcellation, mask .nii.gz)")
+    p.add_argument("out_dir")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pattern assignment (default 0)")
+    p.add_argument("--spacing", type=float, default=None, help="resample to this isotropic spacing (mm)")
+    p.add_argument("--cases", nargs="+", default=None, help="atlas cases to use (default: all)")
+    p.add_argument(
+        "--include-test", action="store_true", help="keep the protocol's held-out test volumes in the set"
+    )
+    p.add_argument("--min-full", type=int, default=1, help="at least this many fully annotated volumes")
+    p.add_argument(
+        "--crop-margin",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="crop each volume to its brain mask's bounding box plus this margin (mm)",
+    )
+    p.set_defaults(func=cmd_make_partial)
+
+    p = sub.add_parser("evaluate", help="per-tissue Dice / HD95, Wilcoxon tests, Table 2's layout")
+    p.add_argument("--reference", required=True, help="folder of reference label maps")
+    p.add_argument(
+        "--method", action="append", required=True, metavar="NAME=FOLDER", help="a method's predictions"
+    )
+    p.add_argument("--baseline", default="fully_supervised", help="the fully supervised method's name")
+    p.add_argument("--leaf", default="leaf_dice", help="the leaf-Dice method's name")
+    p.add_argument("--cases", nargs="+", default=None)
+    p.add_argument("--alpha", type=float, default=0.01, help="significance threshold (default 0.01)")
+    p.add_argument("-o", "--output", help="markdown table file")
+    p.add_argument("--json", help="JSON results file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "package",
+        help="package a trained ensemble for the model registry (float16, held-out metrics, sha256)",
+    )
+    p.add_argument("run_dir", help="engine ensemble folder (ensemble.json, member*/model.pt)")
+    p.add_argument("out_dir", help="registry folder of the model, e.g. LossLab/losslab/models/NAME")
+    p.add_argument("--name", required=True)
+    p.add_argument("--spacing", type=float, nargs=3, required=True, help="the training grid (mm)")
+    p.add_argument("--atlas", required=True, help="atlas folder holding the held-out test cases")
+    p.add_argument("--test-cases", nargs="+", required=True)
+    p.add_argument("--training", help="JSON object describing the training (volumes, patterns, command)")
+    p.add_argument("--training-file", help="JSON file merged into --training")
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("segment", help="segment a fetal MRI of any size, spacing and orientation")
+    p.add_argument("model", help="registry name, model folder with a card, or checkpoint / ensemble path")
+    p.add_argument("image", help="T2w MRI")
+    p.add_argument(
+        "-o", "--output", required=True, help="label map; .seg.nrrd keeps tissue names and colours"
+    )
+    p.add_argument("--mask", help="brain mask on the image's grid: crop to it, background outside")
+    p.add_argument("--uncertainty", help="write the members' disagreement map here")
+    p.add_argument(
+        "--spacing", type=float, nargs="+", help="model grid spacing (mm) for a model without a card"
+    )
+    p.add_argument(
+        "--direction",
+        type=float,
+        nargs=9,
+        help="model grid direction (3x3 row-major, LPS) for a model without a card (default: the atlas's)",
+    )
+    p.add_argument("--margin", type=float, default=8.0, help="margin around the mask (mm)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_segment)

@@ -1,0 +1,217 @@
+"""The model registry: trained models shipped with LossLab (or kept in a folder of your own), each with a card.
+
+A registered model is a folder ``<root>/<name>/`` holding a card, ``model.json``, and the files it lists::
+
+    {
+      "name": "fetal-leafdice-2.4mm",
+      "task": "fetal brain parcellation (8 tissues), T2w MRI",
+      "format": "losslab-engine-ensemble",          # the path loads with losslab.engine.load_predictor
+      "entry": ".",                                  # checkpoint file or ensemble folder, relative to the card
+      "files": {"member0/model.pt": "<sha256>", "ensemble.json": "<sha256>"},
+      "grid": {"spacing_mm": [2.4, 2.4, 2.4], "direction": [...]},
+      "labels": ["background", "WM", ...],
+      "metrics": {...}, "training": {...}
+    }
+
+The registry root is, in order: the ``root=`` argument, the ``LOSSLAB_MODELS_DIR`` environment variable, or the
+package folder (``losslab/models/``, installed as package data). :func:`model_path` and :func:`load_model`
+check every listed file's sha256 first: a mismatch (a corrupt or replaced file) is a
+:class:`ModelChecksumError`, never a silent load. :func:`register_model` writes a card with the checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import io as _io
+
+CARD = "model.json"
+ENV_ROOT = "LOSSLAB_MODELS_DIR"
+
+
+class ModelChecksumError(ValueError):
+    """A file of a registered model does not match the sha256 its card lists."""
+
+
+@dataclass
+class ModelCard:
+    """A parsed ``model.json``; ``folder`` is where it lies."""
+
+    name: str
+    folder: Path
+    task: str
+    files: dict[str, str]
+    entry: str = "."
+    format: str = "losslab-engine"
+    grid: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum((self.folder / f).stat().st_size for f in self.files if (self.folder / f).is_file())
+
+    @property
+    def spacing(self) -> list[float] | None:
+        sp = self.grid.get("spacing_mm")
+        return [float(s) for s in sp] if sp else None
+
+    @property
+    def direction(self) -> list[float] | None:
+        d = self.grid.get("direction")
+        return [float(v) for v in d] if d else None
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file or ensemble folder (what ``losslab.engine.load_predictor`` takes)."""
+        return (self.folder / self.entry).resolve()
+
+
+def registry_root(root: str | os.PathLike | None = None) -> Path:
+    """The registry folder: ``root``, else ``$LOSSLAB_MODELS_DIR``, else this package's folder."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get(ENV_ROOT)
+    return Path(env) if env else Path(__file__).resolve().parent
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(folder: str | os.PathLike) -> ModelCard:
+    """Parse ``folder/model.json``.
+
+    Raises:
+        FileNotFoundError: no card; ValueError: invalid JSON or a missing key (named).
+    """
+    folder = Path(folder)
+    path = folder / CARD
+    if not path.is_file():
+        raise FileNotFoundError(f"no model card {path}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    for key in ("name", "task", "files"):
+        if key not in raw:
+            raise ValueError(f"{path}: the card lacks {key!r} (has {sorted(raw)})")
+    if not isinstance(raw["files"], dict) or not raw["files"]:
+        raise ValueError(f"{path}: 'files' must map file names to sha256 digests, got {raw['files']!r}")
+    return ModelCard(
+        name=str(raw["name"]),
+        folder=folder,
+        task=str(raw["task"]),
+        files={str(k): str(v).lower() for k, v in raw["files"].items()},
+        entry=str(raw.get("entry", ".")),
+        format=str(raw.get("format", "losslab-engine")),
+        grid=dict(raw.get("grid") or {}),
+        labels=list(raw.get("labels") or []),
+        metrics=dict(raw.get("metrics") or {}),
+        raw=raw,
+    )
+
+
+def list_models(root: str | os.PathLike | None = None) -> list[ModelCard]:
+    """Cards of every model of the registry, sorted by name (folders without a card are ignored)."""
+    base = registry_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(
+        (read_card(p) for p in base.iterdir() if p.is_dir() and (p / CARD).is_file()), key=lambda c: c.name
+    )
+
+
+def get_card(name: str, root: str | os.PathLike | None = None) -> ModelCard:
+    """The card of the model ``name``.
+
+    Raises:
+        ValueError: no such model (the message lists the registered names).
+    """
+    cards = list_models(root)
+    for card in cards:
+        if card.name == name:
+            return card
+    names = [c.name for c in cards]
+    raise ValueError(f"no registered model {name!r} in {registry_root(root)}; registered: {names or 'none'}")
+
+
+def verify_model(card: ModelCard) -> None:
+    """Check every file listed by the card against its sha256.
+
+    Raises:
+        FileNotFoundError: a listed file is missing; ModelChecksumError: a digest differs (both named).
+    """
+    for rel, expected in card.files.items():
+        file = card.folder / rel
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"model {card.name!r}: file {rel!r} listed in its card is missing ({file})"
+            )
+        actual = sha256_file(file)
+        if actual != expected:
+            raise ModelChecksumError(
+                f"model {card.name!r}: {rel} has sha256 {actual}, its card says {expected}; "
+                "the file is corrupt or was replaced: reinstall the model"
+            )
+
+
+def model_path(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> Path:
+    """The checkpoint file or ensemble folder of a registered model, after the checksum check."""
+    card = get_card(name, root)
+    if verify:
+        verify_model(card)
+    return card.path
+
+
+def load_model(name: str, root: str | os.PathLike | None = None, device: str = "auto"):
+    """A :class:`losslab.engine.Predictor` for a registered model (checksums verified first)."""
+    from ..engine import load_predictor
+
+    return load_predictor(model_path(name, root), device=device)
+
+
+def register_model(
+    folder: str | os.PathLike, card: Mapping[str, Any], files: list[str] | None = None
+) -> Path:
+    """Write ``folder/model.json`` from ``card`` with the sha256 of ``files`` (default: every file under
+    ``folder`` except the card); returns the card's path."""
+    folder = Path(folder)
+    if files is None:
+        files = sorted(
+            p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != CARD
+        )
+    body = dict(card)
+    body["files"] = {f: sha256_file(folder / f) for f in files}
+    body["size_bytes"] = sum((folder / f).stat().st_size for f in files)
+    for key in ("name", "task"):
+        if key not in body:
+            raise ValueError(f"a model card needs {key!r}")
+    return _io.write_text(folder / CARD, json.dumps(body, indent=2) + "\n")
+
+
+__all__ = [
+    "ENV_ROOT",
+    "ModelCard",
+    "ModelChecksumError",
+    "get_card",
+    "list_models",
+    "load_model",
+    "model_path",
+    "read_card",
+    "register_model",
+    "registry_root",
+    "sha256_file",
+    "verify_model",
+]

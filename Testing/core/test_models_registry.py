@@ -1,0 +1,118 @@
+"""losslab.models: cards, checksums, list / path / verify, and `losslab models` (tmp registry folders)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from losslab import models
+from losslab.cli import main
+from losslab.engine import save_checkpoint
+from losslab.nets import build_network, network_spec
+
+
+def _tiny_model(folder, name="fetal-tiny", members=2):
+    """An engine ensemble of tiny fetal networks (random weights, float16) with a card."""
+    network = {
+        "preset": "fetal_parcellation",
+        "features": [2, 2, 2, 2, 2],
+        "in_channels": 1,
+        "out_channels": 9,
+    }
+    names = []
+    for k in range(members):
+        torch.manual_seed(k)
+        net = build_network(network)
+        state = {key: v.half() for key, v in net.state_dict().items()}
+        info = {
+            "network": network_spec(network),
+            "labels": ["background", "WM", "Vent", "Cer", "ECSF", "CGM", "DGM", "BS", "CC"],
+            "channel_names": ["image"],
+            "n_image_channels": 1,
+            "normalize": "zscore",
+            "window": None,
+            "overlap": 0.5,
+        }
+        save_checkpoint(folder / f"member{k}" / "model.pt", {"model": state, "model_info": info})
+        names.append(f"member{k}/model.pt")
+    (folder / "ensemble.json").write_text(json.dumps({"members": names}))
+    card = {
+        "name": name,
+        "task": "fetal brain parcellation (test)",
+        "format": "losslab-engine-ensemble",
+        "entry": ".",
+        "grid": {"spacing_mm": [2.4, 2.4, 2.4]},
+        "metrics": {"summary": {"mean_dice": 12.5, "mean_hd95": 7.25}},
+    }
+    return models.register_model(folder, card)
+
+
+def test_register_list_path_and_load(tmp_path, monkeypatch):
+    card_path = _tiny_model(tmp_path / "fetal-tiny")
+    card = json.loads(card_path.read_text())
+    assert sorted(card["files"]) == ["ensemble.json", "member0/model.pt", "member1/model.pt"]
+    assert card["files"]["ensemble.json"] == models.sha256_file(tmp_path / "fetal-tiny" / "ensemble.json")
+    (tmp_path / "not-a-model").mkdir()
+    cards = models.list_models(tmp_path)
+    assert [c.name for c in cards] == ["fetal-tiny"] and cards[0].spacing == [2.4, 2.4, 2.4]
+    assert cards[0].size_bytes == card["size_bytes"] > 0
+    assert models.model_path("fetal-tiny", root=tmp_path) == (tmp_path / "fetal-tiny").resolve()
+    monkeypatch.setenv(models.ENV_ROOT, str(tmp_path))
+    assert models.registry_root() == tmp_path and models.list_models()[0].name == "fetal-tiny"
+    predictor = models.load_model("fetal-tiny", device="cpu")
+    assert len(predictor.models) == 2
+    out = predictor.predict(np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32))
+    assert out.probabilities.shape == (9, 32, 32, 32)
+    with pytest.raises(ValueError, match=r"no registered model 'nope' .*registered: \['fetal-tiny'\]"):
+        models.model_path("nope")
+
+
+def test_checksum_mismatch_is_an_error(tmp_path, capsys):
+    _tiny_model(tmp_path / "fetal-tiny")
+    member = tmp_path / "fetal-tiny" / "member1" / "model.pt"
+    data = bytearray(member.read_bytes())
+    data[-10] ^= 0xFF
+    member.write_bytes(bytes(data))
+    with pytest.raises(
+        models.ModelChecksumError,
+        match=r"'fetal-tiny': member1/model.pt has sha256 [0-9a-f]{64}, its card says",
+    ):
+        models.model_path("fetal-tiny", root=tmp_path)
+    with pytest.raises(models.ModelChecksumError):
+        models.load_model("fetal-tiny", root=tmp_path, device="cpu")
+    assert models.model_path("fetal-tiny", root=tmp_path, verify=False).is_dir()
+    assert main(["models", "path", "fetal-tiny", "--root", str(tmp_path)]) == 2
+    assert "its card says" in capsys.readouterr().err
+    member.unlink()
+    with pytest.raises(FileNotFoundError, match="member1/model.pt' listed in its card is missing"):
+        models.verify_model(models.get_card("fetal-tiny", tmp_path))
+
+
+def test_bad_cards(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        models.list_models(tmp_path)
+    (tmp_path / "a" / "model.json").write_text(json.dumps({"name": "a", "files": {"x": "0"}}))
+    with pytest.raises(ValueError, match="the card lacks 'task'"):
+        models.read_card(tmp_path / "a")
+
+
+def test_cli_list_path_verify(tmp_path, capsys):
+    _tiny_model(tmp_path / "fetal-tiny")
+    assert main(["models", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["name", "task"]
+    assert "fetal-tiny" in out[1] and "2.4x2.4x2.4 mm" in out[1] and "Dice 12.5%, HD95 7.2 mm" in out[1]
+    assert main(["models", "list", "--root", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["name"] == "fetal-tiny" and rows[0]["grid"] == {"spacing_mm": [2.4, 2.4, 2.4]}
+    assert main(["models", "path", "fetal-tiny", "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == str((tmp_path / "fetal-tiny").resolve())
+    assert main(["models", "verify", "fetal-tiny", "--root", str(tmp_path)]) == 0
+    assert "3 file(s) match" in capsys.readouterr().out
+    assert main(["models", "--root", str(tmp_path / "empty")]) == 0
+    assert "no models registered" in capsys.readouterr().out
