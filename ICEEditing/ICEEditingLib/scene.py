@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import slicer
 import vtk
-from LossLabLib import mrml_io
-from LossLabLib.mrml_io import Grid
 from vtk.util import numpy_support
 
 from losslab import ice
+from LossLabLib import mrml_io
+from LossLabLib.mrml_io import Grid
 
 __all__ = [
     "DEFAULT_EDITING_MODEL",
@@ -290,9 +289,8 @@ def initial_segmentation(
     verified) or a checkpoint / ensemble path, run on the sparse volume with
     :class:`LossLabLib.inference.InferenceLogic`. Returns ``(segmentation_node, segment_id)`` (the first
     foreground label's segment)."""
-    from LossLabLib.inference import InferenceLogic
-
     from losslab import models
+    from LossLabLib.inference import InferenceLogic
 
     path = Path(model)
     if not path.exists():

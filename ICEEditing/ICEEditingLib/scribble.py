@@ -12,6 +12,7 @@ of the mouse events; a single point marks one voxel.
 from __future__ import annotations
 
 import numpy as np
+
 from LossLabLib import mrml_io
 from LossLabLib.mrml_io import Grid
 

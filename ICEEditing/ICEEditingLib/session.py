@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import slicer
+from vtk.util import numpy_support
+
 from LossLabLib import mrml_io
 from LossLabLib.mrml_io import Grid
-from vtk.util import numpy_support
 
 from . import scribble as _scribble
 from .scene import DEFAULT_EDITING_MODEL, ICESceneCase, frame_of_node
@@ -57,6 +58,7 @@ __all__ = [
     "ICEEditingSession",
     "SegmentEditorLogicWriter",
     "adapted_sigma_mm",
+    "editable_mask",
 ]
 
 ProgressCallback = Callable[[float, str], None]
@@ -156,6 +158,10 @@ class SegmentEditorLogicWriter:
                 self.segmentation_node, segment_id, image, enum, _extent(mask), False, False
             )
 
+    def editable(self, grid: Grid) -> np.ndarray:
+        """The voxels an edit may change now (:func:`editable_mask` of the editor node's settings)."""
+        return editable_mask(self.logic, self.editor_node, self.logic.GetSourceVolumeNode(), grid)
+
     def can_undo(self) -> bool:
         return bool(self.history.IsRestorePreviousStateAvailable())
 
@@ -167,6 +173,36 @@ class SegmentEditorLogicWriter:
 
     def redo(self) -> None:
         self.logic.Redo()
+
+
+def editable_mask(logic, editor_node, source_volume_node, grid: Grid) -> np.ndarray:
+    """Boolean ``(k, j, i)`` mask on ``grid`` of the voxels the Segment Editor lets an edit change: inside the
+    editable area (the editor node's mask mode and mask segment) and, when the intensity mask is on, where
+    the source volume lies in its range. ``logic`` is a ``vtkSlicerSegmentEditorLogic`` set up on the
+    segmentation and the editor node.
+
+    The writes honour the same settings; the session also restricts its added and removed voxels to this
+    mask first, because Slicer's *remove* lets an erase reach the selected segment outside an
+    "inside one segment" editable area (``vtkSlicerSegmentEditorLogic::ModifySegmentByLabelmap``): a model
+    edit must not.
+    """
+    out = np.ones(grid.shape, dtype=bool)
+    if editor_node.GetMaskMode() != slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere:
+        if not (logic.ResetModifierLabelmapToDefault() and logic.UpdateMaskLabelmap()):
+            raise RuntimeError("the Segment Editor could not compute the editable area (mask labelmap)")
+        image = logic.GetMaskLabelmap()
+        protected = mrml_io.mask_on_grid(
+            mrml_io._image_array(image) > 0, Grid.from_oriented_image(image), grid, allow_resample=True,
+            what="the editable-area mask",
+        )
+        out &= ~protected
+    if editor_node.GetSourceVolumeIntensityMask():
+        lo, hi = editor_node.GetSourceVolumeIntensityMaskRange()
+        values = mrml_io.volume_array(source_volume_node)
+        inside = (values >= lo) & (values <= hi)
+        out &= mrml_io.mask_on_grid(inside, Grid.from_volume(source_volume_node), grid, allow_resample=True,
+                                    what="the intensity mask")
+    return out
 
 
 def adapted_sigma_mm(
@@ -424,7 +460,8 @@ class ICEEditingSession:
             sigma_mm=sigma, strict_threshold=self.strict_threshold,
         )
         self._warm = True
-        added, removed = result.mask & ~before, before & ~result.mask
+        editable = self.writer.editable(self.grid)
+        added, removed = result.mask & ~before & editable, before & ~result.mask & editable
         record = EditRecord(
             index=len(self.records) + 1,
             time=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -460,6 +497,8 @@ class ICEEditingSession:
         if mask.shape != self.grid.shape:
             raise ValueError(f"the mask has shape {mask.shape}, the volume's grid {self.grid.shape}")
         before = self.current_mask()
+        if mode == "remove":  # an erase stays inside the editable area too (see editable_mask)
+            mask = mask & self.writer.editable(self.grid)
         self.writer.save_state()
         self.writer.modify(self.segment_id, mask, self.grid, mode)
         after = self.current_mask()
