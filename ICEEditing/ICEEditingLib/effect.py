@@ -23,7 +23,14 @@ from LossLabLib.mrml_io import Grid
 from .scene import FRAME_ATTRIBUTE
 from .session import ICEEditingSession, _extent, _oriented_labelmap
 
-__all__ = ["CallbackWriter", "SessionCache", "StrokeCollector", "apply_stroke", "frame_of_stroke"]
+__all__ = [
+    "CallbackWriter",
+    "SessionCache",
+    "StrokeCollector",
+    "apply_stroke",
+    "editable_from_editor_node",
+    "frame_of_stroke",
+]
 
 
 class StrokeCollector:
@@ -93,9 +100,22 @@ class CallbackWriter:
         segmentation_node: the edited segmentation (for its parent transform).
     """
 
-    def __init__(self, *, save_state: Callable, modify_selected: Callable, undo: Callable, redo: Callable,
-                 can_undo: Callable, can_redo: Callable, set_undo_levels: Callable, segmentation_node):
+    def __init__(
+        self,
+        *,
+        save_state: Callable,
+        modify_selected: Callable,
+        undo: Callable,
+        redo: Callable,
+        can_undo: Callable,
+        can_redo: Callable,
+        set_undo_levels: Callable,
+        segmentation_node,
+        editor_node=None,
+        source_volume_node=None,
+    ):
         self._save, self._modify = save_state, modify_selected
+        self.editor_node, self.source_volume_node = editor_node, source_volume_node
         self.undo, self.redo = undo, redo
         self.can_undo, self.can_redo = can_undo, can_redo
         self._set_levels = set_undo_levels
@@ -112,6 +132,18 @@ class CallbackWriter:
     def save_state(self) -> None:
         self._save()
 
+    def editable(self, grid: Grid) -> np.ndarray:
+        """The voxels the editor node's masking lets an edit change (all, without an editor node)."""
+        if self.editor_node is None:
+            return np.ones(grid.shape, dtype=bool)
+        return editable_from_editor_node(
+            self.segmentation_node.GetScene(),
+            self.segmentation_node,
+            self.source_volume_node,
+            self.editor_node,
+            grid,
+        )
+
     def modify(self, segment_id: str, mask: np.ndarray, grid: Grid, mode: str) -> None:
         mask = np.asarray(mask, bool)
         if not mask.any() and mode != "set":
@@ -119,6 +151,38 @@ class CallbackWriter:
         image = _oriented_labelmap(mask, grid, self.segmentation_node)
         extent = _extent(mask) if mask.any() else list(image.GetExtent())
         self._modify(image, mode, extent)
+
+
+def editable_from_editor_node(
+    scene, segmentation_node, source_volume_node, editor_node, grid: Grid
+) -> np.ndarray:
+    """:func:`~ICEEditingLib.session.editable_mask` of a segment editor node (the effect's parameter set
+    node), through a temporary ``vtkSlicerSegmentEditorLogic`` (Slicer >= 5.9 and slicer-core). Older
+    Slicer: only the intensity range is applied here (``modifySelectedSegmentByLabelmap`` applies the
+    editable area itself)."""
+    import slicer
+
+    from .session import editable_mask
+
+    if not hasattr(slicer, "vtkSlicerSegmentEditorLogic"):
+        only_intensity = np.ones(grid.shape, dtype=bool)
+        if editor_node.GetSourceVolumeIntensityMask() and source_volume_node is not None:
+            lo, hi = editor_node.GetSourceVolumeIntensityMaskRange()
+            values = mrml_io.volume_array(source_volume_node)
+            only_intensity &= mrml_io.mask_on_grid(
+                (values >= lo) & (values <= hi),
+                Grid.from_volume(source_volume_node),
+                grid,
+                allow_resample=True,
+            )
+        return only_intensity
+    logic = slicer.vtkSlicerSegmentEditorLogic()
+    logic.SetMRMLScene(scene)
+    logic.SetSegmentEditorNode(editor_node)
+    logic.SetSegmentationNode(segmentation_node)
+    if source_volume_node is not None:
+        logic.SetSourceVolumeNode(source_volume_node)
+    return editable_mask(logic, editor_node, source_volume_node, grid)
 
 
 class SessionCache:
@@ -140,8 +204,14 @@ class SessionCache:
         self._sessions.clear()
 
 
-def apply_stroke(session: ICEEditingSession, points_ras, *, frame: int | None = None,
-                 sigma_mm: float | None = None, strict_threshold: float | None = None):
+def apply_stroke(
+    session: ICEEditingSession,
+    points_ras,
+    *,
+    frame: int | None = None,
+    sigma_mm: float | None = None,
+    strict_threshold: float | None = None,
+):
     """The effect's release: the stroke's RAS points -> an edit of the session's segment.
 
     ``frame`` defaults to the frame whose plane holds the stroke (:func:`frame_of_stroke`); ``sigma_mm`` and
@@ -163,5 +233,6 @@ def apply_stroke(session: ICEEditingSession, points_ras, *, frame: int | None = 
 
 def segment_voxels(session: ICEEditingSession) -> int:
     """Voxels of the session's segment now (for status lines)."""
-    return int(np.count_nonzero(mrml_io.segment_mask(session.segmentation_node, session.segment_id,
-                                                     session.grid)))
+    return int(
+        np.count_nonzero(mrml_io.segment_mask(session.segmentation_node, session.segment_id, session.grid))
+    )

@@ -17,8 +17,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["SAMPLE_CHECKSUMS", "SAMPLE_NAME", "load_sample", "sample_case_folder", "sample_data_source",
-           "verify_sample"]
+__all__ = [
+    "SAMPLE_CHECKSUMS",
+    "SAMPLE_NAME",
+    "load_sample",
+    "sample_case_folder",
+    "sample_data_source",
+    "verify_sample",
+]
 
 SAMPLE_NAME = "ICESample"
 #: file -> SHA-256 of the bundled case

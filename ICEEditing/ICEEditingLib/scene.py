@@ -249,26 +249,39 @@ def load_case(
                     keep = np.unique(np.linspace(0, len(line) - 1, max_curve_points).round().astype(int))
                     line = line[keep]
                 points = frame_points_ras(case, frame.index, line)
-                curves.append(_add_curve(scene, points, f"{name} CAS frame {frame.index:02d}-{n}", frame.index))
+                curves.append(
+                    _add_curve(scene, points, f"{name} CAS frame {frame.index:02d}-{n}", frame.index)
+                )
         out.cas_curves.append(curves)
         if frame_volumes:
             image = np.rint(np.clip(frame.image, 0, 1) * 255).astype(np.uint8)[None]  # (1, v, u): k, j, i
             node = _add_volume(scene, image, np.asarray(frame.pose, float), f"{name} frame {frame.index:02d}")
             node.SetAttribute(FRAME_ATTRIBUTE, str(frame.index))
             out.frame_volumes.append(node)
-        report(0.2 + 0.8 * (frame.index + 1) / len(case.frames), f"Frame {frame.index + 1}/{len(case.frames)}")
+        report(
+            0.2 + 0.8 * (frame.index + 1) / len(case.frames), f"Frame {frame.index + 1}/{len(case.frames)}"
+        )
     return out
 
 
-def initial_from_mask(scene, scene_case: ICESceneCase, mask: np.ndarray, *, segmentation_node=None,
-                      segment_id: str = "left atrium", name: str = "ICE segmentation"):
+def initial_from_mask(
+    scene,
+    scene_case: ICESceneCase,
+    mask: np.ndarray,
+    *,
+    segmentation_node=None,
+    segment_id: str = "left atrium",
+    name: str = "ICE segmentation",
+):
     """y_init from a boolean ``(k, j, i)`` mask on the case's grid (a loaded segmentation, a test's mask):
     a segmentation node (new, or ``segmentation_node``) on the sparse volume's geometry with the segment
     ``segment_id``. Returns ``(segmentation_node, segment_id)``."""
     mask = np.asarray(mask)
     if mask.shape != scene_case.grid.shape:
         raise ValueError(f"the mask has shape {mask.shape}, the case's grid {scene_case.grid.shape}")
-    node = segmentation_node or scene.AddNewNodeByClass("vtkMRMLSegmentationNode", scene.GenerateUniqueName(name))
+    node = segmentation_node or scene.AddNewNodeByClass(
+        "vtkMRMLSegmentationNode", scene.GenerateUniqueName(name)
+    )
     node.SetReferenceImageGeometryParameterFromVolumeNode(scene_case.volume_node)
     mrml_io.set_segment_from_mask(node, segment_id, mask.astype(bool), scene_case.grid)
     node.CreateDefaultDisplayNodes()

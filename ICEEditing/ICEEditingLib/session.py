@@ -111,8 +111,15 @@ class SegmentEditorLogicWriter:
         undo_levels: how many edits can be undone.
     """
 
-    def __init__(self, scene, segmentation_node, source_volume_node, *, editor_node=None,
-                 undo_levels: int = DEFAULT_UNDO_LEVELS):
+    def __init__(
+        self,
+        scene,
+        segmentation_node,
+        source_volume_node,
+        *,
+        editor_node=None,
+        undo_levels: int = DEFAULT_UNDO_LEVELS,
+    ):
         self.logic = slicer.vtkSlicerSegmentEditorLogic()
         self.logic.SetMRMLScene(scene)
         self.history = slicer.vtkSegmentationHistory()
@@ -192,7 +199,10 @@ def editable_mask(logic, editor_node, source_volume_node, grid: Grid) -> np.ndar
             raise RuntimeError("the Segment Editor could not compute the editable area (mask labelmap)")
         image = logic.GetMaskLabelmap()
         protected = mrml_io.mask_on_grid(
-            mrml_io._image_array(image) > 0, Grid.from_oriented_image(image), grid, allow_resample=True,
+            mrml_io._image_array(image) > 0,
+            Grid.from_oriented_image(image),
+            grid,
+            allow_resample=True,
             what="the editable-area mask",
         )
         out &= ~protected
@@ -200,13 +210,17 @@ def editable_mask(logic, editor_node, source_volume_node, grid: Grid) -> np.ndar
         lo, hi = editor_node.GetSourceVolumeIntensityMaskRange()
         values = mrml_io.volume_array(source_volume_node)
         inside = (values >= lo) & (values <= hi)
-        out &= mrml_io.mask_on_grid(inside, Grid.from_volume(source_volume_node), grid, allow_resample=True,
-                                    what="the intensity mask")
+        out &= mrml_io.mask_on_grid(
+            inside, Grid.from_volume(source_volume_node), grid, allow_resample=True, what="the intensity mask"
+        )
     return out
 
 
 def adapted_sigma_mm(
-    scribble: np.ndarray, initial: np.ndarray, spacing: Sequence[float], max_sigma_mm: float,
+    scribble: np.ndarray,
+    initial: np.ndarray,
+    spacing: Sequence[float],
+    max_sigma_mm: float,
     min_sigma_mm: float | None = None,
 ) -> float:
     """``sigma_edit`` adapted to the size of the error region a scribble corrects (beyond the paper).
@@ -431,14 +445,16 @@ class ICEEditingSession:
             frame = frame_of_node(curve_node)
         return self.edit_from_mask(mask, frame=frame, description=f"curve {curve_node.GetName()}")
 
-    def edit_from_points(self, points_ras, frame: int | None = None, *, closed: bool = False,
-                         description: str = "stroke") -> EditRecord:
+    def edit_from_points(
+        self, points_ras, frame: int | None = None, *, closed: bool = False, description: str = "stroke"
+    ) -> EditRecord:
         """An edit from the RAS points of a stroke (``(N, 3)``, in drawing order)."""
         mask = _scribble.stroke_to_voxels(points_ras, self.grid, closed=closed)
         return self.edit_from_mask(mask, frame=frame, description=description)
 
-    def edit_from_mask(self, scribble: np.ndarray, frame: int | None = None, *,
-                       description: str = "scribble") -> EditRecord:
+    def edit_from_mask(
+        self, scribble: np.ndarray, frame: int | None = None, *, description: str = "scribble"
+    ) -> EditRecord:
         """The edit of the module docstring from a boolean ``(k, j, i)`` scribble mask on the volume's grid.
 
         Raises:
@@ -456,8 +472,12 @@ class ICEEditingSession:
             self._report(0.5, f"First inference of {model.name} (setting up the network)")
         t0 = time.perf_counter()
         result = model.edit(
-            self.image, before, scribble, self.grid.array_spacing,
-            sigma_mm=sigma, strict_threshold=self.strict_threshold,
+            self.image,
+            before,
+            scribble,
+            self.grid.array_spacing,
+            sigma_mm=sigma,
+            strict_threshold=self.strict_threshold,
         )
         self._warm = True
         editable = self.writer.editable(self.grid)
@@ -503,8 +523,12 @@ class ICEEditingSession:
         self.writer.modify(self.segment_id, mask, self.grid, mode)
         after = self.current_mask()
         record = EditRecord(
-            index=len(self.records) + 1, time=time.strftime("%Y-%m-%dT%H:%M:%S"), kind="manual",
-            frame=None, changes={}, description=description,
+            index=len(self.records) + 1,
+            time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            kind="manual",
+            frame=None,
+            changes={},
+            description=description,
         )
         self._finish(record, before, after, None, force_push=True)
         self._update_table()
@@ -516,7 +540,9 @@ class ICEEditingSession:
         near = attention if attention is not None else np.ones(self.grid.shape, np.float32)
         record.changes = edit_changes(before, after, near)
         if attention is not None:
-            record.beyond_two_sigma = int(np.count_nonzero((before != after) & (attention < BEYOND_TWO_SIGMA)))
+            record.beyond_two_sigma = int(
+                np.count_nonzero((before != after) & (attention < BEYOND_TWO_SIGMA))
+            )
         self.records.append(record)
         if record.changed == 0 and not force_push:
             record.state = "no change"  # nothing written, no undo step
@@ -554,8 +580,9 @@ class ICEEditingSession:
             ValueError: nothing left to undo (the message says how many levels are kept).
         """
         if not self.can_undo:
-            raise ValueError(f"nothing to undo ({self.undo_levels} undo levels are kept; change it with "
-                             "set_undo_levels)")
+            raise ValueError(
+                f"nothing to undo ({self.undo_levels} undo levels are kept; change it with set_undo_levels)"
+            )
         self.writer.undo()
         self._position -= 1
         record = self._stack[self._position]
@@ -585,6 +612,9 @@ class ICEEditingSession:
 
     def _update_table(self) -> None:
         self.history_table = mrml_io.table_from_rows(
-            self.scene, self.history_rows(), columns=HISTORY_COLUMNS, node=self.history_table,
+            self.scene,
+            self.history_rows(),
+            columns=HISTORY_COLUMNS,
+            node=self.history_table,
             name="ICE edit history",
         )

@@ -102,5 +102,7 @@ def register(registry: Path, name: str, model_path: Path, **card) -> Path:
     folder = registry / name
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_path, folder / "model.pt")
-    models.register_model(folder, {"name": name, "task": card.pop("task", "test"), "entry": "model.pt", **card})
+    models.register_model(
+        folder, {"name": name, "task": card.pop("task", "test"), "entry": "model.pt", **card}
+    )
     return folder

@@ -49,7 +49,13 @@ def test_whole_session_by_model_name_with_undo_redo(mrml, case, registry, monkey
     assert sid == "left atrium" or sid in mrml_io.segment_ids(seg)
     messages = []
     session = ICEEditingSession(
-        scene, seg, sid, sc.volume_node, device="cpu", cas=sc, strict_threshold=0.5,
+        scene,
+        seg,
+        sid,
+        sc.volume_node,
+        device="cpu",
+        cas=sc,
+        strict_threshold=0.5,
         progress=lambda f, m: messages.append(m),
     )
     sequence = ice.CASEditSequence(case)
@@ -69,7 +75,9 @@ def test_whole_session_by_model_name_with_undo_redo(mrml, case, registry, monkey
         assert record.beyond_two_sigma == 0
         # the metric D of this edit, as losslab computes it
         expected = editing_metric(case.cas_mask(), states[-1], after, attention, case.spacing)
-        np.testing.assert_allclose(record.metric["near"]["p95"], expected.stats["near"]["p95"], equal_nan=True)
+        np.testing.assert_allclose(
+            record.metric["near"]["p95"], expected.stats["near"]["p95"], equal_nan=True
+        )
         states.append(after)
     assert session.model.sigma_mm == 9.0  # the card's sigma: loaded by name from the registry
     assert any("Loading editing model" in m for m in messages)
@@ -238,8 +246,9 @@ def test_strict_local_and_adapted_sigma(mrml, case):
     record = free.edit_from_curve(curve)
     assert record.beyond_two_sigma > 0 and record.changes["added_far"] + record.changes["removed_far"] > 0
     free.undo()
-    strict = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, rule_model("everywhere", 8.0),
-                               strict_threshold=0.8)
+    strict = ICEEditingSession(
+        mrml.scene, seg, sid, sc.volume_node, rule_model("everywhere", 8.0), strict_threshold=0.8
+    )
     before = strict.current_mask()
     record = strict.edit_from_curve(curve)
     u = ice.encode(scribble, case.spacing, 8.0)
@@ -254,7 +263,9 @@ def test_strict_local_and_adapted_sigma(mrml, case):
     assert sigma == pytest.approx(2 * max(case.spacing))
     long_sigma = adapted_sigma_mm(scribble, before, case.spacing, 30.0)
     assert 2 * max(case.spacing) < long_sigma <= 30.0
-    adapted = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, rule_model("grow", 30.0), adapt_sigma=True)
+    adapted = ICEEditingSession(
+        mrml.scene, seg, sid, sc.volume_node, rule_model("grow", 30.0), adapt_sigma=True
+    )
     record = adapted.edit_from_curve(curve)
     assert record.sigma_mm == pytest.approx(long_sigma)
 
@@ -271,4 +282,6 @@ def test_errors_name_what_was_wrong(mrml, case):
     with pytest.raises(ValueError, match="no voxel"):
         session.edit_from_mask(np.zeros(case.grid.shape, bool))
     with pytest.raises(ValueError, match="no registered model"):
-        _ = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, "no-such-model", root=mrml_io.__file__).model
+        _ = ICEEditingSession(
+            mrml.scene, seg, sid, sc.volume_node, "no-such-model", root=mrml_io.__file__
+        ).model

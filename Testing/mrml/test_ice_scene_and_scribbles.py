@@ -12,13 +12,13 @@ pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from ice_helpers import small_case  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
 from ICEEditingLib import effect, sample_data  # noqa: E402
 from ICEEditingLib import scene as ice_scene  # noqa: E402
 from ICEEditingLib.scribble import slice_xy_to_ras, stroke_to_voxels  # noqa: E402
-from LossLabLib import mrml_io  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
 from losslab import ice  # noqa: E402
+from LossLabLib import mrml_io  # noqa: E402
 
 # Slicer's standard SliceToRAS rotations (x, y, normal as columns)
 ORIENTATIONS = {
@@ -172,8 +172,11 @@ def test_a_scribble_along_a_cas_contour_maps_to_the_same_voxels_in_any_view(mrml
     assert _within_one_voxel(voxels, reference)
     # and the frame's own CAS voxels (the simulator's rasterisation of the same polyline)
     frame_voxels = np.zeros(case.grid.shape, bool)
-    frame_voxels.ravel()[ice.polylines_to_voxels([line], case.frames[f].pixel_to_index_matrix(case.grid),
-                                                   case.grid.shape, 0.25)] = True
+    frame_voxels.ravel()[
+        ice.polylines_to_voxels(
+            [line], case.frames[f].pixel_to_index_matrix(case.grid), case.grid.shape, 0.25
+        )
+    ] = True
     assert _within_one_voxel(voxels, frame_voxels)
     # no gaps: the scribble's voxels form one 26-connected piece
     assert ndimage.label(voxels, np.ones((3, 3, 3)))[1] == 1
