@@ -192,8 +192,15 @@ class SessionCache:
     def __init__(self):
         self._sessions: dict[tuple, ICEEditingSession] = {}
 
+    @staticmethod
+    def _key(segmentation_node, segment_id, volume_node, model, device) -> tuple:
+        return (segmentation_node.GetID(), segment_id, volume_node.GetID(), str(model), device)
+
+    def has(self, segmentation_node, segment_id, volume_node, model, device=None) -> bool:
+        return self._key(segmentation_node, segment_id, volume_node, model, device) in self._sessions
+
     def get(self, scene, segmentation_node, segment_id, volume_node, model, **kwargs) -> ICEEditingSession:
-        key = (segmentation_node.GetID(), segment_id, volume_node.GetID(), str(model), kwargs.get("device"))
+        key = self._key(segmentation_node, segment_id, volume_node, model, kwargs.get("device"))
         session = self._sessions.get(key)
         if session is None or session.scene is not scene:
             session = ICEEditingSession(scene, segmentation_node, segment_id, volume_node, model, **kwargs)

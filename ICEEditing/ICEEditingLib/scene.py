@@ -31,12 +31,14 @@ __all__ = [
     "FRAME_ATTRIBUTE",
     "ICESceneCase",
     "align_slice_node",
+    "available_models",
     "frame_of_node",
     "frame_points_ras",
     "frame_slice_to_ras",
     "initial_from_mask",
     "initial_segmentation",
     "load_case",
+    "model_installed",
 ]
 
 #: the shipped models (``losslab models list``): 64^3 x 2.2048 mm, the paper's field of view
@@ -142,8 +144,9 @@ def frame_slice_to_ras(case: ice.ICECase, frame: int) -> np.ndarray:
 
 def align_slice_node(slice_node, scene_case: ICESceneCase, frame: int, composite_node=None) -> np.ndarray:
     """Show frame ``frame`` in a slice view: its SliceToRAS becomes :func:`frame_slice_to_ras`, its field
-    of view the fan's (keeping the view's aspect ratio), and, given the view's composite node, the frame's
-    volume (or the sparse volume) becomes the background. Returns the SliceToRAS matrix."""
+    of view the fan's (keeping the view's aspect ratio), the frame's CAS curves are shown (the others'
+    hidden), and, given the view's composite node, the frame's volume (or the sparse volume) becomes the
+    background. Returns the SliceToRAS matrix."""
     matrix = frame_slice_to_ras(scene_case.case, frame)
     slice_node.GetSliceToRAS().DeepCopy(_vtk_matrix(matrix))
     sector = scene_case.case.sector
@@ -153,6 +156,11 @@ def align_slice_node(slice_node, scene_case: ICESceneCase, frame: int, composite
     fov_x = max(width, height * aspect)
     slice_node.SetFieldOfView(fov_x, fov_x / aspect, float(min(scene_case.case.spacing)))
     slice_node.UpdateMatrices()
+    for k, curves in enumerate(scene_case.cas_curves):  # the frame's CAS contours shown, the others hidden
+        for curve in curves:
+            display = curve.GetDisplayNode()
+            if display is not None:
+                display.SetVisibility(k == frame)
     if composite_node is not None:
         background = scene_case.frame_volumes[frame] if scene_case.frame_volumes else scene_case.volume_node
         composite_node.SetBackgroundVolumeID(background.GetID())
@@ -288,9 +296,28 @@ def initial_from_mask(
     return node, segment_id
 
 
+def available_models(kind: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Registered ICE models of a kind (``"segmentation"`` or ``"editing"``: names ``ice-<kind>-*``), the
+    default first; the default is listed even before it is installed (loading it then says what to do)."""
+    from losslab import models
+
+    if kind not in ("segmentation", "editing"):
+        raise ValueError(f"kind must be 'segmentation' or 'editing', got {kind!r}")
+    default = DEFAULT_SEGMENTATION_MODEL if kind == "segmentation" else DEFAULT_EDITING_MODEL
+    names = [c.name for c in models.list_models(root) if c.name.startswith(f"ice-{kind}")]
+    return [default] + sorted(n for n in names if n != default)
+
+
+def model_installed(name: str, root: str | os.PathLike | None = None) -> bool:
+    """Whether a model of that name is registered (``losslab models list``); its files are checked on load."""
+    from losslab import models
+
+    return any(c.name == name for c in models.list_models(root))
+
+
 def initial_segmentation(
     scene,
-    scene_case: ICESceneCase,
+    scene_case,
     model: str | os.PathLike = DEFAULT_SEGMENTATION_MODEL,
     *,
     root: str | os.PathLike | None = None,
@@ -299,9 +326,9 @@ def initial_segmentation(
     progress: ProgressCallback | None = None,
 ):
     """y_init from a segmentation model: a registered model's name (``losslab models list``; checksums
-    verified) or a checkpoint / ensemble path, run on the sparse volume with
-    :class:`LossLabLib.inference.InferenceLogic`. Returns ``(segmentation_node, segment_id)`` (the first
-    foreground label's segment)."""
+    verified) or a checkpoint / ensemble path, run on the sparse volume (``scene_case``: an
+    :class:`ICESceneCase` or a volume node) with :class:`LossLabLib.inference.InferenceLogic`. Returns
+    ``(segmentation_node, segment_id)`` (the first foreground label's segment)."""
     from losslab import models
     from LossLabLib.inference import InferenceLogic
 
@@ -311,6 +338,9 @@ def initial_segmentation(
             progress(0.0, f"Checking model {model}")
         path = models.model_path(str(model), root=root)
     result = InferenceLogic(scene, progress, device=device).run(
-        path, scene_case.volume_node, output_segmentation=segmentation_node, name="ICE segmentation"
+        path,
+        getattr(scene_case, "volume_node", scene_case),
+        output_segmentation=segmentation_node,
+        name="ICE segmentation",
     )
     return result.segmentation_node, result.segment_ids[0]
