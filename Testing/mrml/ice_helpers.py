@@ -98,6 +98,22 @@ def train_tiny(folder: Path, kind: str, epochs: int = 10) -> Path:
     return Path(result.model_path)
 
 
+_REGISTRY: dict[str, Path] = {}
+
+
+def tiny_registry(tmp_path_factory) -> Path:
+    """Tiny trained models registered under the shipped names (editing: sigma 9 mm on its card), trained once
+    per test run (the real ones come from the models issue)."""
+    from ICEEditingLib import scene as ice_scene
+
+    if "root" not in _REGISTRY:
+        root = tmp_path_factory.mktemp("models")
+        register(root, ice_scene.DEFAULT_EDITING_MODEL, train_tiny(root / "_edit", "editing"), sigma_mm=9.0)
+        register(root, ice_scene.DEFAULT_SEGMENTATION_MODEL, train_tiny(root / "_seg", "segmentation"))
+        _REGISTRY["root"] = root
+    return _REGISTRY["root"]
+
+
 def register(registry: Path, name: str, model_path: Path, **card) -> Path:
     folder = registry / name
     folder.mkdir(parents=True, exist_ok=True)

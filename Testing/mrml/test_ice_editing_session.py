@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 pytest.importorskip("torch")
 
-from ice_helpers import bitten, register, rule_model, small_case, train_tiny  # noqa: E402
+from ice_helpers import bitten, rule_model, small_case, tiny_registry  # noqa: E402
 
 from ICEEditingLib import scene as ice_scene  # noqa: E402
 from ICEEditingLib.session import BEYOND_TWO_SIGMA, HISTORY_COLUMNS, ICEEditingSession, adapted_sigma_mm  # noqa: E402
@@ -22,11 +22,7 @@ from LossLabLib import mrml_io  # noqa: E402
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """Tiny trained models registered under the shipped names (the real ones come from the models issue)."""
-    root = tmp_path_factory.mktemp("models")
-    register(root, ice_scene.DEFAULT_EDITING_MODEL, train_tiny(root / "_edit", "editing"), sigma_mm=9.0)
-    register(root, ice_scene.DEFAULT_SEGMENTATION_MODEL, train_tiny(root / "_seg", "segmentation"))
-    return root
+    return tiny_registry(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
