@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "LossLab"), str(ROOT / "ICEEditing"), str(ROOT / "Testing" / "mrml")]
 
@@ -120,7 +118,6 @@ def main(argv=None) -> None:
         )
         for (owner, attr), original in originals.items():
             setattr(owner, attr, original)
-        np.random.seed(0)
 
 
 if __name__ == "__main__":
