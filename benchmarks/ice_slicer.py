@@ -110,7 +110,7 @@ def main(argv=None) -> None:
                 session.undo()
         label = f"{size}^3"
         for name, values in parts.items():
-            print(f"{label:>9} {name:>22} {min(values[2:]):8.3f}")
+            print(f"{label:>9} {name:>22} {min(values[1:]):8.3f}")
         best = min(totals[1:])
         print(
             f"{label:>9} {'whole edit':>22} {best:8.3f}   first edit {totals[0]:.3f} s   "
