@@ -281,3 +281,43 @@ def test_errors_name_what_was_wrong(mrml, case):
         _ = ICEEditingSession(
             mrml.scene, seg, sid, sc.volume_node, "no-such-model", root=mrml_io.__file__
         ).model
+
+
+def test_the_write_path_adds_no_change_of_its_own(mrml, case, registry):
+    """Without masking and without strict local, what reaches the segment is exactly the model's y_hat: the
+    far-region change is the model's own (its far error), never more, never less. Models: the tiny one by
+    name (it adds voxels far away) and a rule that also removes far voxels."""
+    sc, seg, sid = _loaded(mrml.scene, case)
+    removed_far = 0
+    for model in ("ice-editing-64", rule_model("everywhere", 8.0)):
+        session = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, model, root=registry, device="cpu")
+        for frame in sc.frames_with_contours()[:3]:
+            before = session.current_mask()
+            curve = sc.cas_curves[frame][0]
+            record = session.edit_from_curve(curve)
+            scribble = mrml_io.markups_to_mask(curve, sc.grid)
+            expected = session.model.edit(case.image, before, scribble, case.spacing).mask
+            assert np.array_equal(session.current_mask(), expected)
+            assert record.changes == record.proposed
+            removed_far += record.changes["removed_far"]
+    assert removed_far > 0
+
+
+def test_models_by_name_are_listed_and_checked(mrml, case, registry, tmp_path):
+    assert ice_scene.available_models("editing", registry) == ["ice-editing-64"]
+    assert ice_scene.available_models("segmentation", tmp_path) == ["ice-segmentation-64"]  # default first
+    assert ice_scene.model_installed("ice-editing-64", registry)
+    assert not ice_scene.model_installed("ice-editing-64", tmp_path)
+    with pytest.raises(ValueError, match="kind"):
+        ice_scene.available_models("other")
+    # a corrupt model file is refused before loading, naming it
+    import shutil
+
+    from losslab.models import ModelChecksumError
+
+    copy = tmp_path / "registry"
+    shutil.copytree(registry, copy)
+    (copy / "ice-segmentation-64" / "model.pt").write_bytes(b"corrupt")
+    sc = ice_scene.load_case(mrml.scene, case, cas_curves=False, frame_volumes=False)
+    with pytest.raises(ModelChecksumError, match="model.pt"):
+        ice_scene.initial_segmentation(mrml.scene, sc, root=copy, device="cpu")
