@@ -306,7 +306,7 @@ class ICEEditingLogic(ScriptedLoadableModuleLogic):
         return self._loaded(p, ICEEditingLib.load_case(self._scene(), folder, progress=progress))
 
     def segment(self, p, progress=None) -> str:
-        """y_init: the segmentation model (by name) on the input volume -> the segmentation to edit."""
+        """y_init: the segmentation model (by name) on the input volume -> a new segmentation to edit."""
         self.ensureDependencies()
         import ICEEditingLib
 

@@ -26,6 +26,7 @@ _EXPORTS = {
     "frame_points_ras": "scene",
     "frame_slice_to_ras": "scene",
     "initial_from_mask": "scene",
+    "initial_from_segmentation": "scene",
     "initial_segmentation": "scene",
     "load_case": "scene",
     "model_installed": "scene",

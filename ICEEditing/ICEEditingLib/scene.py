@@ -36,6 +36,7 @@ __all__ = [
     "frame_points_ras",
     "frame_slice_to_ras",
     "initial_from_mask",
+    "initial_from_segmentation",
     "initial_segmentation",
     "load_case",
     "model_installed",
@@ -294,6 +295,19 @@ def initial_from_mask(
     mrml_io.set_segment_from_mask(node, segment_id, mask.astype(bool), scene_case.grid)
     node.CreateDefaultDisplayNodes()
     return node, segment_id
+
+
+def initial_from_segmentation(
+    scene, scene_case: ICESceneCase, segmentation_node, segment_id: str, *, name: str = "ICE segmentation"
+):
+    """y_init from a loaded segmentation (e.g. a ``.seg.nrrd``) on any grid: the segment is moved onto the
+    case's grid (exactly when the lattices align, else nearest neighbour) into a new segmentation on the
+    sparse volume's geometry, which the edits then change (the loaded node is left as it is). Returns
+    ``(segmentation_node, segment_id)``."""
+    mask = mrml_io.segment_mask(
+        segmentation_node, segment_id, scene_case.grid, allow_resample=True, role="initial segment"
+    )
+    return initial_from_mask(scene, scene_case, mask, segment_id=segment_id, name=name)
 
 
 def available_models(kind: str, root: str | os.PathLike | None = None) -> list[str]:

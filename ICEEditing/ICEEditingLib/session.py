@@ -289,6 +289,10 @@ class EditRecord:
 
     def summary(self) -> str:
         c = self.changes
+        if self.kind == "manual":
+            added = c.get("added_near", 0) + c.get("added_far", 0)
+            removed = c.get("removed_near", 0) + c.get("removed_far", 0)
+            return f"manual ({self.description}): +{added}/-{removed} voxels"
         where = f"frame {self.frame}" if self.frame is not None else self.kind
         return (
             f"{where}: +{c.get('added_near', 0)}/-{c.get('removed_near', 0)} voxels near the scribble, "
@@ -333,7 +337,11 @@ class ICEEditingSession:
         cas: CAS contour voxels for the editing metric: an :class:`ICESceneCase`, a boolean ``(k, j, i)``
             mask, or ``None`` (no metric).
         writer: how the segment is written and undone; default a :class:`SegmentEditorLogicWriter` with
-            ``editor_node``. The Segment Editor effect passes its own (``modifySelectedSegmentByLabelmap``).
+            ``editor_node``. The Segment Editor effect passes its own
+            (:class:`ICEEditingLib.effect.CallbackWriter`, on ``modifySelectedSegmentByLabelmap``). A writer
+            has ``save_state()``, ``modify(segment_id, mask, grid, mode)`` (mode ``add`` / ``remove`` /
+            ``set``, masking honoured), ``editable(grid)`` (the voxels masking lets change), ``undo()``,
+            ``redo()``, ``can_undo()``, ``can_redo()`` and ``set_undo_levels(levels)``.
         undo_levels: how many changes can be undone (default 20).
         sigma_mm: the sigma of ``u`` and ``A`` (default: the model's card).
         strict_threshold: "strict local" (see the module docstring); ``None``: off.

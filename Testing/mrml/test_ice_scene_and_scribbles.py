@@ -106,6 +106,23 @@ def test_y_init_from_a_mask_and_errors(mrml, case, tmp_path):
     assert np.array_equal(mrml_io.segment_mask(seg, sid, sc.grid), case.label.astype(bool))
     with pytest.raises(ValueError, match="shape"):
         ice_scene.initial_from_mask(mrml.scene, sc, case.label[:-1])
+    # a loaded segmentation on another grid (half the spacing, shifted by half a voxel of it): resampled
+    from mrml_builders import make_volume
+
+    fine_grid = mrml_io.Grid(
+        tuple(2 * n for n in case.grid.shape),
+        sc.grid.ijk_to_ras
+        @ np.diag([0.5, 0.5, 0.5, 1.0])
+        @ np.array([[1, 0, 0, -0.5], [0, 1, 0, -0.5], [0, 0, 1, -0.5], [0, 0, 0, 1]], float),
+    )
+    fine_mask = mrml_io.mask_on_grid(case.label.astype(bool), sc.grid, fine_grid, allow_resample=True)
+    fine_volume = make_volume(mrml.scene, fine_grid.shape, fine_grid.spacing_ijk, fine_grid.origin)
+    loaded = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    loaded.SetReferenceImageGeometryParameterFromVolumeNode(fine_volume)
+    mrml_io.set_segment_from_mask(loaded, "LA", fine_mask, fine_grid)
+    seg2, sid2 = ice_scene.initial_from_segmentation(mrml.scene, sc, loaded, "LA")
+    assert sid2 == "LA" and seg2 is not loaded
+    assert np.array_equal(mrml_io.segment_mask(seg2, sid2, sc.grid), case.label.astype(bool))
     with pytest.raises(FileNotFoundError, match="not an ICE case folder"):
         ice_scene.load_case(mrml.scene, tmp_path)
     with pytest.raises(IndexError, match="frames 0.."):
