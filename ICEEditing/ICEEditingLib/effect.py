@@ -203,11 +203,16 @@ class SessionCache:
         key = self._key(segmentation_node, segment_id, volume_node, model, kwargs.get("device"))
         session = self._sessions.get(key)
         if session is None or session.scene is not scene:
+            if session is not None:
+                session.close()
             session = ICEEditingSession(scene, segmentation_node, segment_id, volume_node, model, **kwargs)
             self._sessions[key] = session
         return session
 
     def clear(self) -> None:
+        """Forget every session (and stop them following their segments)."""
+        for session in self._sessions.values():
+            session.close()
         self._sessions.clear()
 
 

@@ -35,6 +35,8 @@ Options beyond the paper, off by default:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
 import time
@@ -91,6 +93,12 @@ def _oriented_labelmap(mask: np.ndarray, grid: Grid, segmentation_node):
     image = local.to_oriented_image()
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.astype(np.uint8).ravel()
     return image
+
+
+def _digest(mask: np.ndarray) -> str:
+    """A fingerprint of a boolean mask (its shape and bits), to recognise a segment state again."""
+    mask = np.asarray(mask, bool)
+    return hashlib.sha1(repr(mask.shape).encode() + np.packbits(mask).tobytes()).hexdigest()
 
 
 def _extent(mask: np.ndarray) -> list[int]:
@@ -282,6 +290,8 @@ class EditRecord:
     metric: dict | None = None
     state: str = "applied"
     description: str = ""
+    digest_before: str = field(default="", repr=False)
+    digest_after: str = field(default="", repr=False)
 
     @property
     def changed(self) -> int:
@@ -347,6 +357,9 @@ class ICEEditingSession:
         strict_threshold: "strict local" (see the module docstring); ``None``: off.
         adapt_sigma: adapt sigma to the error region (:func:`adapted_sigma_mm`); off by default.
         history_table: a table node for the history (one is created on the first edit if ``None``).
+        follow_undo: observe the segment so that an undo or redo made outside the session (Ctrl+Z in the
+            Segment Editor, whose stack the effect's strokes share) updates the history's states at once
+            (:meth:`sync`); :meth:`close` stops it.
         progress: ``progress(fraction, message)``, called while the model loads and during the first
             inference (the slow ones), and at each edit.
     """
@@ -369,6 +382,7 @@ class ICEEditingSession:
         strict_threshold: float | None = None,
         adapt_sigma: bool = False,
         history_table=None,
+        follow_undo: bool = True,
         progress: ProgressCallback | None = None,
     ):
         if scene is None:
@@ -408,6 +422,30 @@ class ICEEditingSession:
         self._position = 0  # changes of _stack now applied
         self._model = None
         self._warm = False
+        self._busy = False
+        self._observer = None
+        if follow_undo:
+            self._observer = segmentation_node.GetSegmentation().AddObserver(
+                slicer.vtkSegmentation.SegmentModified, self._on_segment_modified
+            )
+
+    def close(self) -> None:
+        """Stop following the segment (see ``follow_undo``)."""
+        if self._observer is not None:
+            self.segmentation_node.GetSegmentation().RemoveObserver(self._observer)
+            self._observer = None
+
+    def _on_segment_modified(self, caller, event) -> None:
+        if not self._busy:
+            self.sync()
+
+    @contextlib.contextmanager
+    def _working(self):
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
 
     # Model ---------------------------------------------------------------------------------------------
 
@@ -471,6 +509,11 @@ class ICEEditingSession:
         scribble = np.asarray(scribble, bool)
         if scribble.shape != self.grid.shape:
             raise ValueError(f"the scribble has shape {scribble.shape}, the volume's grid {self.grid.shape}")
+        self.sync()
+        with self._working():
+            return self._edit(scribble, frame, description)
+
+    def _edit(self, scribble: np.ndarray, frame: int | None, description: str) -> EditRecord:
         model = self.model
         before = self.current_mask()
         sigma = self.sigma_mm if self.sigma_mm is not None else model.sigma_mm
@@ -524,6 +567,11 @@ class ICEEditingSession:
         mask = np.asarray(mask, bool)
         if mask.shape != self.grid.shape:
             raise ValueError(f"the mask has shape {mask.shape}, the volume's grid {self.grid.shape}")
+        self.sync()
+        with self._working():
+            return self._manual(mask, mode, description)
+
+    def _manual(self, mask: np.ndarray, mode: str, description: str) -> EditRecord:
         before = self.current_mask()
         if mode == "remove":  # an erase stays inside the editable area too (see editable_mask)
             mask = mask & self.writer.editable(self.grid)
@@ -547,6 +595,7 @@ class ICEEditingSession:
 
         near = attention if attention is not None else np.ones(self.grid.shape, np.float32)
         record.changes = edit_changes(before, after, near)
+        record.digest_before, record.digest_after = _digest(before), _digest(after)
         if attention is not None:
             record.beyond_two_sigma = int(
                 np.count_nonzero((before != after) & (attention < BEYOND_TWO_SIGMA))
@@ -587,11 +636,13 @@ class ICEEditingSession:
         Raises:
             ValueError: nothing left to undo (the message says how many levels are kept).
         """
+        self.sync()
         if not self.can_undo:
             raise ValueError(
                 f"nothing to undo ({self.undo_levels} undo levels are kept; change it with set_undo_levels)"
             )
-        self.writer.undo()
+        with self._working():
+            self.writer.undo()
         self._position -= 1
         record = self._stack[self._position]
         record.state = "undone"
@@ -604,14 +655,42 @@ class ICEEditingSession:
         Raises:
             ValueError: nothing to redo.
         """
+        self.sync()
         if not self.can_redo:
             raise ValueError("nothing to redo: no change was undone since the last edit")
-        self.writer.redo()
+        with self._working():
+            self.writer.redo()
         record = self._stack[self._position]
         self._position += 1
         record.state = "applied"
         self._update_table()
         return record
+
+    def sync(self) -> bool:
+        """Align the history with the segment as it is now, after an undo or redo made outside the session
+        (Ctrl+Z in the Segment Editor): the changes up to the latest one whose result is the segment now
+        are "applied", the later ones "undone". A segment the session did not produce (a manual change
+        made elsewhere) leaves the states as they are. Returns whether anything moved."""
+        if not self._stack or self._busy:
+            return False
+        now = _digest(self.current_mask())
+        if self._position > 0 and self._stack[self._position - 1].digest_after == now:
+            return False
+        if self._position == 0 and self._stack[0].digest_before == now:
+            return False
+        matches = [j + 1 for j, r in enumerate(self._stack) if r.digest_after == now]
+        if matches:
+            position = matches[-1]
+        elif self._stack[0].digest_before == now:
+            position = 0
+        else:
+            return False
+        for k, record in enumerate(self._stack):
+            record.state = "applied" if k < position else "undone"
+        moved = position != self._position
+        self._position = position
+        self._update_table()
+        return moved
 
     # History ---------------------------------------------------------------------------------------------
 

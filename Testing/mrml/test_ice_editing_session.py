@@ -321,3 +321,40 @@ def test_models_by_name_are_listed_and_checked(mrml, case, registry, tmp_path):
     sc = ice_scene.load_case(mrml.scene, case, cas_curves=False, frame_volumes=False)
     with pytest.raises(ModelChecksumError, match="model.pt"):
         ice_scene.initial_segmentation(mrml.scene, sc, root=copy, device="cpu")
+
+
+def test_the_history_follows_an_undo_made_outside_the_session(mrml, case):
+    """Ctrl+Z / Ctrl+Y in the Segment Editor (here: the writer's logic called directly, as the widget does)
+    moves the history's states; a manual change made elsewhere leaves them; a new edit then discards the
+    undone branch, and the session's own undo still restores bit for bit."""
+    sc, seg, sid = _loaded(mrml.scene, case)
+    session = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, rule_model("toggle"))
+    frames = sc.frames_with_contours()
+    states = [session.current_mask()]
+    for frame in frames[:3]:
+        session.edit_from_curve(sc.cas_curves[frame][0])
+        states.append(session.current_mask())
+    session.writer.logic.Undo()  # not through the session
+    session.writer.logic.Undo()
+    assert [r.state for r in session.records] == ["applied", "undone", "undone"]
+    rows = mrml_io.table_rows(session.history_table)
+    assert [r[HISTORY_COLUMNS.index("State")] for r in rows] == ["applied", "undone", "undone"]
+    assert session.can_redo and np.array_equal(session.current_mask(), states[1])
+    session.writer.logic.Redo()
+    assert [r.state for r in session.records] == ["applied", "applied", "undone"]
+    # a paint made elsewhere (its own undo step in the editor): the states stay
+    paint = np.zeros(case.grid.shape, bool)
+    paint[1:3, 1:3, 1:3] = True
+    session.writer.save_state()
+    session.writer.modify(sid, paint, sc.grid, "add")
+    assert [r.state for r in session.records] == ["applied", "applied", "undone"]
+    session.writer.logic.Undo()  # the paint
+    session.writer.logic.Undo()  # edit 2
+    assert [r.state for r in session.records] == ["applied", "undone", "undone"]
+    session.edit_from_curve(sc.cas_curves[frames[3]][0])
+    assert [r.state for r in session.records] == ["applied", "discarded", "discarded", "applied"]
+    session.undo()
+    assert np.array_equal(session.current_mask(), states[1])
+    session.close()
+    session.writer.logic.Undo()
+    assert session.records[0].state == "applied"  # no longer followed
