@@ -45,7 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import slicer
+import vtk
 from vtk.util import numpy_support
+from vtkmodules.util.misc import calldata_type
 
 from LossLabLib import mrml_io
 from LossLabLib.mrml_io import Grid
@@ -435,8 +437,10 @@ class ICEEditingSession:
             self.segmentation_node.GetSegmentation().RemoveObserver(self._observer)
             self._observer = None
 
-    def _on_segment_modified(self, caller, event) -> None:
-        if not self._busy:
+    @calldata_type(vtk.VTK_STRING)
+    def _on_segment_modified(self, caller, event, segment_id=None) -> None:
+        # another segment painted: nothing to do (the call data names the modified segment, when known)
+        if not self._busy and (not segment_id or segment_id == self.segment_id):
             self.sync()
 
     @contextlib.contextmanager
