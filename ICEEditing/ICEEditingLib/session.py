@@ -484,8 +484,23 @@ class ICEEditingSession:
     # Edits ---------------------------------------------------------------------------------------------
 
     def current_mask(self) -> np.ndarray:
-        """The edited segment now, boolean ``(k, j, i)`` on the volume's grid."""
-        return mrml_io.segment_mask(self.segmentation_node, self.segment_id, self.grid, role="edited segment")
+        """The edited segment now, boolean ``(k, j, i)`` on the volume's grid.
+
+        Raises:
+            ValueError: the segment lies on another voxel lattice than the ICE volume (the message says how
+                to bring it onto the volume's grid).
+        """
+        try:
+            return mrml_io.segment_mask(
+                self.segmentation_node, self.segment_id, self.grid, role="edited segment"
+            )
+        except ValueError as exc:
+            if "different voxel grid" not in str(exc):
+                raise
+            raise ValueError(
+                f"{exc}. ICE edits run on the ICE volume's grid: copy the segment onto it first with "
+                "ICEEditingLib.initial_from_segmentation(scene, case, segmentation, segment_id)"
+            ) from None
 
     def edit_from_curve(self, curve_node, frame: int | None = None) -> EditRecord:
         """An edit from a markups curve (RAS; any slice it was drawn in). ``frame`` defaults to the curve's

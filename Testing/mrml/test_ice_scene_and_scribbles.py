@@ -64,7 +64,10 @@ def _within_one_voxel(a: np.ndarray, b: np.ndarray) -> bool:
 
 def test_a_case_folder_loads_with_its_geometry(mrml, case, tmp_path):
     ice.write_case(case, tmp_path / "case")
-    sc = ice_scene.load_case(mrml.scene, tmp_path / "case")
+    progress = []
+    sc = ice_scene.load_case(mrml.scene, tmp_path / "case", progress=lambda f, m: progress.append((f, m)))
+    assert progress[0][0] == 0.0 and progress[-1][0] == pytest.approx(1.0)
+    assert [f for f, _ in progress] == sorted(f for f, _ in progress)
     assert sc.folder == tmp_path / "case" and sc.grid.shape == case.grid.shape
     np.testing.assert_allclose(mrml_io.volume_array(sc.volume_node), case.image)
     assert sc.datamask_node.IsA("vtkMRMLLabelMapVolumeNode")
@@ -120,6 +123,12 @@ def test_y_init_from_a_mask_and_errors(mrml, case, tmp_path):
     loaded = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     loaded.SetReferenceImageGeometryParameterFromVolumeNode(fine_volume)
     mrml_io.set_segment_from_mask(loaded, "LA", fine_mask, fine_grid)
+    from ice_helpers import rule_model
+
+    from ICEEditingLib.session import ICEEditingSession
+
+    with pytest.raises(ValueError, match="initial_from_segmentation"):
+        ICEEditingSession(mrml.scene, loaded, "LA", sc.volume_node, rule_model("grow")).current_mask()
     seg2, sid2 = ice_scene.initial_from_segmentation(mrml.scene, sc, loaded, "LA")
     assert sid2 == "LA" and seg2 is not loaded
     assert np.array_equal(mrml_io.segment_mask(seg2, sid2, sc.grid), case.label.astype(bool))
