@@ -71,7 +71,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.strictThresholdSpinBox = qt.QDoubleSpinBox()
         self.strictThresholdSpinBox.setRange(0.01, 1.0)
         self.strictThresholdSpinBox.setSingleStep(0.05)
-        self.scriptedEffect.addLabeledOptionsWidget(self.strictCheckBox, self.strictThresholdSpinBox)
+        self.strictThresholdSpinBox.toolTip = "Threshold of strict local: A below it keeps the segment"
+        strictRow = qt.QHBoxLayout()
+        strictRow.addWidget(self.strictCheckBox)
+        strictRow.addWidget(self.strictThresholdSpinBox)
+        self.scriptedEffect.addOptionsWidget(strictRow)
         self.undoLevelsSpinBox = qt.QSpinBox()
         self.undoLevelsSpinBox.setRange(1, 1000)
         self.scriptedEffect.addLabeledOptionsWidget("Undo levels:", self.undoLevelsSpinBox)
@@ -142,8 +146,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         return CallbackWriter(
             save_state=self.scriptedEffect.saveStateForUndo,
+            # the whole labelmap (the extent is an optimisation of the headless writer); masking applies
             modify_selected=lambda image, mode, extent: self.scriptedEffect.modifySelectedSegmentByLabelmap(
-                image, modes[mode], extent
+                image, modes[mode]
             ),
             undo=editor.undo,
             redo=editor.redo,
