@@ -339,7 +339,7 @@ class ICEEditingLogic(ScriptedLoadableModuleLogic):
         return _("Frame {k} of {n}").format(k=p.frame, n=self.sceneCase.n_frames)
 
     def editorNode(self):
-        """The Segment Editor's parameter node, so that module edits honour its masking settings."""
+        """The Segment Editor's parameter node, whose masking settings module edits honour (None headless)."""
         try:
             return slicer.modules.segmenteditor.widgetRepresentation().self().editor.mrmlSegmentEditorNode()
         except AttributeError:
@@ -372,10 +372,10 @@ class ICEEditingLogic(ScriptedLoadableModuleLogic):
             cas=self.sceneCase
             if self.sceneCase is not None and self.sceneCase.volume_node is p.inputVolume
             else None,
-            editor_node=self.editorNode(),
             undo_levels=p.undoLevels,
             history_table=p.historyTable,
         )
+        session.writer.copy_masking_from(self.editorNode())  # the Segment Editor's masking settings
         session.progress = progress
         session.sigma_mm = p.sigmaMm if p.sigmaMm > 0 else None
         session.strict_threshold = p.strictThreshold if p.strictLocal else None

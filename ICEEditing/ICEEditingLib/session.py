@@ -175,6 +175,19 @@ class SegmentEditorLogicWriter:
                 self.segmentation_node, segment_id, image, enum, _extent(mask), False, False
             )
 
+    def copy_masking_from(self, editor_node) -> None:
+        """Use the masking settings of another segment editor node (the Segment Editor module's, in desktop
+        Slicer): mask mode and segment, overwrite mode, intensity mask and range. Its segmentation and
+        source volume selections are left alone (this writer keeps its own node)."""
+        if editor_node is None:
+            return
+        own = self.editor_node
+        own.SetMaskMode(editor_node.GetMaskMode())
+        own.SetMaskSegmentID(editor_node.GetMaskSegmentID())
+        own.SetOverwriteMode(editor_node.GetOverwriteMode())
+        own.SetSourceVolumeIntensityMask(editor_node.GetSourceVolumeIntensityMask())
+        own.SetSourceVolumeIntensityMaskRange(*editor_node.GetSourceVolumeIntensityMaskRange())
+
     def editable(self, grid: Grid) -> np.ndarray:
         """The voxels an edit may change now (:func:`editable_mask` of the editor node's settings)."""
         return editable_mask(self.logic, self.editor_node, self.logic.GetSourceVolumeNode(), grid)

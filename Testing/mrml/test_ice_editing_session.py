@@ -358,3 +358,24 @@ def test_the_history_follows_an_undo_made_outside_the_session(mrml, case):
     session.close()
     session.writer.logic.Undo()
     assert session.records[0].state == "applied"  # no longer followed
+
+
+def test_masking_settings_copied_from_the_segment_editor(mrml, case):
+    """The module's edits honour the Segment Editor module's masking without taking over its node."""
+    sc, seg, sid = _loaded(mrml.scene, case)
+    gui = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    gui.SetMaskMode(seg.EditAllowedInsideSingleSegment)
+    gui.SetMaskSegmentID("area")
+    gui.SetOverwriteMode(gui.OverwriteVisibleSegments)
+    gui.SetSourceVolumeIntensityMask(True)
+    gui.SetSourceVolumeIntensityMaskRange(0.2, 0.9)
+    session = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, rule_model("grow"))
+    session.writer.copy_masking_from(gui)
+    own = session.editor_node
+    assert own is not gui and gui.GetSegmentationNode() is None  # the GUI's node is not taken over
+    assert (own.GetMaskMode(), own.GetMaskSegmentID(), own.GetOverwriteMode()) == (
+        seg.EditAllowedInsideSingleSegment,
+        "area",
+        gui.OverwriteVisibleSegments,
+    )
+    assert own.GetSourceVolumeIntensityMask() and tuple(own.GetSourceVolumeIntensityMaskRange()) == (0.2, 0.9)
