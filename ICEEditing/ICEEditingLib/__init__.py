@@ -23,6 +23,7 @@ _EXPORTS = {
     "align_slice_node": "scene",
     "available_models": "scene",
     "frame_of_node": "scene",
+    "frame_of_stroke": "scene",
     "frame_points_ras": "scene",
     "frame_slice_to_ras": "scene",
     "initial_from_mask": "scene",

@@ -20,7 +20,7 @@ import numpy as np
 from LossLabLib import mrml_io
 from LossLabLib.mrml_io import Grid
 
-from .scene import FRAME_ATTRIBUTE
+from .scene import frame_of_stroke
 from .session import ICEEditingSession, _extent, _oriented_labelmap
 
 __all__ = [
@@ -64,28 +64,6 @@ class StrokeCollector:
 
     def cancel(self) -> None:
         self.points, self.view = [], None
-
-
-def frame_of_stroke(scene, points_ras, tolerance_mm: float | None = None) -> int | None:
-    """The ICE frame whose plane holds the whole stroke (a frame volume of :func:`load_case`, attribute
-    :data:`FRAME_ATTRIBUTE`), or ``None``. ``tolerance_mm``: default half the frame's pixel size."""
-    points = np.asarray(points_ras, float).reshape(-1, 3)
-    if len(points) == 0:
-        return None
-    best, best_distance = None, np.inf
-    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-    for n in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(n)
-        value = node.GetAttribute(FRAME_ATTRIBUTE)
-        if value in (None, "") or node.GetImageData() is None:
-            continue
-        grid = Grid.from_volume(node)
-        w = grid.ras_to_continuous_ijk(points)[:, 2] * grid.spacing_ijk[2]  # mm off the frame's plane
-        distance = float(np.max(np.abs(w)))
-        limit = tolerance_mm if tolerance_mm is not None else 0.5 * min(grid.spacing_ijk[:2])
-        if distance <= limit and distance < best_distance:
-            best, best_distance = int(value), distance
-    return best
 
 
 class CallbackWriter:

@@ -33,6 +33,7 @@ __all__ = [
     "align_slice_node",
     "available_models",
     "frame_of_node",
+    "frame_of_stroke",
     "frame_points_ras",
     "frame_slice_to_ras",
     "initial_from_mask",
@@ -172,6 +173,28 @@ def frame_of_node(node) -> int | None:
     """The frame index a CAS curve or frame volume of :func:`load_case` belongs to (``None`` for others)."""
     value = node.GetAttribute(FRAME_ATTRIBUTE) if node is not None else None
     return int(value) if value not in (None, "") else None
+
+
+def frame_of_stroke(scene, points_ras, tolerance_mm: float | None = None) -> int | None:
+    """The ICE frame whose plane holds the whole stroke (a frame volume of :func:`load_case`, attribute
+    :data:`FRAME_ATTRIBUTE`), or ``None``. ``tolerance_mm``: default half the frame's pixel size."""
+    points = np.asarray(points_ras, float).reshape(-1, 3)
+    if len(points) == 0:
+        return None
+    best, best_distance = None, np.inf
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    for n in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(n)
+        value = node.GetAttribute(FRAME_ATTRIBUTE)
+        if value in (None, "") or node.GetImageData() is None:
+            continue
+        grid = Grid.from_volume(node)
+        w = grid.ras_to_continuous_ijk(points)[:, 2] * grid.spacing_ijk[2]  # mm off the frame's plane
+        distance = float(np.max(np.abs(w)))
+        limit = tolerance_mm if tolerance_mm is not None else 0.5 * min(grid.spacing_ijk[:2])
+        if distance <= limit and distance < best_distance:
+            best, best_distance = int(value), distance
+    return best
 
 
 def _add_curve(scene, points_ras: np.ndarray, name: str, frame: int):

@@ -53,7 +53,7 @@ from LossLabLib import mrml_io
 from LossLabLib.mrml_io import Grid
 
 from . import scribble as _scribble
-from .scene import DEFAULT_EDITING_MODEL, ICESceneCase, frame_of_node
+from .scene import DEFAULT_EDITING_MODEL, ICESceneCase, frame_of_node, frame_of_stroke
 
 __all__ = [
     "DEFAULT_UNDO_LEVELS",
@@ -517,10 +517,13 @@ class ICEEditingSession:
 
     def edit_from_curve(self, curve_node, frame: int | None = None) -> EditRecord:
         """An edit from a markups curve (RAS; any slice it was drawn in). ``frame`` defaults to the curve's
-        :data:`~ICEEditingLib.scene.FRAME_ATTRIBUTE`."""
+        :data:`~ICEEditingLib.scene.FRAME_ATTRIBUTE` (a CAS curve), else to the frame whose plane holds the
+        curve's control points (:func:`~ICEEditingLib.scene.frame_of_stroke`), else ``None``."""
         mask = _scribble.curve_to_voxels(curve_node, self.grid)
         if frame is None:
             frame = frame_of_node(curve_node)
+        if frame is None:  # a curve drawn by the user: the frame whose plane holds it, if any
+            frame = frame_of_stroke(self.scene, mrml_io._control_points_world(curve_node))
         return self.edit_from_mask(mask, frame=frame, description=f"curve {curve_node.GetName()}")
 
     def edit_from_points(

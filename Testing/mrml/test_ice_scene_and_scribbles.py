@@ -240,3 +240,22 @@ def test_the_bundled_sample_is_verified_and_loads(mrml, tmp_path):
     with pytest.raises(ValueError, match="cas.nii.gz has SHA-256"):
         sample_data.verify_sample(copy)
     assert slicer.vtkMRMLScene  # the real MRML, not a stand-in
+
+
+def test_a_user_curve_on_a_frame_is_attributed_to_that_frame(mrml, case):
+    from ice_helpers import rule_model
+    from mrml_builders import make_curve
+
+    from ICEEditingLib.session import ICEEditingSession
+
+    sc = ice_scene.load_case(mrml.scene, case, cas_curves=False)
+    seg, sid = ice_scene.initial_from_mask(mrml.scene, sc, case.label)
+    session = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, rule_model("grow"))
+    f = len(case.frames) // 2
+    uv = np.array(
+        [[case.sector.apex_pixel[0] - 6, 18.0], [case.sector.apex_pixel[0] + 6, 24.0]]
+    )  # ~50 mm deep
+    on_frame = make_curve(mrml.scene, ice_scene.frame_points_ras(case, f, uv), name="drawn")
+    assert session.edit_from_curve(on_frame).frame == f
+    off = ice_scene.frame_points_ras(case, f, uv) + 5.0 * case.frames[f].pose[:3, 2]  # 5 mm off the plane
+    assert session.edit_from_curve(make_curve(mrml.scene, off, name="off")).frame is None
