@@ -180,7 +180,12 @@ class SessionCache:
     def get(self, scene, segmentation_node, segment_id, volume_node, model, **kwargs) -> ICEEditingSession:
         key = self._key(segmentation_node, segment_id, volume_node, model, kwargs.get("device"))
         session = self._sessions.get(key)
-        if session is None or session.scene is not scene:
+        stale = session is not None and (
+            session.scene is not scene
+            or session.segmentation_node is not segmentation_node  # a new node reusing a closed scene's ID
+            or session.volume_node is not volume_node
+        )
+        if session is None or stale:
             if session is not None:
                 session.close()
             session = ICEEditingSession(scene, segmentation_node, segment_id, volume_node, model, **kwargs)

@@ -113,3 +113,13 @@ def test_a_stroke_in_a_frame_view_edits_through_the_effects_calls(mrml):
     assert record.changed == 0 and record.state == "no change"
     assert np.array_equal(mrml_io.segment_mask(seg, sid, sc.grid), before)
     assert effect.frame_of_stroke(scene, points + 50.0) is None
+    # after the scene is closed, a new segmentation may reuse the old node's ID: it gets a new session
+    old_id = seg.GetID()
+    scene.Clear(0)
+    sc2 = ice_scene.load_case(scene, case)  # as before: the same node IDs
+    seg2, _ = ice_scene.initial_from_mask(scene, sc2, case.label)
+    assert seg2.GetID() == old_id and cache.has(seg2, sid, sc2.volume_node, model)
+    fresh = cache.get(scene, seg2, sid, sc2.volume_node, model, writer=fake.writer())
+    assert fresh is not session and fresh.segmentation_node is seg2
+    cache.clear()
+    assert not cache.has(seg, sid, sc.volume_node, model)
