@@ -151,6 +151,7 @@ class ICEEditingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
+        self.logic.sceneClosed()
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -249,6 +250,12 @@ class ICEEditingLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return ICEEditingParameterNode(super().getParameterNode())
+
+    def sceneClosed(self) -> None:
+        """Forget the loaded case and the editing sessions (their nodes are gone)."""
+        self.sceneCase = None
+        if self.sessions is not None:
+            self.sessions.clear()
 
     def _scene(self):
         return self.scene if self.scene is not None else slicer.mrmlScene

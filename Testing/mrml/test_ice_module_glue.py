@@ -71,6 +71,8 @@ def test_logic_glue_runs_a_session_on_the_sample(module_file, mrml, tmp_path_fac
     p.caseFolder = Path(".")
     with pytest.raises(ValueError, match="Choose a case folder"):
         logic.loadCase(p)
+    logic.sceneClosed()  # the Widget calls it when the scene closes
+    assert logic.sceneCase is None and logic.state(p)["frames"] == 0 and not logic.state(p)["canUndo"]
 
 
 class FakeICEEditingLogic(StrictFakeLogic):
@@ -83,6 +85,9 @@ class FakeICEEditingLogic(StrictFakeLogic):
     def modelNames(self, field):
         self._record("modelNames", field)
         return [f"{field}-model"]
+
+    def sceneClosed(self):
+        self._record("sceneClosed")
 
     def state(self, p):
         self._record("state")
@@ -148,3 +153,6 @@ def test_widget_buttons_call_their_logic_methods(module_file, mrml, monkeypatch)
     ui.editModelComboBox.emit("currentTextChanged(QString)", "ice-editing-other")
     assert fake.parameters.editModel == "ice-editing-other"
     assert ui.historyTableView.called("setMRMLTableNode")
+    fake.calls.clear()
+    widget.onSceneEndClose(None, None)
+    assert fake.names()[0] == "sceneClosed"
