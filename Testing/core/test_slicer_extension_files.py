@@ -335,3 +335,94 @@ def test_lib_and_module_files_write_files_only_atomically():
     assert any(p.parent.name == "LossLabLib" for p in files)
     unsafe = [w for p in files for w in _unsafe_writes(p)]
     assert not unsafe, "write these through losslab.io's atomic helpers: " + "; ".join(unsafe)
+
+
+# Scripted Segment Editor effects (Slicer's ScriptedSegmentEditorEffect template) --------------------------
+
+EFFECT_FILES = sorted(
+    p for folder in MODULE_FOLDERS for p in folder.glob("SegmentEditor*Lib/SegmentEditorEffect.py")
+)
+EFFECT_METHODS = {
+    "clone",
+    "icon",
+    "helpText",
+    "setupOptionsFrame",
+    "setMRMLDefaults",
+    "updateGUIFromMRML",
+    "updateMRMLFromGUI",
+    "processInteractionEvents",
+}
+
+
+def test_the_ice_edit_effect_is_there():
+    assert any(p.parent.name == "SegmentEditorICEEditLib" for p in EFFECT_FILES), EFFECT_FILES
+
+
+@pytest.mark.parametrize("path", EFFECT_FILES, ids=lambda p: p.parent.name)
+def test_effect_follows_the_template_and_leaves_the_work_to_the_lib(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / "effect.pyc"), doraise=True)
+    text = path.read_text()
+    tree = ast.parse(text)
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert "SegmentEditorEffect" in classes, f"{path} has no class SegmentEditorEffect"
+    effect = classes["SegmentEditorEffect"]
+    assert [ast.unparse(b) for b in effect.bases] == ["AbstractScriptedSegmentEditorEffect"]
+    methods = _methods(effect)
+    assert EFFECT_METHODS <= set(methods), f"{path.name} lacks {sorted(EFFECT_METHODS - set(methods))}"
+    init = ast.unparse(methods["__init__"])
+    assert "scriptedEffect.name = " in init and "AbstractScriptedSegmentEditorEffect.__init__" in init
+    assert "setPythonSource(__file__" in ast.unparse(methods["clone"])
+    # strokes: slice views only, press / move / release, positions through xyToRas
+    events = ast.unparse(methods["processInteractionEvents"])
+    for needle in (
+        "qMRMLSliceWidget",
+        "LeftButtonPressEvent",
+        "MouseMoveEvent",
+        "LeftButtonReleaseEvent",
+        "self.xyToRas(",
+    ):
+        assert needle in events, f"{path.name}: processInteractionEvents does not use {needle}"
+    # writes through the Segment Editor (undo state first, masking honoured), handed to the Lib
+    assert "saveStateForUndo" in text and "modifySelectedSegmentByLabelmap" in text
+    lib = f"{path.parents[1].name}Lib"
+    assert re.search(rf"\b{lib}\b", text), f"{path.name} does not call {lib}"
+    # no maths in the effect
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in MATH_MODULES
+        ):
+            pytest.fail(
+                f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}: computation belongs in {lib}"
+            )
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            assert not {n.split(".")[0] for n in names} & MATH_MODULES, (
+                f"{path.name}:{node.lineno} imports {names}"
+            )
+    icon = path.parent / "SegmentEditorEffect.png"
+    assert icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{icon} is missing or not a PNG"
+    assert "SegmentEditorEffect" in (path.parent / "__init__.py").read_text()
+
+
+@pytest.mark.parametrize("path", EFFECT_FILES, ids=lambda p: p.parent.name)
+def test_the_module_registers_its_effect_and_sample_data_at_startup(path):
+    module = path.parents[1] / f"{path.parents[1].name}.py"
+    text = module.read_text()
+    tree = ast.parse(text)
+    module_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == module.stem)
+    init = ast.unparse(_methods(module_class)["__init__"])
+    assert init.count("'startupCompleted()'") >= 2, f"{module.name}: register on startupCompleted()"
+    functions = {n.name: ast.unparse(n) for n in tree.body if isinstance(n, ast.FunctionDef)}
+    connected = set(re.findall(r"connect\('startupCompleted\(\)', (\w+)\)", init))
+    registering = [n for n, f in functions.items() if "qSlicerSegmentEditorScriptedEffect(None)" in f]
+    assert registering and registering[0] in connected, (
+        f"{module.name}: the effect is not registered at startup"
+    )
+    assert "setPythonSource" in functions[registering[0]] and ".register()" in functions[registering[0]]
+    assert path.parent.name in text and "SegmentEditorEffect.py" in text  # the effect's source file
+    sample = [n for n, f in functions.items() if "registerCustomSampleDataSource" in f]
+    assert sample and sample[0] in connected, f"{module.name} does not register its sample data at startup"
+    lib_sample = (path.parents[1] / f"{path.parents[1].name}Lib" / "sample_data.py").read_text()
+    assert '"checksums": f"SHA256:' in lib_sample

@@ -33,6 +33,9 @@ class _Base:
 class _WidgetBase:
     """ScriptedLoadableModuleWidget: a parent with ``isEntered``, a layout, ``setup`` and ``resourcePath``."""
 
+    #: the loaded module folder's Resources (set by :func:`load_module`)
+    resource_dir = MODULE_DIR / "Resources"
+
     def __init__(self, parent=None):
         self.parent = parent if parent is not None else types.SimpleNamespace(isEntered=True)
         self.layout = FakeWidget("layout")
@@ -41,7 +44,7 @@ class _WidgetBase:
         pass
 
     def resourcePath(self, relative):  # noqa: N802 (Slicer's name)
-        return str(MODULE_DIR / "Resources" / relative)
+        return str(self.resource_dir / relative)
 
 
 class FakeTimer:
@@ -93,11 +96,13 @@ def stand_in_modules() -> dict[str, types.ModuleType]:
     }
 
 
-def load_module(monkeypatch, name: str):
-    """Import ``LossLab/<name>.py`` with the stand-ins in ``sys.modules`` (restored after the test)."""
+def load_module(monkeypatch, name: str, folder: Path = MODULE_DIR):
+    """Import ``<folder>/<name>.py`` (default ``LossLab/``) with the stand-ins in ``sys.modules`` (restored
+    after the test); its Widget's ``resourcePath`` resolves in ``folder/Resources``."""
     for mod_name, mod in stand_in_modules().items():
         monkeypatch.setitem(sys.modules, mod_name, mod)
-    spec = importlib.util.spec_from_file_location(f"{name}ModuleUnderTest", MODULE_DIR / f"{name}.py")
+    monkeypatch.setattr(_WidgetBase, "resource_dir", Path(folder) / "Resources")
+    spec = importlib.util.spec_from_file_location(f"{name}ModuleUnderTest", Path(folder) / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -17,6 +17,7 @@ poses map frame pixels ``(u, v, 0, 1)`` to RAS mm; files are written in ITK's LP
 
 from .anatomy import make_phantom, prepare_anatomy
 from .dataset import dataset_cases, read_case, simulate_dataset, write_case, write_manifest
+from .editing import EditingModel, EditResult, edit_changes
 from .geometry import PAPER_SHAPE, PAPER_SPACING, Grid, Sector
 from .interactions import (
     PAPER_SIGMA_MM,
@@ -34,6 +35,9 @@ from .interactions import (
 from .simulate import Frame, ICECase, SimulationConfig, polylines_to_voxels, signed_distance, simulate_case
 
 __all__ = [
+    "EditResult",
+    "EditingModel",
+    "edit_changes",
     "PAPER_SHAPE",
     "PAPER_SIGMA_MM",
     "PAPER_SPACING",

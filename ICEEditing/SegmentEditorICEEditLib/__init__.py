@@ -1,0 +1,3 @@
+"""The "ICE Edit" Segment Editor effect (registered by the ICEEditing module at startup)."""
+
+from .SegmentEditorEffect import SegmentEditorEffect  # noqa: F401
