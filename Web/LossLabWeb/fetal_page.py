@@ -169,7 +169,10 @@ class FetalPage:
         self.state.fetal_running, self.state.fetal_progress = True, 0.0
         self.state.fetal_status = "starting..."
         self._say(f"Running {self.state.fetal_model}...")
-        self._poll_task = asyncio.get_event_loop().create_task(self._watch())
+        try:  # in the server: poll in its event loop; without one (tests, scripts) the caller polls step_job()
+            self._poll_task = asyncio.get_running_loop().create_task(self._watch())
+        except RuntimeError:
+            self._poll_task = None
         return job
 
     def stop_model(self):
