@@ -152,7 +152,11 @@ def test_checklist_validation_then_export_writes_the_label_set_map(page, case, t
         (None, "missing.nii.gz", "does not exist"),
     ],
 )
-def test_a_bad_file_is_a_message_not_a_traceback(page, tmp_path, content, name, expect):
+def test_a_bad_file_is_a_message_not_a_traceback_and_keeps_the_case(
+    page, case, tmp_path, content, name, expect
+):
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    session = page.controller.session
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
@@ -160,7 +164,18 @@ def test_a_bad_file_is_a_message_not_a_traceback(page, tmp_path, content, name, 
     message = page.state.fetal_message
     assert page.state.fetal_message_type == "error" and expect in message, message
     assert "Traceback" not in message and "\n" not in message
-    assert page.controller.session is None and not page.state.fetal_loaded
+    assert page.controller.session is session and page.state.fetal_loaded  # the case loaded before is intact
+    assert page.controller.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 1
+    assert page.controller.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+
+
+def test_a_bad_mask_is_a_message_and_adds_nothing(page, case, tmp_path):
+    bad = tmp_path / "mask.nii.gz"
+    bad.write_bytes(b"garbage")
+    assert not page.load(str(case["srr"]), str(bad))
+    assert "mask.nii.gz" in page.state.fetal_message and page.state.fetal_message_type == "error"
+    assert page.controller.scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode") == 0
+    assert page.controller.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
 
 
 def test_a_missing_model_is_a_message(page, case):

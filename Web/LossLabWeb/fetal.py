@@ -79,25 +79,43 @@ class FetalController:
             raise ValueError(f"could not read the {role} {path.name}: not a readable image volume")
         return volumes[0]
 
+    def _data_nodes(self) -> list:
+        """The scene's volumes and segmentations (what a new case replaces)."""
+        nodes = []
+        for cls in ("vtkMRMLVolumeNode", "vtkMRMLSegmentationNode"):
+            collection = self.scene.GetNodesByClass(cls)
+            nodes += [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
+        return nodes
+
     def load_case(self, mri, mask=None) -> AnnotationSession:
         """Load an MRI (and optionally a brain mask: voxels > 0), start an annotation session on it, point
         the segment editor at it (segments may overlap: the mask covers every tissue) and show it."""
         mri = _check_volume_file(mri, "MRI")
         mask = None if mask in (None, "") else _check_volume_file(mask, "brain mask")
+        previous = self._data_nodes()
+        volume = mask_node = session = None
+        try:  # a file that fails to load leaves the current case as it was
+            volume = self._read_volume(mri, "MRI")
+            if volume.IsA("vtkMRMLLabelMapVolumeNode"):
+                raise ValueError(f"{mri.name} is a label map; load the MRI (a scalar volume)")
+            if mask is not None:
+                mask_node = self._read_volume(mask, "brain mask")
+            session = AnnotationSession.create(self.scene, volume)
+            if mask_node is not None:
+                session.set_brain_mask(mask_node)
+        except BaseException:
+            for node in (volume, None if session is None else session.segmentation_node):
+                if node is not None:
+                    self.scene.RemoveNode(node)
+            raise
+        finally:
+            if mask_node is not None:  # its voxels are in the session's mask segment now
+                self.scene.RemoveNode(mask_node)
         self.stop_job()
         self.app.segmentation_editor.deactivate_effect()
-        self.scene.Clear()
-        self.session = self.volume_node = self.parcellation = None
-        volume = self._read_volume(mri, "MRI")
-        if volume.IsA("vtkMRMLLabelMapVolumeNode"):
-            raise ValueError(f"{mri.name} is a label map; load the MRI (a scalar volume)")
-        session = AnnotationSession.create(self.scene, volume)
-        if mask is not None:
-            mask_node = self._read_volume(mask, "brain mask")
-            try:
-                session.set_brain_mask(mask_node)
-            finally:
-                self.scene.RemoveNode(mask_node)
+        for node in previous:
+            self.scene.RemoveNode(node)
+        self.parcellation = None
         self.volume_node, self.session = volume, session
         editor = self.app.segmentation_editor
         editor.set_active_segmentation(session.segmentation_node, volume)
