@@ -5,12 +5,6 @@ Needs trame-slicer and Playwright (``.venv-web``) and chromium (``.ci/run`` inst
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,53 +14,8 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed: run i
 pytest.importorskip("playwright", reason="Playwright is not installed: run in .venv-web (docs/web.md)")
 
 from fetal_cases import write_small_case  # noqa: E402
+from LossLabWeb.browser import CHROMIUM, VIEWS_READY_JS, launch_chromium, start_app, stop_app  # noqa: E402
 from PIL import Image  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("LOSSLAB_CHROMIUM", "/usr/bin/chromium")
-#: Chromium as root on a closed network (docs/web.md): no sandbox, no background connections.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(args: list[str], timeout: float = 120.0):
-    """``losslab app ARGS`` on a free loopback port: ``(process, url)`` once the page answers."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "LossLab"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "losslab", "app", "--port", str(port), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"losslab app exited with {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError(f"losslab app did not answer on {url} within {timeout} s")
 
 
 def view_pixels(locator) -> np.ndarray:
@@ -83,26 +32,19 @@ def app_page(tmp_path_factory):
     proc, url = start_app(["--case", str(case["srr"]), "--mask", str(case["mask"])])
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url)
             yield page, case, tmp_path_factory.mktemp("bad")
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
 
 
 def test_the_page_shows_both_views_and_paints_with_the_mouse(app_page):
     page, _, _ = app_page
     views = page.locator("img.image-display-area")
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('img.image-display-area')).filter(i => i.naturalWidth > 0).length >= 2",
-        timeout=60_000,
-    )
+    page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=60_000)
     assert views.count() == 2
     axial, threed = view_pixels(views.nth(0)), view_pixels(views.nth(1))
     assert axial.std() > 10  # the MRI (not a uniform background)

@@ -29,6 +29,9 @@ def _check_volume_file(path, role: str) -> Path:
     return path
 
 
+#: Elevation of the 3D view's camera above the anterior view (degrees), so that the axial slice is seen.
+THREED_ELEVATION_DEG = 50.0
+
 #: The page's effects: name -> trame-slicer effect class.
 EFFECTS = {
     "Paint": "SegmentationEffectPaint",
@@ -135,6 +138,13 @@ class FetalController:
             view.set_foreground_opacity(0.5 if foreground is not None else 0.0)
             view.set_visible_in_3d(True)  # the slice in the 3D view
         display.reset_views()
+        for view in self.app.view_manager.get_threed_views():  # look at the axial slice from above the front
+            camera = view.get_camera_node()
+            if camera is not None:
+                camera.RotateTo(camera.Anterior)
+                camera.GetCamera().Elevation(THREED_ELEVATION_DEG)
+                camera.GetCamera().OrthogonalizeViewUp()
+                view.reset_camera()
 
     def _need_session(self) -> AnnotationSession:
         if self.session is None:
