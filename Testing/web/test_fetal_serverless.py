@@ -243,3 +243,20 @@ def test_the_ensemble_runs_with_progress_and_shows_8_segments_and_disagreement(
     axial = page.views[0]
     assert axial.get_foreground_volume_id() == result.uncertainty_node.GetID()  # disagreement overlay
     assert result.uncertainty.min() >= 0 and result.uncertainty.max() <= 1
+
+
+def test_stop_ends_a_running_parcellation_with_a_message(page, case, tmp_path, monkeypatch):
+    """Stop on a model that is still loading: the job ends, the page says it stopped, nothing is loaded."""
+    page.load(str(case["srr"]), str(case["mask"]))
+    with pytest.raises(ValueError, match="no parcellation is running"):
+        page.controller.request_stop()
+    page.state.fetal_model = "no-such-fetal-model"
+    assert page.run_model() is not None
+    page.stop_model()
+    assert page.state.fetal_message_type == "warning"
+    deadline = time.monotonic() + 60
+    while page.step_job() and time.monotonic() < deadline:
+        page.stop_model()  # a second press kills it
+        time.sleep(0.2)
+    assert not page.state.fetal_running and page.controller.job is None
+    assert page.controller.parcellation is None and page.state.fetal_message_type == "error"

@@ -244,6 +244,12 @@ class FetalController:
             self.show_parcellation()
         return state
 
+    def request_stop(self) -> str:
+        """The page's Stop button (never blocks): ask the running job to stop; a second call kills it."""
+        if self.job is None or self.job.finished:
+            raise ValueError("no parcellation is running")
+        return self.job.stop_or_kill()
+
     def stop_job(self) -> None:
         if self.job is not None and not self.job.finished:
             self.job.stop(timeout=10.0)

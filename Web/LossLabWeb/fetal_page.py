@@ -176,9 +176,11 @@ class FetalPage:
         return job
 
     def stop_model(self):
-        self._act("Stop", self.controller.stop_job)
-        self.state.fetal_running = False
-        self._say("Parcellation stopped", "warning")
+        """Stop: the first press asks the job to stop between members, a second one kills it; the poller
+        reports the end."""
+        status = self._act("Stop", self.controller.request_stop)
+        if status is not None:
+            self._say(f"Parcellation: {status}", "warning")
 
     async def _watch(self):
         while True:
