@@ -82,3 +82,10 @@ def test_a_bad_file_shows_a_message_in_the_page(app_page):
     message.filter(has_text="broken.nii.gz").wait_for(timeout=30_000)
     text = message.inner_text()
     assert "Load" in text and "Traceback" not in text and "File " not in text
+
+
+def test_uploading_the_mri_and_mask_from_the_browser_loads_them(app_page):
+    page, case, _ = app_page
+    page.locator(".fetal-upload input[type=file]").set_input_files([str(case["srr"]), str(case["mask"])])
+    page.locator(".fetal-message").filter(has_text="Loaded srr").wait_for(timeout=60_000)
+    assert page.locator(".fetal-checklist tr").count() == 8

@@ -260,3 +260,19 @@ def test_stop_ends_a_running_parcellation_with_a_message(page, case, tmp_path, m
         time.sleep(0.2)
     assert not page.state.fetal_running and page.controller.job is None
     assert page.controller.parcellation is None and page.state.fetal_message_type == "error"
+
+
+def test_uploaded_files_load_the_mri_and_the_file_named_mask(page, case):
+    files = [
+        {"name": "mask.nii.gz", "size": 1, "content": case["mask"].read_bytes()},
+        {"name": "srr.nii.gz", "size": 1, "content": case["srr"].read_bytes()},
+    ]
+    page.state.fetal_upload = files
+    page._on_upload(fetal_upload=files)  # as the state change does when the browser sends the files
+    assert page.state.fetal_loaded, page.state.fetal_message
+    assert page.controller.volume_node.GetName() == "srr"
+    assert page.controller.session.voxel_counts()["mask"] == int(array(case["mask"]).astype(bool).sum())
+    assert page.state.fetal_mri == "" and page.state.fetal_upload is None
+    two_mris = [dict(files[1]), {**files[1], "name": "other.nii.gz"}]
+    page._on_upload(fetal_upload=two_mris)
+    assert page.state.fetal_message_type == "error" and "one MRI" in page.state.fetal_message

@@ -41,6 +41,15 @@ EFFECTS = {
 }
 
 
+def _stem(path: Path) -> str:
+    """The file name without its volume suffix (``srr.nii.gz`` -> ``srr``)."""
+    name = path.name
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return name
+
+
 @dataclass
 class JobState:
     """What the page shows of a running parcellation: fraction done, one status line, finished, error."""
@@ -99,6 +108,7 @@ class FetalController:
         volume = mask_node = session = None
         try:  # a file that fails to load leaves the current case as it was
             volume = self._read_volume(mri, "MRI")
+            volume.SetName(self.scene.GenerateUniqueName(_stem(mri)))
             if volume.IsA("vtkMRMLLabelMapVolumeNode"):
                 raise ValueError(f"{mri.name} is a label map; load the MRI (a scalar volume)")
             if mask is not None:

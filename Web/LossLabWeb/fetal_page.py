@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import tempfile
+from pathlib import Path
 
 from losslab.labelsets import TISSUES
 
@@ -52,6 +54,7 @@ class FetalPage:
         s.update(
             {
                 "fetal_loaded": False,
+                "fetal_upload": None,
                 "fetal_message": "",
                 "fetal_message_type": "info",
                 "fetal_rows": [],
@@ -71,6 +74,7 @@ class FetalPage:
                 "fetal_results": [],
             }
         )
+        s.change("fetal_upload")(self._on_upload)
         s.change("fetal_tissue")(self._on_tissue)
         s.change("fetal_effect")(self._on_effect)
 
@@ -96,12 +100,14 @@ class FetalPage:
 
     # Handlers --------------------------------------------------------------------------------------------
 
-    def load(self, mri=None, mask=None) -> bool:
+    def load(self, mri=None, mask=None, *, remember: bool = True) -> bool:
+        """Load a case (default: the paths in the page's fields); ``remember``: show the paths in the fields."""
         mri = self.state.fetal_mri if mri is None else mri
         mask = self.state.fetal_mask if mask is None else mask
         if self._act("Load", self.controller.load_case, mri, mask) is None:
             return False
-        self.state.fetal_mri, self.state.fetal_mask = str(mri), str(mask or "")
+        if remember:
+            self.state.fetal_mri, self.state.fetal_mask = str(mri), str(mask or "")
         self.state.fetal_effect = ""
         self.state.fetal_results = []
         self._on_tissue(self.state.fetal_tissue)
@@ -116,6 +122,33 @@ class FetalPage:
             return False
         paths = self._act("Sample", self.sample_loader)
         return paths is not None and self.load(*paths)
+
+    def _on_upload(self, fetal_upload=None, **_):
+        """Files chosen in the browser: the MRI, and a mask (the file whose name contains "mask"). They are
+        written to a temporary folder, loaded, then deleted (the scene holds the data)."""
+        if not fetal_upload:
+            return
+        files = fetal_upload if isinstance(fetal_upload, list) else [fetal_upload]
+        self._act("Upload", self._load_uploaded, files)
+        self.state.fetal_upload = None
+
+    def _load_uploaded(self, files: list[dict]) -> None:
+        from trame.app.file_upload import ClientFile
+
+        masks = [f for f in files if "mask" in str(f.get("name", "")).lower()]
+        images = [f for f in files if f not in masks]
+        if len(images) != 1 or len(masks) > 1:
+            names = ", ".join(str(f.get("name")) for f in files)
+            raise ValueError(f"choose one MRI and at most one mask (a name containing 'mask'), got: {names}")
+        with tempfile.TemporaryDirectory(prefix="losslab-upload-") as folder:
+            paths = []
+            for f in (images[0], *masks):
+                upload = ClientFile(f)
+                path = Path(folder) / Path(upload.name).name
+                path.write_bytes(upload.content)
+                paths.append(path)
+            if self.load(str(paths[0]), str(paths[1]) if len(paths) > 1 else "", remember=False):
+                self.state.fetal_mri = self.state.fetal_mask = ""
 
     def _on_tissue(self, fetal_tissue=None, **_):
         if self.controller.session is not None and fetal_tissue:
@@ -235,6 +268,14 @@ class FetalPage:
             )
             v.VTextField(
                 v_model=("fetal_mask",), label="brain mask (optional)", density="compact", hide_details=True
+            )
+            v.VFileInput(
+                v_model=("fetal_upload",),
+                label="or upload the MRI (+ a file named *mask*)",
+                multiple=True,
+                density="compact",
+                hide_details=True,
+                classes="fetal-upload",
             )
             with html.Div(classes="d-flex ga-2 my-2"):
                 v.VBtn("Load", click=self.load, size="small", classes="fetal-load")
