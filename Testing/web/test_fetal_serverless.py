@@ -90,6 +90,7 @@ def test_loading_shows_the_mri_in_both_views_and_8_unticked_tissues(page, case):
     assert page.controller.session.voxel_counts()["mask"] == int(array(case["mask"]).astype(bool).sum())
     assert page.state.fetal_problems == []  # nothing painted, nothing declared: nothing wrong yet
     assert page.state.fetal_message_type == "info"
+    assert page.controller.scene.GetNumberOfNodesByClass("vtkMRMLVolumeRenderingDisplayNode") == 0  # VR off
 
 
 def test_painting_with_mouse_events_fills_the_checklist_and_undo_restores_it(page, case):
