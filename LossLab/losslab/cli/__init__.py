@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "losslab.cli.ice",
     "losslab.cli.fetal",
     "losslab.cli.models",
+    "losslab.cli.app",
 )
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, the shell's convention).

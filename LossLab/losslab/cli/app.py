@@ -1,0 +1,77 @@
+"""``losslab app``: the LossLab web app (trame-slicer) on a loopback port.
+
+The web stack (trame, trame-slicer, slicer-core) is the optional ``[web]`` extra and is imported only when the
+command runs; without it the command prints one line with the install command. The app's code lives in the
+checkout's ``Web/`` folder beside ``FetalParcellation/`` (the Slicer modules' Lib layers), which the command puts
+on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import CommandError
+
+INSTALL_HINT = 'install the web extra: pip install -e ".[web]" (from the LossLab checkout)'
+PAGES = ("fetal",)
+SAMPLES = ("fetal",)
+
+
+def checkout_root() -> Path:
+    """The repository checkout holding ``Web/`` (this file is ``<root>/LossLab/losslab/cli/app.py``)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def _import_web():
+    root = checkout_root()
+    if not (root / "Web" / "LossLabWeb").is_dir():
+        raise CommandError(f"the web app needs a LossLab checkout (Web/ not found in {root}); {INSTALL_HINT}")
+    for folder in ("LossLab", "FetalParcellation", "Web"):
+        path = str(root / folder)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        import trame  # noqa: F401
+        import trame_slicer  # noqa: F401
+    except ImportError as exc:
+        raise CommandError(
+            f"the web app needs trame-slicer ({exc.name or exc} is missing); {INSTALL_HINT}"
+        ) from None
+    from LossLabWeb import server
+
+    return server
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port must be in 1..65535, got {args.port}")
+    if args.case is not None and not Path(args.case).is_file():
+        raise CommandError(f"--case {args.case}: no such file (expected an MRI such as a .nii.gz)")
+    if args.mask is not None and args.case is None:
+        raise CommandError("--mask needs --case (the MRI it belongs to)")
+    server = _import_web()
+    case = None if args.case is None else (args.case, args.mask)
+    server.serve(args.page, host=args.host, port=args.port, sample=args.sample is not None, case=case)
+    return 0
+
+
+def register_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "app",
+        help="the web app (trame-slicer) in a browser",
+        description="Serve LossLab's web app (one user per process) on http://HOST:PORT/. Needs the [web] "
+        "extra. Volume rendering is off (slow without a GPU).",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--page", choices=PAGES, default="fetal", help="the page to show (default fetal)")
+    p.add_argument(
+        "--sample", choices=SAMPLES, help="load the page's sample case (fetal: the CC0 atlas case)"
+    )
+    p.add_argument("--case", help="an MRI to load (.nii.gz, .nrrd, ...)")
+    p.add_argument("--mask", help="its brain mask (voxels > 0), with --case")
+    p.set_defaults(func=cmd_app)

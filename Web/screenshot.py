@@ -1,0 +1,56 @@
+"""The README's screenshot of the fetal page: ``python Web/screenshot.py [OUT.png]`` (run in .venv-web).
+
+Starts ``losslab app --sample fetal`` on a free loopback port, opens it in headless Debian chromium, waits
+for both views, paints one stroke of white matter on the axial view with the mouse, ticks WM in the
+checklist, and saves the page (default ``Resources/Screenshots/web-fetal.png``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from LossLabWeb.browser import ROOT, VIEWS_READY_JS, launch_chromium, start_app, stop_app  # noqa: E402
+
+DEFAULT_OUT = ROOT / "Resources" / "Screenshots" / "web-fetal.png"
+
+
+def main(argv: list[str]) -> int:
+    from playwright.sync_api import sync_playwright
+
+    from losslab import io as _io
+
+    out = Path(argv[0]) if argv else DEFAULT_OUT
+    proc, url = start_app(["--sample", "fetal"])
+    try:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 860})
+            page.goto(url)
+            page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000)
+            page.get_by_role("button", name="Paint").click()
+            box = page.locator("img.image-display-area").nth(0).bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.45
+            page.mouse.move(cx - 60, cy)
+            page.mouse.down()
+            for dx in range(-60, 61, 6):
+                page.mouse.move(cx + dx, cy + dx * dx / 120)
+            page.mouse.up()
+            page.wait_for_function(
+                "document.querySelector('.fetal-checklist tr').innerText.split(/\\s+/).filter(Boolean)[1] !== '0'",
+                timeout=60_000,
+            )
+            page.locator(".fetal-checklist tr").nth(0).locator("input[type=checkbox]").check()
+            page.wait_for_timeout(1500)
+            _io.write_bytes(out, page.screenshot())
+            browser.close()
+    finally:
+        stop_app(proc)
+    print(f"screenshot.py: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,108 @@
+"""Web app latency: page request to first image, and mouse-up to the edited segment on screen.
+
+Peers: the figure checked on this machine type when trame-slicer was chosen (issue 12, shared
+CONVENTIONS.md: "a page shows its first images about a second after the request"), used as the 1.0 s
+reference; goals: first image of both views within 1.0 s of the request, a painted stroke in the page within
+0.5 s of mouse-up (on 2 CPU cores, llvmpipe).
+
+Usage (in .venv-web, with Debian's chromium)::
+
+    python benchmarks/web.py                 # the sample case at 1.6 mm, 5 page loads, 5 strokes
+    python benchmarks/web.py --repeats 10 --case MRI.nii.gz --mask MASK.nii.gz
+
+Measured in the browser (``performance.now()``): from ``page.goto`` to both views' images decoded, per fresh
+page; from mouse-up to the checklist showing the stroke's voxels (the segment edited on the server, the state
+pushed to the page; the slice image is pushed in the same update).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [
+    str(ROOT / "Web"),
+    str(ROOT / "LossLab"),
+    str(ROOT / "FetalParcellation"),
+    str(ROOT / "Testing" / "mrml"),
+]
+
+from LossLabWeb.browser import VIEWS_READY_JS, launch_chromium, start_app, stop_app  # noqa: E402
+
+FIRST_IMAGE_REFERENCE_S = 1.0
+STROKE_GOAL_S = 0.5
+
+COUNT_JS = "() => document.querySelector('.fetal-checklist tr').innerText.split(/\\s+/).filter(Boolean)[1]"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--case", help="an MRI (default: the atlas sample case at --spacing mm)")
+    parser.add_argument("--mask")
+    parser.add_argument("--spacing", type=float, default=1.6)
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.case:
+            mri, mask = args.case, args.mask
+        else:
+            from fetal_cases import write_small_case
+
+            files = write_small_case("GA26_operated", Path(tmp) / "case", spacing=args.spacing)
+            mri, mask = files["srr"], files["mask"]
+        proc, url = start_app(["--case", str(mri)] + (["--mask", str(mask)] if mask else []))
+        try:
+            with sync_playwright() as p:
+                browser = launch_chromium(p)
+                loads, strokes = [], []
+                for _ in range(args.repeats):
+                    page = browser.new_page(viewport={"width": 1280, "height": 800})
+                    t0 = time.perf_counter()
+                    page.goto(url)
+                    page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000, polling=10)
+                    loads.append(time.perf_counter() - t0)
+                    page.close()
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(url)
+                page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000)
+                page.get_by_role("button", name="Paint").click()
+                page.wait_for_timeout(500)
+                box = page.locator("img.image-display-area").nth(0).bounding_box()
+                cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                for k in range(args.repeats):
+                    y = cy - 60 + 30 * k
+                    page.mouse.move(cx - 50, y)
+                    page.wait_for_timeout(400)  # let the brush preview settle: measure the stroke only
+                    page.mouse.down()
+                    for dx in range(-50, 51, 10):
+                        page.mouse.move(cx + dx, y)
+                    page.wait_for_timeout(300)
+                    before = page.evaluate(COUNT_JS)
+                    t0 = time.perf_counter()
+                    page.mouse.up()
+                    page.wait_for_function(f"() => ({COUNT_JS})() !== {before!r}", timeout=30_000, polling=10)
+                    strokes.append(time.perf_counter() - t0)
+                browser.close()
+        finally:
+            stop_app(proc)
+    load, stroke = statistics.median(loads), statistics.median(strokes)
+    print(
+        f"page request -> first image of both views: median {load:.2f} s over {len(loads)} loads "
+        f"(reference {FIRST_IMAGE_REFERENCE_S:.1f} s: ratio {load / FIRST_IMAGE_REFERENCE_S:.2f})"
+    )
+    print(
+        f"mouse-up -> the stroke's voxels in the page: median {stroke:.3f} s over {len(strokes)} strokes "
+        f"(goal {STROKE_GOAL_S:.1f} s: ratio {stroke / STROKE_GOAL_S:.2f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
