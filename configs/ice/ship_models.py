@@ -62,7 +62,7 @@ def segmentation_metrics(path: Path) -> dict:
         dice.append(dice_score(pred, case.label != 0))
         cas.append(contour_distance(case.cas_mask(), pred, case.spacing)["p95"])
     return {
-        "held_out": "the 15 test cases of losslab-output/ice64 (seeds 85-99), never seen in training",
+        "summary": {"mean_dice": round(100 * float(np.mean(dice)), 2)},
         "dice_mean": float(np.mean(dice)),
         "cas_to_prediction_p95_mm_mean": float(np.mean(cas)),
         "cases": len(dice),
@@ -105,13 +105,18 @@ def main(evaluation_json: str) -> None:
         }
         if method == "segmentation":
             card["metrics"] = segmentation_metrics(folder / "model.pt")
+            card["evaluation"] = (
+                "the 15 test cases of losslab-output/ice64 (seeds 85-99), never seen in training"
+            )
         else:
             card["sigma_mm"] = info["ice"]["sigma_mm"]
             card["training"]["method"] = method
             card["training"]["initial"] = "prediction of ice-segmentation-64 (cached per case)"
+            card["evaluation"] = (
+                f"losslab ice evaluate on the {len(evaluation['cases'])} held-out test cases of losslab-output/ice64 "
+                "(seeds 85-99; docs/ice-results/64/evaluation.json), y_init from ice-segmentation-64"
+            )
             card["metrics"] = {
-                "held_out": f"losslab ice evaluate on the {len(evaluation['cases'])} test cases "
-                "(docs/ice-results/64/evaluation.json)",
                 "table1_p95_mm": evaluation["table1"][method],
                 "no_editing_p95_mm": evaluation["table1"]["no_editing"]["overall"],
                 "sequential_p95_mm": evaluation["sequential"][method],
