@@ -1,6 +1,7 @@
 """ICE data speed: seconds per simulated case (64^3 and 128^3) and per synthesised interaction.
 
 Run:  .venv/bin/python benchmarks/ice.py [--sizes 64 128] [--repeats 5] [--frames 28]
+      .venv/bin/python benchmarks/ice.py --edit [--train] [--sizes 64 128] [--steps 6] [--methods editing ce]
 
 For each grid (64^3 x 2.2048 mm and the paper's 128^3 x 1.1024 mm, both 141 mm across) it times, per case:
 the procedural phantom, the simulation (frames, sparse volume, CAS contours; default realism), and writing
@@ -9,6 +10,12 @@ encoding u, and a test-time interaction (furthest CAS contour) with its encoding
 time of ``--repeats`` runs and the CPU time of that run, and the ratio to the goal of issue 8 (one 128^3 case
 in under 1 s on 2 CPU cores, so that a training loop can make cases on the fly): ratio < 1 meets it.
 Wall times on a shared machine vary with the load; CPU time is the steadier figure.
+
+``--edit`` adds the editing side (issue 13): the latency of one edit end to end with the shipped editing model
+(scribble voxels -> heatmap u -> network -> mask, :meth:`losslab.ice.EditingModel.edit`) at each grid, on
+the CPU and on CUDA when present, split into the heatmap and the rest, with its ratio to the goals (0.5 s at
+128^3 on 2 CPU cores; 5 ms on an H100/H200); and ``--train`` the training throughput (samples/s, after the
+first step) of each method of ``losslab ice train`` on 64^3 cases with 48^3 crops and batch 4.
 """
 
 from __future__ import annotations
@@ -106,5 +113,90 @@ def main() -> None:
         )
 
 
+EDIT_GOALS_S = {("cpu", 128): 0.5, ("cuda", 128): 0.005}
+
+
+def edit_latency(sizes, repeats: int, model: str = "ice-editing-64") -> None:
+    """Seconds per edit (best of ``repeats`` after a warm-up), per grid and device."""
+    import torch
+
+    from losslab.ice import EditingModel, encode
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"\nedit latency, {model}, torch threads {torch.get_num_threads()}")
+    print(f"{'grid':>8} {'device':<6} {'heatmap s':>10} {'edit s':>9} {'cpu s':>8} {'edit/goal':>10}")
+    for size in sizes:
+        grid = Grid.cube(size, SPACINGS.get(size, 141.1 / size))
+        case = simulate_case(make_phantom(grid, 3), grid, SimulationConfig(), seed=3)
+        y_init = initial_of(case)
+        scribble = furthest_cas_interaction(case, y_init).voxels
+        for device in devices:
+            editor = EditingModel.load(model, device=device)
+
+            def one():
+                out = editor.edit(case.image, y_init, scribble, case.spacing)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                return out
+
+            one()  # warm-up (allocations, kernel choice)
+            heat, _, _ = timed(lambda: encode(scribble, case.spacing, editor.sigma_mm), repeats)
+            wall, cpu, _ = timed(one, repeats)
+            goal = EDIT_GOALS_S.get((device, size))
+            ratio = f"{wall / goal:10.2f}" if goal else f"{'':>10}"
+            print(f"{size:>5}^3 {device:<6} {heat:10.4f} {wall:9.4f} {cpu:8.3f} {ratio}")
+
+
+def training_throughput(steps: int, methods) -> None:
+    """Samples per second of ``losslab ice train`` per method (64^3 cases, 48^3 crops, batch 4, y_init
+    perturbed from y so that no segmentation model is needed)."""
+    from losslab.ice.dataset import simulate_dataset
+    from losslab.ice.training import train_editing
+
+    grid = Grid.cube(64, 2.2048)
+    print(f"\ntraining throughput (64^3, crops 48^3, batch 4, {steps} steps, first step excluded)")
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = simulate_dataset(
+            Path(tmp) / "data",
+            lambda i: simulate_case(make_phantom(grid, i), grid, SimulationConfig(), seed=i),
+            12,
+            {"generator": "benchmarks/ice.py"},
+        )
+        for method in methods:
+            stamps = []
+            config = {
+                "method": method,
+                "data": {"manifest": str(manifest), "val_split": "none"},
+                "initial": {"source": "perturb"},
+                "sigma_mm": 22.048,
+                "batch_size": 4,
+                "epochs": 1,
+                "steps_per_epoch": steps,
+                "patch_size": [48, 48, 48],
+                "plot_every": 0,
+                "output_dir": str(Path(tmp) / method),
+            }
+            train_editing(
+                config,
+                progress=lambda e: stamps.append(time.perf_counter()) if e["event"] == "batch" else None,
+            )
+            per_step = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+            print(f"{method:>10}: {per_step:6.2f} s/step, {4 / per_step:6.2f} samples/s")
+
+
 if __name__ == "__main__":
-    main()
+    if "--edit" in sys.argv or "--train" in sys.argv:
+        extra = argparse.ArgumentParser()
+        extra.add_argument("--edit", action="store_true")
+        extra.add_argument("--train", action="store_true")
+        extra.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+        extra.add_argument("--repeats", type=int, default=5)
+        extra.add_argument("--steps", type=int, default=6)
+        extra.add_argument("--methods", nargs="+", default=["editing", "ce", "dice", "intercnn"])
+        a = extra.parse_args()
+        if a.edit:
+            edit_latency(a.sizes, a.repeats)
+        if a.train:
+            training_throughput(a.steps, a.methods)
+    else:
+        main()

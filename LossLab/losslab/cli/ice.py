@@ -63,6 +63,63 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into an OUTDIR that already holds files")
     p.set_defaults(func=run_simulate)
 
+    from .engine import _intermixed
+
+    p = commands.add_parser(
+        "train",
+        help="train an ICE editing model (editing loss, CE, Dice or InterCNN) with samples made on the fly",
+        description=(
+            "Train an editing model f(x, y_init, u) as CONFIG (JSON or YAML; see docs/ice.md and configs/ice/) "
+            "says, with key=value overrides: per sample, y_init from the segmentation model (cached per case) "
+            "or perturbed from y, a training scribble where y_init is worst, u and A. An output_dir that "
+            "holds a run is refused unless --resume or --overwrite. Ctrl-C or SIGTERM stops after the current "
+            "batch, keeping the last completed epoch's checkpoint."
+        ),
+    )
+    p.add_argument("config", help="config file")
+    p.add_argument("overrides", nargs="*", help="overrides such as epochs=3 method=ce optimizer.lr=1e-3")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in output_dir")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run that output_dir holds")
+    p.set_defaults(func=run_train)
+    _intermixed(p)
+
+    p = commands.add_parser(
+        "evaluate",
+        help="the paper's protocol: Table 1 (one edit), Fig. 3 (sequential edits), first-edit drift",
+        description=(
+            "Evaluate editing models on the cases of a `losslab ice simulate` DATASET as ice-editing-shahin2023 "
+            "does: y_init from the segmentation model; Table 1: one edit (the furthest CAS contour), p95 of the "
+            "editing metric D overall / near / far, No Editing, Wilcoxon against InterCNN when a method is named "
+            "intercnn; Fig. 3: up to --edits sequential edits (InterCNN gets its accumulated edits), p95 "
+            "distance from all CAS contours to the prediction after each; the first edit's drift after edits "
+            "2..K. Writes OUTDIR/table1.md, OUTDIR/fig3.png and the JSON (OUTDIR/evaluation.json or --json)."
+        ),
+    )
+    p.add_argument("dataset", type=Path, help="dataset.json of `losslab ice simulate` (or its folder)")
+    p.add_argument(
+        "--segmentation-model", required=True, help="segmentation model: checkpoint path or registered name"
+    )
+    p.add_argument(
+        "--editing-model",
+        required=True,
+        nargs="+",
+        metavar="NAME=PATH",
+        help="editing models to compare: NAME=checkpoint path or registered name (a NAME starting with "
+        "'intercnn' gets accumulated edits and is the Wilcoxon reference)",
+    )
+    p.add_argument("--edits", type=int, default=10, help="sequential edits per case (default 10)")
+    p.add_argument("--split", default="test", help="the dataset's split to use, or 'all' (default test)")
+    p.add_argument(
+        "--sigma-mm", type=float, default=None, help="sigma of A for the metric (default 22.048 mm)"
+    )
+    p.add_argument("--json", type=Path, help="write the JSON here (default OUTDIR/evaluation.json)")
+    p.add_argument(
+        "-o", "--outdir", type=Path, default=Path("losslab-output/ice-evaluation"), help="output folder"
+    )
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.set_defaults(func=run_evaluate)
+
 
 def _group_help(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
@@ -131,4 +188,90 @@ def run_simulate(args: argparse.Namespace) -> int:
             args.outdir, make_case, args.cases, settings, progress=lambda i: bar.update()
         )
     print(f"wrote {args.cases} case(s) of {args.size}^3 x {args.spacing:g} mm: {manifest}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``losslab ice train``: Ctrl-C / SIGTERM stop after the current batch (a second Ctrl-C aborts)."""
+    import json
+    import signal
+    import threading
+
+    from ..engine.worker import stop_on_signals
+    from ..ice.training import train_editing
+
+    stop = threading.Event()
+    with stop_on_signals(stop, abort_on_second_interrupt=True) as received:
+        try:
+            result = train_editing(
+                args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
+            )
+        except KeyboardInterrupt:
+            print(
+                "losslab ice train: aborted; the last completed epoch's checkpoint is kept", file=sys.stderr
+            )
+            return 130
+        except FloatingPointError as exc:
+            raise ValueError(str(exc)) from None
+    if result.stopped:
+        why = signal.Signals(received[0]).name if received else "request"
+        if result.epochs_done:
+            where = (
+                f"after epoch {result.epochs_done}; continue with: losslab ice train {args.config} --resume"
+            )
+        else:
+            where = "during its first epoch: no epoch completed, nothing was written"
+        print(f"losslab ice train: stopped by {why} {where}", file=sys.stderr)
+        return 128 + received[0] if received else 1
+    print(
+        json.dumps(
+            {
+                "output_dir": str(result.output_dir),
+                "model": str(result.model_path),
+                "epochs": result.epochs_done,
+                "best_epoch": result.best_epoch,
+                "final": result.history[-1] if result.history else None,
+            }
+        )
+    )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``losslab ice evaluate``."""
+    from ..ice.evaluate import evaluate, write_outputs
+    from ..ice.interactions import PAPER_SIGMA_MM
+    from . import CommandError
+
+    models = {}
+    for item in args.editing_model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CommandError(f"--editing-model takes NAME=PATH (e.g. editing=run/model.pt), got {item!r}")
+        if name in models:
+            raise CommandError(f"--editing-model: the name {name!r} is given twice")
+        models[name] = path
+    if args.edits < 1:
+        raise CommandError(f"--edits must be at least 1, got {args.edits}")
+    dataset = args.dataset / "dataset.json" if args.dataset.is_dir() else args.dataset
+    sigma = PAPER_SIGMA_MM if args.sigma_mm is None else args.sigma_mm
+    if not sigma > 0:
+        raise CommandError(f"--sigma-mm must be > 0, got {args.sigma_mm}")
+    result = evaluate(
+        dataset,
+        args.segmentation_model,
+        models,
+        edits=args.edits,
+        split=args.split,
+        sigma_mm=sigma,
+        device=args.device,
+    )
+    paths = write_outputs(result, args.outdir, args.json)
+    print(paths["table1"].read_text(encoding="utf-8"), end="")
+    for name, curve in result["sequential"].items():
+        print(
+            f"{name}: p95 CAS -> prediction after edits 1..{len(curve)}: "
+            + ", ".join(f"{v:.2f}" for v in curve)
+        )
+    print(f"wrote {paths['table1']}, {paths['fig3']}, {paths['json']}")
     return 0

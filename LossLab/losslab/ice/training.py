@@ -1,0 +1,674 @@
+"""Training ICE editing models with samples made on the fly (ice-editing-shahin2023 Sec. 3.2, Table 1).
+
+The editing network ``f(x, y_init, u)`` sees, per sample, a simulated case's sparse volume ``x``, an initial
+segmentation ``y_init`` and the heatmap ``u`` of a training scribble synthesised where ``y_init`` is worst
+(:func:`losslab.ice.training_interaction`). The four methods of the paper's Table 1:
+
+- ``editing``: the editing loss (eqs. 1-3), ``A`` = the scribble's heatmap with ``sigma_edit = sigma_enc``;
+- ``ce``: cross-entropy to ``y``;
+- ``dice``: soft Dice to ``y``;
+- ``intercnn`` (Bredell et al. 2018): per case, edits simulated from the model's own prediction accumulate
+  with the earlier ones and are re-input (the prediction as ``y_init``, the union of the scribbles as ``u``)
+  for up to ``intercnn.iterations`` rounds (10), then the case starts again from its ``y_init``; CE loss.
+  Each time a case is drawn it advances one round (its state is kept between batches in memory, and
+  starts again after a resume).
+
+``y_init`` comes from a segmentation model's prediction, computed once per case (``initial.source =
+"model"``, the paper's way), or from ``y`` perturbed on the fly (``"perturb"``: local dilations / erosions
+and a shift, a cheaper option documented in ``docs/ice.md``).
+
+The run follows :mod:`losslab.engine`'s conventions and reuses its parts: the run folder refusal
+(``--resume`` / ``--overwrite``), ``checkpoints/last.pt`` / ``best.pt`` (atomic), ``metrics.jsonl``,
+``curves.png``, ``summary.json``, ``model.pt`` (loadable by :func:`losslab.engine.load_predictor`, with the
+channels ``image, initial, heatmap``, so :class:`losslab.ice.EditingModel` edits with it), the divergence
+rule, one line per epoch (or a tqdm bar on a terminal) and a ``stop`` flag checked after every batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from ..engine.checkpoint import (
+    check_run_folder,
+    load_checkpoint,
+    rng_state,
+    run_files,
+    save_checkpoint,
+    set_rng_state,
+)
+from ..engine.config import ConfigError, apply_overrides
+from ..engine.reporting import ProgressCallback, Reporter, plot_curves
+from ..engine.trainer import TrainingStopped, TrainResult, _is_set, check_divergence, seed_everything
+from ..io import write_text
+from .dataset import dataset_cases, read_case
+from .interactions import PAPER_SIGMA_MM, encode, training_interaction
+from .simulate import ICECase
+
+METHODS = ("editing", "ce", "dice", "intercnn")
+#: the editing model's input channels, in order (what :class:`losslab.ice.EditingModel` feeds it)
+CHANNELS = ["image", "initial", "heatmap"]
+LABELS = ["background", "left atrium"]
+
+DEFAULTS: dict[str, Any] = {
+    "method": "editing",  # editing | ce | dice | intercnn
+    "data": {
+        "manifest": None,  # dataset.json of `losslab ice simulate` (relative: to the config file)
+        "train_split": "train",
+        "val_split": "val",  # fixed validation samples (one interaction per case); "none": no validation
+        "max_val_cases": 8,
+    },
+    # where y_init comes from: "model" (a segmentation model's prediction, cached per case) or "perturb"
+    "initial": {"source": "model", "model": None, "max_radius_mm": 15.0, "max_change_voxels": 3},
+    "sigma_mm": PAPER_SIGMA_MM,  # sigma_enc = sigma_edit (mm); the paper's 20 voxels of 1.1024 mm
+    "perturbation": {"offset_mm": 0.0, "jitter_mm": 0.0, "fraction": 1.0},  # of the training scribble
+    "network": {"preset": "ice_editing"},
+    "optimizer": {"lr": 0.005, "betas": [0.9, 0.999]},  # Adam (Supplementary Table 1)
+    "batch_size": 4,
+    "epochs": 10,
+    "steps_per_epoch": None,  # None: ceil(training cases / batch_size)
+    "patch_size": None,  # training crop around the scribble (e.g. [48, 48, 48]); None: the whole volume
+    "intercnn": {"iterations": 10},
+    "seed": 0,
+    "device": "cpu",
+    "threads": None,  # torch.set_num_threads on CPU (None: torch's default)
+    "plot_every": 1,
+    "output_dir": "losslab-output/ice-editing",
+}
+
+
+# ------------------------------------------------------------------------------------------------ config
+def _merge(base: dict, update: Mapping, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ConfigError(f"config key {where!r}: unknown key; known keys here: {sorted(base)}")
+        if isinstance(base[key], dict) and key != "network":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {where!r}: expected a mapping, got {value!r}")
+            out[key] = _merge(base[key], value, where + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _positive(cfg: Mapping, key: str, value: Any, integer: bool = False, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"config key {key!r}: expected {kind}, got {value!r}")
+
+
+def load_training_config(
+    config: str | os.PathLike | Mapping[str, Any], overrides: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The complete, validated config of an ICE editing run (defaults filled in).
+
+    ``config`` is a JSON / YAML file (relative ``data.manifest``, ``initial.model`` and ``output_dir`` are
+    resolved against its folder) or a dict. Raises ``ConfigError`` (a ``ValueError``) naming the key.
+    """
+    if isinstance(config, Mapping):
+        data, base = copy.deepcopy(dict(config)), Path.cwd()
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {str(path)!r}")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as exc:
+            raise ConfigError(f"config {str(path)!r} could not be read: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {str(path)!r} must hold a mapping at the top")
+        base = path.resolve().parent
+
+        def resolve(value):
+            return str(base / value) if isinstance(value, str) and not os.path.isabs(value) else value
+
+        if isinstance(data.get("data"), dict) and data["data"].get("manifest"):
+            data["data"]["manifest"] = resolve(data["data"]["manifest"])
+        if data.get("output_dir"):
+            data["output_dir"] = resolve(data["output_dir"])
+        model = (data.get("initial") or {}).get("model")
+        if isinstance(model, str) and (base / model).exists():
+            data["initial"]["model"] = resolve(model)
+    cfg = _merge(DEFAULTS, apply_overrides(data, overrides))
+    if cfg["method"] not in METHODS:
+        raise ConfigError(f"config key 'method': expected one of {list(METHODS)}, got {cfg['method']!r}")
+    if not cfg["data"]["manifest"]:
+        raise ConfigError("config key 'data.manifest': required (the dataset.json of `losslab ice simulate`)")
+    source = cfg["initial"]["source"]
+    if source not in ("model", "perturb"):
+        raise ConfigError(f"config key 'initial.source': expected 'model' or 'perturb', got {source!r}")
+    if source == "model" and not cfg["initial"]["model"]:
+        raise ConfigError(
+            "config key 'initial.model': a segmentation model (path or registered name) is required with "
+            "initial.source='model' (or set initial.source='perturb')"
+        )
+    for key in ("sigma_mm", "optimizer.lr", "initial.max_radius_mm"):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        _positive(cfg, key, node)
+    for key in (
+        "batch_size",
+        "epochs",
+        "intercnn.iterations",
+        "data.max_val_cases",
+        "initial.max_change_voxels",
+    ):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        _positive(cfg, key, node, integer=True)
+    _positive(cfg, "steps_per_epoch", cfg["steps_per_epoch"], integer=True, allow_none=True)
+    _positive(cfg, "threads", cfg["threads"], integer=True, allow_none=True)
+    patch = cfg["patch_size"]
+    if patch is not None:
+        if not (
+            isinstance(patch, list) and len(patch) == 3 and all(isinstance(p, int) and p >= 8 for p in patch)
+        ):
+            raise ConfigError(f"config key 'patch_size': expected null or 3 integers >= 8, got {patch!r}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ initial masks
+def perturbed_initial(
+    label: np.ndarray,
+    spacing: Sequence[float],
+    rng: np.random.Generator,
+    max_radius_mm: float = 15.0,
+    max_change: int = 3,
+) -> np.ndarray:
+    """A plausible ``y_init`` made from ``y``: one to three balls (radius 5 mm..``max_radius_mm``) centred on
+    y's boundary inside which y is dilated or eroded by 1..``max_change`` voxels, then a shift of up to one
+    voxel along each axis. The option ``initial.source = "perturb"`` (cheaper than a segmentation model)."""
+    y = np.asarray(label) != 0
+    out = y.copy()
+    edge = y & ~ndimage.binary_erosion(y)
+    points = np.argwhere(edge)
+    if len(points):
+        grid = np.indices(y.shape, sparse=True)
+        for _ in range(int(rng.integers(1, 4))):
+            centre = points[rng.integers(len(points))]
+            radius = rng.uniform(5.0, max(5.0, max_radius_mm))
+            ball = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing)) <= radius**2
+            steps = int(rng.integers(1, max_change + 1))
+            grown = (
+                ndimage.binary_dilation(y, iterations=steps)
+                if rng.random() < 0.5
+                else (ndimage.binary_erosion(y, iterations=steps))
+            )
+            out = np.where(ball, grown, out)
+    shift = rng.integers(-1, 2, size=3)
+    return np.roll(out, tuple(int(s) for s in shift), axis=(0, 1, 2)).astype(np.uint8)
+
+
+def model_initial(cases: Sequence[ICECase], model: str | os.PathLike, device: str = "cpu", progress=None):
+    """``y_init`` of each case: the segmentation model's prediction of its ``x`` (uint8), one pass each."""
+    from .. import models as registry
+    from ..engine.inference import load_predictor
+
+    path = Path(model)
+    if not path.exists():
+        path = registry.model_path(str(model))
+    predictor = load_predictor(path, device=device)
+    if int(predictor.info.network["in_channels"]) != 1:
+        raise ValueError(
+            f"the segmentation model {str(model)!r} takes {predictor.info.network['in_channels']} input "
+            "channels; y_init needs a model of the image alone (1 channel)"
+        )
+    out = []
+    for case in _progress(cases, "y_init from the segmentation model", progress):
+        out.append((np.asarray(predictor.predict(case.image[None]).labels) == 1).astype(np.uint8))
+    return out
+
+
+def _progress(items, desc, enabled):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="case", leave=False)
+
+
+# --------------------------------------------------------------------------------------------- samples
+@dataclass
+class InterCNNState:
+    """One case's InterCNN loop: the current prediction (re-input as ``y_init``), the union of the scribbles
+    so far (encoded as ``u``) and the number of rounds done since the last restart."""
+
+    prediction: np.ndarray
+    scribbles: np.ndarray
+    rounds: int = 0
+    frames: list[int] = field(default_factory=list)
+
+
+def intercnn_round(
+    case: ICECase,
+    state: InterCNNState | None,
+    initial: np.ndarray,
+    iterations: int,
+    seed: int,
+    **perturbation,
+) -> tuple[InterCNNState, Any]:
+    """Advance one case's InterCNN loop by one round: restart from ``initial`` (no state, ``iterations``
+    rounds done, or a prediction without error on any frame), synthesise a scribble on the current
+    prediction and add it to the accumulated ones. Returns the state (its ``prediction`` is the input
+    ``y_init`` of this round; the caller stores the model's new prediction in it afterwards) and the new
+    interaction (``None`` when even ``initial`` has no error)."""
+    if state is None or state.rounds >= iterations:
+        state = None
+    edit = None
+    if state is not None:
+        edit = training_interaction(case, state.prediction, seed=seed, **perturbation)
+        if edit is None:
+            state = None
+    if state is None:
+        state = InterCNNState(np.asarray(initial, np.uint8).copy(), np.zeros(case.grid.shape, bool))
+        edit = training_interaction(case, state.prediction, seed=seed, **perturbation)
+    if edit is not None:
+        state.scribbles |= edit.voxels
+        state.frames.append(edit.frame)
+    state.rounds += 1
+    return state, edit
+
+
+def _crop_box(shape, patch, centre, rng) -> tuple[slice, ...]:
+    box = []
+    for n, p, c in zip(shape, patch, centre):
+        p = min(p, n)
+        lo = int(round(c - p / 2 + rng.uniform(-p / 4, p / 4)))
+        lo = min(max(lo, 0), n - p)
+        box.append(slice(lo, lo + p))
+    return tuple(box)
+
+
+def make_sample(
+    case: ICECase,
+    initial: np.ndarray,
+    scribble: np.ndarray | None,
+    sigma_mm: float,
+    patch: Sequence[int] | None,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """The arrays of one training sample: ``input`` ``(3, *s)`` (x, y_init, u), ``y``, ``initial``,
+    ``attention`` (A = u: sigma_edit = sigma_enc), cropped to ``patch`` around the scribble when given."""
+    shape = case.grid.shape
+    if scribble is not None and scribble.any():
+        u = encode(scribble, case.spacing, sigma_mm).astype(np.float32)
+        centre = np.argwhere(scribble).mean(0)
+    else:
+        u = np.zeros(shape, np.float32)
+        centre = np.array(shape) / 2
+    init = np.asarray(initial, np.float32)
+    arrays = {
+        "input": np.stack([np.asarray(case.image, np.float32), init, u]),
+        "y": np.asarray(case.label, np.float32),
+        "initial": init,
+        "attention": u,
+    }
+    if patch is not None:
+        box = _crop_box(shape, patch, centre, rng)
+        arrays = {k: v[(slice(None), *box)] if k == "input" else v[box] for k, v in arrays.items()}
+    return arrays
+
+
+def method_loss(method: str, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The loss of a method on a batch (logits ``(B, 2, *s)``; ``y``, ``initial``, ``attention`` ``(B, *s)``).
+
+    ``editing``: eqs. 1-3 on the foreground logit ``z1 - z0`` (sigmoid of it = softmax of class 1);
+    ``ce`` / ``intercnn``: cross-entropy to ``y``; ``dice``: soft Dice to ``y`` (both classes).
+    """
+    from ..losses import get_loss
+
+    if method == "editing":
+        from ..losses.editing import editing_loss
+
+        z = logits[:, 1:2] - logits[:, 0:1]
+        return editing_loss(z.float(), batch["y"], batch["initial"], batch["attention"])
+    target = batch["y"].long()
+    if method in ("ce", "intercnn"):
+        return F.cross_entropy(logits.float(), target)
+    if method == "dice":
+        return get_loss("dice")(logits.float(), target)
+    raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+
+
+def _to_batch(samples: list[dict[str, np.ndarray]], device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.stack([s[k] for s in samples])).to(device) for k in samples[0]}
+
+
+def model_info(cfg: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What the checkpoint carries for :func:`losslab.engine.load_predictor` and :class:`EditingModel`."""
+    return {
+        "network": dict(spec),
+        "labels": list(LABELS),
+        "label_sets": {},
+        "channel_names": list(CHANNELS),
+        "n_image_channels": 1,
+        "normalize": "none",
+        "window": None,
+        "patch_size": list(cfg["patch_size"]) if cfg["patch_size"] else None,
+        "overlap": 0.5,
+        "ice": {"method": cfg["method"], "sigma_mm": float(cfg["sigma_mm"])},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ train
+@dataclass
+class _Data:
+    cases: list[ICECase]
+    initial: list[np.ndarray]
+    val_cases: list[ICECase]
+    val_initial: list[np.ndarray]
+
+
+def _load_data(cfg: Mapping[str, Any], show: bool) -> _Data:
+    d = cfg["data"]
+    train_dirs = dataset_cases(d["manifest"], d["train_split"])
+    if not train_dirs:
+        raise ValueError(f"the dataset {d['manifest']!r} has no case in split {d['train_split']!r}")
+    cases = [read_case(p) for p in _progress(list(train_dirs.values()), "reading cases", show)]
+    val_cases = []
+    if d["val_split"] != "none":
+        val_dirs = list(dataset_cases(d["manifest"], d["val_split"]).values())[: d["max_val_cases"]]
+        val_cases = [read_case(p) for p in val_dirs]
+    init = cfg["initial"]
+    if init["source"] == "model":
+        initial = model_initial(cases + val_cases, init["model"], cfg["device"], show)
+    else:
+        rng = np.random.default_rng(cfg["seed"] + 7919)
+        initial = [
+            perturbed_initial(c.label, c.spacing, rng, init["max_radius_mm"], init["max_change_voxels"])
+            for c in cases + val_cases
+        ]
+    n = len(cases)
+    return _Data(cases, initial[:n], val_cases, initial[n:])
+
+
+def _validate(net, cfg, data: _Data, device) -> float | None:
+    if not data.val_cases:
+        return None
+    net.eval()
+    total = 0.0
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        for case, initial in zip(data.val_cases, data.val_initial):
+            edit = training_interaction(case, initial, seed=0, **cfg["perturbation"])
+            sample = make_sample(case, initial, edit.voxels if edit else None, cfg["sigma_mm"], None, rng)
+            batch = _to_batch([sample], device)
+            logits = net(batch["input"])
+            total += float(method_loss("ce" if cfg["method"] == "intercnn" else cfg["method"], logits, batch))
+    net.train()
+    return total / len(data.val_cases)
+
+
+def train_editing(
+    config: str | os.PathLike | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    stop=None,
+) -> TrainResult:
+    """Train an ICE editing model (one method of Table 1) as the config says; see the module docstring.
+
+    Args and raises as :func:`losslab.engine.train` (``RunFolderError`` for an ``output_dir`` holding a
+    run without ``resume`` / ``overwrite``; ``TrainingDiverged`` by the engine's divergence rule).
+    """
+    from ..nets import build_network, network_spec
+
+    cfg = load_training_config(config, overrides)
+    out = Path(cfg["output_dir"])
+    check_run_folder(out, resume=resume, overwrite=overwrite)
+    if cfg["threads"] and cfg["device"] == "cpu":
+        torch.set_num_threads(int(cfg["threads"]))
+    device = torch.device(
+        cfg["device"] if cfg["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    seed_everything(cfg["seed"])
+    spec = network_spec(cfg["network"])
+    if spec.get("in_channels") != 3 or spec.get("out_channels") != 2:
+        raise ConfigError(
+            f"config key 'network': an editing model takes 3 inputs {CHANNELS} and gives 2 classes; the "
+            f"network has in_channels={spec.get('in_channels')}, out_channels={spec.get('out_channels')}"
+        )
+    show = progress is None
+    data = _load_data(cfg, show)
+    net = build_network(spec).to(device)
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=cfg["optimizer"]["lr"], betas=tuple(cfg["optimizer"]["betas"])
+    )
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": None, "value": None}
+    start, first_loss = 0, None
+    if resume:
+        state = load_checkpoint(out / "checkpoints" / "last.pt")
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, best, start = list(state["history"]), dict(state["best"]), int(state["epoch"])
+        first_loss = state.get("first_loss")
+        set_rng_state(state["rng"])
+    info = model_info(cfg, spec)
+    n = len(data.cases)
+    steps = cfg["steps_per_epoch"] or math.ceil(n / cfg["batch_size"])
+    report = Reporter(progress, True, steps * cfg["epochs"], steps * start)
+    report(
+        {
+            "event": "start",
+            "epochs": cfg["epochs"],
+            "start_epoch": start,
+            "steps_per_epoch": steps,
+            "train_cases": n,
+            "val_cases": len(data.val_cases),
+            "device": str(device),
+            "output_dir": str(out),
+        }
+    )
+    result = TrainResult(out, None, history, best["epoch"], epochs_done=start, model=net)
+    states: dict[int, InterCNNState] = {}
+    replacing = not resume  # a resumed run keeps its own files
+    try:
+        for epoch in range(start, cfg["epochs"]):
+            t0 = time.perf_counter()
+            net.train()
+            order_rng = np.random.default_rng([cfg["seed"], epoch])
+            order = np.concatenate(
+                [order_rng.permutation(n) for _ in range(math.ceil(steps * cfg["batch_size"] / n))]
+            )
+            total, count = 0.0, 0
+            for step in range(steps):
+                picks = order[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
+                rng = np.random.default_rng([cfg["seed"], epoch, step])
+                samples, rounds = [], []
+                for i in picks:
+                    case, seed = data.cases[i], int(rng.integers(2**31))
+                    if cfg["method"] == "intercnn":
+                        st, edit = intercnn_round(
+                            case,
+                            states.get(int(i)),
+                            data.initial[i],
+                            cfg["intercnn"]["iterations"],
+                            seed,
+                            **cfg["perturbation"],
+                        )
+                        states[int(i)] = st
+                        rounds.append((int(i), st))
+                        initial, scribble = st.prediction, st.scribbles
+                    else:
+                        initial = data.initial[i]
+                        if cfg["initial"]["source"] == "perturb":
+                            initial = perturbed_initial(
+                                case.label,
+                                case.spacing,
+                                rng,
+                                cfg["initial"]["max_radius_mm"],
+                                cfg["initial"]["max_change_voxels"],
+                            )
+                        edit = training_interaction(case, initial, seed=seed, **cfg["perturbation"])
+                        scribble = edit.voxels if edit is not None else None
+                    samples.append(
+                        make_sample(case, initial, scribble, cfg["sigma_mm"], cfg["patch_size"], rng)
+                    )
+                batch = _to_batch(samples, device)
+                optimizer.zero_grad(set_to_none=True)
+                logits = net(batch["input"])
+                loss = method_loss(cfg["method"], logits, batch)
+                value = float(loss.detach())
+                low, high = torch.aminmax(logits.detach())
+                check_divergence(
+                    value,
+                    float(torch.maximum(-low, high)),
+                    first_loss,
+                    where=f"epoch {epoch + 1}, step {step + 1}",
+                    lr=optimizer.param_groups[0]["lr"],
+                )
+                if first_loss is None:
+                    first_loss = value
+                loss.backward()
+                optimizer.step()
+                if rounds:  # InterCNN: the model's new prediction of the whole volume is the next y_init
+                    _update_predictions(net, data, rounds, cfg, device)
+                total += value
+                count += 1
+                report(
+                    {"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": value}
+                )
+                if _is_set(stop):
+                    raise TrainingStopped
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": total / max(count, 1),
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            val = _validate(net, cfg, data, device)
+            if val is not None:
+                record["val_loss"] = val
+            record["time_s"] = time.perf_counter() - t0
+            key = record.get("val_loss", record["train_loss"])
+            improved = best["value"] is None or key < best["value"]
+            if improved:
+                best.update(epoch=epoch + 1, value=key)
+            history.append(record)
+            result.epochs_done = epoch + 1
+            payload = {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "config": cfg,
+                "model_info": info,
+                "epoch": epoch + 1,
+                "history": history,
+                "best": best,
+                "metrics": record,
+                "rng": rng_state(),
+                "first_loss": first_loss,
+            }
+            written = {"checkpoints/last.pt", "metrics.jsonl"} | (
+                {"checkpoints/best.pt"} if improved else set()
+            )
+            save_checkpoint(out / "checkpoints" / "last.pt", payload)
+            if improved:
+                save_checkpoint(out / "checkpoints" / "best.pt", payload)
+            write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            if replacing:  # a replaced run's other files go once this run has its first epoch
+                for path in run_files(out):
+                    if path.relative_to(out).as_posix() not in written:
+                        path.unlink()
+                replacing = False
+            every = cfg["plot_every"]
+            if (every and (epoch + 1) % every == 0) or epoch + 1 == cfg["epochs"]:
+                plot_curves(history, out / "curves.png", LABELS)
+            report({"event": "epoch", "epochs": cfg["epochs"], "improved": improved, **record})
+    except TrainingStopped:
+        result.stopped = True
+    finally:
+        report.close()
+    result.best_epoch = best["epoch"]
+    if not result.stopped:
+        source = out / "checkpoints" / ("best.pt" if best["epoch"] is not None else "last.pt")
+        state = load_checkpoint(source)
+        final = {k: state[k] for k in ("model", "config", "model_info", "epoch", "metrics")}
+        final["history"] = history
+        result.model_path = save_checkpoint(out / "model.pt", final)
+        write_text(
+            out / "summary.json",
+            json.dumps(
+                {
+                    "model": "model.pt",
+                    "weights_epoch": int(state["epoch"]),
+                    "best_epoch": best["epoch"],
+                    "epochs_done": result.epochs_done,
+                    "method": cfg["method"],
+                    "final_metrics": history[-1] if history else None,
+                },
+                indent=2,
+            ),
+        )
+    if progress is not None:
+        progress(
+            {
+                "event": "end",
+                "model_path": str(result.model_path) if result.model_path else None,
+                "stopped": result.stopped,
+                "best_epoch": result.best_epoch,
+                "epochs_done": result.epochs_done,
+            }
+        )
+    return result
+
+
+def _update_predictions(net, data: _Data, rounds, cfg, device) -> None:
+    """InterCNN: after the step, each drawn case's prediction of the whole volume (x, its round's y_init, the
+    accumulated u) becomes the y_init of its next round."""
+    net.eval()
+    with torch.inference_mode():
+        for i, st in rounds:
+            case = data.cases[i]
+            u = (
+                encode(st.scribbles, case.spacing, cfg["sigma_mm"])
+                if st.scribbles.any()
+                else np.zeros(case.grid.shape)
+            )
+            x = torch.from_numpy(np.stack([case.image, st.prediction, u]).astype(np.float32))[None].to(device)
+            st.prediction = (net(x).argmax(1)[0] == 1).cpu().numpy().astype(np.uint8)
+    net.train()
+
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULTS",
+    "METHODS",
+    "InterCNNState",
+    "intercnn_round",
+    "load_training_config",
+    "make_sample",
+    "method_loss",
+    "model_info",
+    "model_initial",
+    "perturbed_initial",
+    "train_editing",
+]

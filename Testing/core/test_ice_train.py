@@ -1,0 +1,169 @@
+"""ICE editing-model training (losslab.ice.training, `losslab ice train`): every method of Table 1 runs on
+tiny simulated data and lowers its loss, the checkpoint edits through EditingModel, the InterCNN loop
+accumulates edits, the run folder rules, resume, and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from losslab import ice
+from losslab.cli import main
+from losslab.engine.checkpoint import RunFolderError, load_checkpoint
+from losslab.ice.training import (
+    intercnn_round,
+    load_training_config,
+    make_sample,
+    method_loss,
+    perturbed_initial,
+    train_editing,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ice") / "data"
+    assert main(["ice", "simulate", str(out), "--cases", "6", "--size", "24", "--spacing", "5.88"]) == 0
+    return out / "dataset.json"
+
+
+def _config(tiny, out, **extra):
+    cfg = {
+        "data": {"manifest": str(tiny)},
+        "initial": {"source": "perturb"},
+        "sigma_mm": 29.4,  # 5 voxels of 5.88 mm
+        "batch_size": 2,
+        "epochs": 1,
+        "steps_per_epoch": 12,
+        "threads": 1,
+        "output_dir": str(out),
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.mark.parametrize("method", ["editing", "ce", "dice", "intercnn"])
+def test_each_method_runs_and_lowers_its_loss(tiny, tmp_path, method):
+    losses = []
+    result = train_editing(
+        _config(tiny, tmp_path / method, method=method),
+        progress=lambda e: losses.append(e["loss"]) if e["event"] == "batch" else None,
+    )
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    out = tmp_path / method
+    for name in ("model.pt", "metrics.jsonl", "summary.json", "curves.png", "checkpoints/last.pt"):
+        assert (out / name).is_file(), name
+    info = load_checkpoint(result.model_path)["model_info"]
+    assert info["channel_names"] == ["image", "initial", "heatmap"]
+    assert info["ice"] == {"method": method, "sigma_mm": 29.4}
+    # the checkpoint edits through the one editing step
+    case = ice.read_case(next(iter(ice.dataset_cases(tiny, "test").values())))
+    model = ice.EditingModel.load(result.model_path, sigma_mm=29.4)
+    edit = ice.furthest_cas_interaction(case, case.label)
+    assert model.edit(case.image, case.label, edit.voxels, case.spacing).mask.shape == case.grid.shape
+
+
+def test_editing_loss_term_is_eqs_1_to_3_on_the_foreground_logit():
+    logits = torch.randn(2, 2, 4, 4, 4)
+    batch = {
+        "y": (torch.rand(2, 4, 4, 4) > 0.5).float(),
+        "initial": (torch.rand(2, 4, 4, 4) > 0.5).float(),
+        "attention": torch.rand(2, 4, 4, 4),
+    }
+    p = torch.softmax(logits, 1)[:, 1]
+    a, y, yi = batch["attention"], batch["y"], batch["initial"]
+
+    def bce(t):
+        return -(t * torch.log(p) + (1 - t) * torch.log(1 - p))
+
+    expected = (a * bce(y) + (1 - a) * bce(yi)).mean()
+    torch.testing.assert_close(method_loss("editing", logits, batch), expected, rtol=1e-4, atol=1e-5)
+    ce = torch.nn.functional.cross_entropy(logits, y.long())
+    torch.testing.assert_close(method_loss("ce", logits, batch), ce)
+    torch.testing.assert_close(method_loss("intercnn", logits, batch), ce)
+
+
+def test_y_init_from_a_segmentation_model_is_the_default_way(tiny, tmp_path):
+    seg = tmp_path / "seg"
+    config = {
+        "data": {"manifest": str(tiny), "normalize": "none"},
+        "network": {"preset": "ice_segmentation", "features": [4, 8, 16, 32]},
+        "loss": {"name": "cross_entropy"},
+        "scheduler": {"name": "none"},
+        "batch_size": 2,
+        "epochs": 1,
+        "augmentation": {"enabled": False},
+        "device": "cpu",
+        "output_dir": str(seg),
+    }
+    (tmp_path / "seg.json").write_text(json.dumps(config))
+    assert main(["train", str(tmp_path / "seg.json")]) == 0
+    cfg = _config(tiny, tmp_path / "run", initial={"model": str(seg / "model.pt")}, steps_per_epoch=2)
+    (tmp_path / "edit.json").write_text(json.dumps(cfg))
+    assert load_training_config(tmp_path / "edit.json")["initial"]["source"] == "model"
+    assert main(["ice", "train", str(tmp_path / "edit.json")]) == 0
+    assert (tmp_path / "run" / "model.pt").is_file()
+    # a second run into the same folder is refused; --overwrite replaces it; --resume continues
+    with pytest.raises(RunFolderError):
+        train_editing(tmp_path / "edit.json")
+    assert main(["ice", "train", str(tmp_path / "edit.json"), "epochs=2", "--resume"]) == 0
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    # a segmentation model with the wrong inputs is refused
+    with pytest.raises(ValueError, match="1 channel"):
+        train_editing(_config(tiny, tmp_path / "r2", initial={"model": str(tmp_path / "run" / "model.pt")}))
+
+
+def test_intercnn_accumulates_edits_and_restarts(tiny):
+    case = ice.read_case(next(iter(ice.dataset_cases(tiny, "train").values())))
+    y = case.label.astype(bool)
+    initial = perturbed_initial(y, case.spacing, np.random.default_rng(1), 20.0, 2)
+    state, first = intercnn_round(case, None, initial, iterations=3, seed=0)
+    assert first is not None and state.rounds == 1
+    np.testing.assert_array_equal(state.scribbles, first.voxels)
+    np.testing.assert_array_equal(state.prediction, initial)
+    # the model "answers" by fixing the first frame's region only: the next scribble goes elsewhere and adds up
+    state.prediction = np.where(first.voxels, y, state.prediction).astype(np.uint8)
+    before = state.scribbles.copy()
+    state, second = intercnn_round(case, state, initial, iterations=3, seed=1)
+    assert second is not None and state.rounds == 2
+    np.testing.assert_array_equal(state.scribbles, before | second.voxels)
+    # the sample's inputs: the current prediction as y_init, u from the union of the scribbles
+    sample = make_sample(case, state.prediction, state.scribbles, 29.4, None, np.random.default_rng(0))
+    np.testing.assert_array_equal(sample["input"][1], state.prediction.astype(np.float32))
+    np.testing.assert_allclose(sample["input"][2], ice.encode(state.scribbles, case.spacing, 29.4), atol=1e-6)
+    state, _ = intercnn_round(case, state, initial, iterations=3, seed=2)
+    assert state.rounds == 3
+    state, restart = intercnn_round(case, state, initial, iterations=3, seed=3)
+    assert state.rounds == 1, "after `iterations` rounds the case starts again from y_init"
+    np.testing.assert_array_equal(state.prediction, initial)
+    np.testing.assert_array_equal(state.scribbles, restart.voxels)
+
+
+def test_crop_follows_the_scribble(tiny):
+    case = ice.read_case(next(iter(ice.dataset_cases(tiny, "train").values())))
+    scribble = np.zeros(case.grid.shape, bool)
+    scribble[2, 20, 3] = True
+    sample = make_sample(case, case.label, scribble, 29.4, [16, 16, 16], np.random.default_rng(0))
+    assert sample["input"].shape == (3, 16, 16, 16) and sample["y"].shape == (16, 16, 16)
+    assert sample["attention"].max() == pytest.approx(1.0), "the crop holds the scribble"
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("method=focal", "method"),
+        ("batch_size=0", "batch_size"),
+        ("initial.source=model", "initial.model"),
+        ("patch_size=[4,4]", "patch_size"),
+        ("sigma_mm=-1", "sigma_mm"),
+        ("epoch=3", "unknown key"),
+    ],
+)
+def test_config_errors_name_the_key(tiny, tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        load_training_config(_config(tiny, tmp_path / "x"), [override])
