@@ -30,42 +30,42 @@ def _intermixed(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> int:
-    """Train; SIGINT (Ctrl-C) and SIGTERM stop after the current batch, keeping the last completed epoch's
-    checkpoint, with one line and no traceback (a second Ctrl-C aborts at once)."""
+def run_training(command: str, train_fn, resume_hint: str) -> int:
+    """Run ``train_fn(stop)`` (returning one training result or a list of them) so that SIGINT (Ctrl-C) and
+    SIGTERM stop after the current batch, keeping the last completed epoch's checkpoint, with one line and
+    no traceback (a second Ctrl-C aborts at once); print one JSON line per finished result.
+
+    Shared by ``losslab train`` and ``losslab ice train``. Returns the exit code: 0, 128 + the signal, or 1 for
+    a stop on request.
+    """
     import signal
     import threading
 
-    from ..engine.trainer import run
     from ..engine.worker import stop_on_signals
 
     stop = threading.Event()
     with stop_on_signals(stop, abort_on_second_interrupt=True) as received:
         try:
-            results = run(
-                args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
-            )
+            results = train_fn(stop)
         except KeyboardInterrupt:
             print(
-                "losslab train: aborted; the last completed epoch's checkpoint is kept, continue with "
-                "--resume",
+                f"{command}: aborted; the last completed epoch's checkpoint is kept, continue with --resume",
                 file=sys.stderr,
             )
             return 130
         except FloatingPointError as exc:  # a diverging loss: a user-fixable setting, not a crash
             raise ValueError(str(exc)) from None
-    for result in results:
+    for result in results if isinstance(results, list) else [results]:
         if result.stopped:
             why = signal.Signals(received[0]).name if received else "request"
             if result.epochs_done:
                 where = (
                     f"after epoch {result.epochs_done}; checkpoint "
-                    f"{result.output_dir / 'checkpoints' / 'last.pt'}; continue with: "
-                    f"losslab train {args.config} --resume"
+                    f"{result.output_dir / 'checkpoints' / 'last.pt'}; continue with: {resume_hint}"
                 )
             else:
                 where = "during its first epoch: no epoch completed, nothing was written"
-            print(f"losslab train: stopped by {why} {where}", file=sys.stderr)
+            print(f"{command}: stopped by {why} {where}", file=sys.stderr)
             return 128 + received[0] if received else 1
         print(
             json.dumps(
@@ -79,6 +79,19 @@ def _train(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``losslab train`` (see :func:`run_training` for Ctrl-C / SIGTERM)."""
+    from ..engine.trainer import run
+
+    return run_training(
+        "losslab train",
+        lambda stop: run(
+            args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
+        ),
+        f"losslab train {args.config} --resume",
+    )
 
 
 def _infer(args: argparse.Namespace) -> int:

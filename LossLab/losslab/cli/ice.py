@@ -193,48 +193,16 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """``losslab ice train``: Ctrl-C / SIGTERM stop after the current batch (a second Ctrl-C aborts)."""
-    import json
-    import signal
-    import threading
-
-    from ..engine.worker import stop_on_signals
     from ..ice.training import train_editing
+    from .engine import run_training
 
-    stop = threading.Event()
-    with stop_on_signals(stop, abort_on_second_interrupt=True) as received:
-        try:
-            result = train_editing(
-                args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
-            )
-        except KeyboardInterrupt:
-            print(
-                "losslab ice train: aborted; the last completed epoch's checkpoint is kept", file=sys.stderr
-            )
-            return 130
-        except FloatingPointError as exc:
-            raise ValueError(str(exc)) from None
-    if result.stopped:
-        why = signal.Signals(received[0]).name if received else "request"
-        if result.epochs_done:
-            where = (
-                f"after epoch {result.epochs_done}; continue with: losslab ice train {args.config} --resume"
-            )
-        else:
-            where = "during its first epoch: no epoch completed, nothing was written"
-        print(f"losslab ice train: stopped by {why} {where}", file=sys.stderr)
-        return 128 + received[0] if received else 1
-    print(
-        json.dumps(
-            {
-                "output_dir": str(result.output_dir),
-                "model": str(result.model_path),
-                "epochs": result.epochs_done,
-                "best_epoch": result.best_epoch,
-                "final": result.history[-1] if result.history else None,
-            }
-        )
+    return run_training(
+        "losslab ice train",
+        lambda stop: train_editing(
+            args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
+        ),
+        f"losslab ice train {args.config} --resume",
     )
-    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
