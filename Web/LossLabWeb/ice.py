@@ -37,7 +37,7 @@ def sample_folder() -> Path:
 
 
 def _round(value, digits: int = 2):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or not math.isfinite(float(value)):  # inf: an empty y_init (no distance to it)
         return None
     return round(float(value), digits)
 
@@ -121,9 +121,10 @@ class ICEController:
                 self.scene.RemoveNode(node)
         self.case = case
         self.frame = None
-        for curves in case.cas_curves:  # shown per frame by show_frame
+        for curves in case.cas_curves:  # shown per frame by show_frame; no name labels over the image
             for curve in curves:
                 curve.GetDisplayNode().SetVisibility(False)
+                curve.GetDisplayNode().SetPropertiesLabelVisibility(False)
         if case.cas_segmentation is not None:
             case.cas_segmentation.GetDisplayNode().SetVisibility(False)
         self.show_volume()
@@ -191,6 +192,7 @@ class ICEController:
         display = segmentation.GetDisplayNode()
         if display is not None:
             display.SetOpacity2DFill(FILL_OPACITY)
+        segmentation.CreateClosedSurfaceRepresentation()  # the segment in the 3D view (kept up to date)
         has_contours = bool(case.frames_with_contours())
         self.session = ICEEditingLib.ICEEditingSession(
             self.scene,
