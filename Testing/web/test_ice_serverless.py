@@ -168,15 +168,27 @@ def test_save_writes_the_segment_with_its_name(page, case_folder, tmp_path):
     np.testing.assert_array_equal(voxels.transpose() > 0, controller.session.current_mask())
 
 
-@pytest.mark.parametrize("kind", ["missing", "not a case", "model"])
-def test_a_bad_file_or_model_is_a_one_line_message_and_keeps_the_case(page, case_folder, tmp_path, kind):
+@pytest.mark.parametrize("kind", ["missing", "not a case", "fails midway", "model"])
+def test_a_bad_file_or_model_is_a_one_line_message_and_keeps_the_case(
+    page, case_folder, tmp_path, kind, monkeypatch
+):
     assert page.load(str(case_folder)), page.state.ice_message
     case = page.controller.case
-    n_nodes = page.controller.scene.GetNumberOfNodes()
+    scene = page.controller.scene
+    nodes_before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
     if kind == "model":
         page.state.ice_model = "no-such-ice-model"
         assert not page.segment()
         expect = "no-such-ice-model"
+    elif kind == "fails midway":  # after the volumes are in the scene: they must be removed again
+        from ICEEditingLib import scene as ice_scene
+
+        def broken(*args, **kwargs):
+            raise OSError("disk read error in frame 0")
+
+        monkeypatch.setattr(ice_scene, "_add_curve", broken)
+        assert not page.load(str(case_folder))
+        expect = "disk read error"
     else:
         bad = tmp_path / "missing"
         if kind == "not a case":
@@ -188,4 +200,8 @@ def test_a_bad_file_or_model_is_a_one_line_message_and_keeps_the_case(page, case
     assert page.state.ice_message_type == "error" and expect in message, message
     assert "Traceback" not in message and "\n" not in message
     assert page.controller.case is case and page.state.ice_loaded
-    assert page.controller.scene.GetNumberOfNodes() == n_nodes  # nothing half-loaded is left behind
+    data = ("vtkMRMLVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLMarkupsNode", "vtkMRMLTableNode")
+    data += ("vtkMRMLVolumeDisplayNode", "vtkMRMLMarkupsDisplayNode", "vtkMRMLStorageNode")
+    left = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    left = [n for n in left if n.GetID() not in nodes_before and any(n.IsA(c) for c in data)]
+    assert [f"{n.GetClassName()} {n.GetName()}" for n in left] == []  # nothing half-loaded is left behind

@@ -108,9 +108,9 @@ class ICEController:
         try:
             case = ICEEditingLib.load_case(self.scene, source, progress=self.progress)
         except BaseException:
-            for node_id in self._node_ids() - before:  # leave the scene as it was
-                node = self.scene.GetNodeByID(node_id)
-                if node is not None:
+            added = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
+            for node in reversed([n for n in added if n.GetID() not in before]):  # the scene as it was
+                if self.scene.IsNodePresent(node):
                     self.scene.RemoveNode(node)
             raise
         self.close()
