@@ -35,11 +35,12 @@ def test_without_the_web_extra_it_is_one_line_with_the_install_hint(monkeypatch,
         (["app", "--port", "0"], "--port must be in 1..65535, got 0"),
         (["app", "--case", "/no/such/mri.nii.gz"], "no such file"),
         (["app", "--mask", "m.nii.gz"], "--mask needs --case"),
-        (["app", "--sample", "ice"], "invalid choice"),
+        (["app", "--sample", "heart"], "invalid choice"),
+        (["app", "--page", "heart"], "invalid choice"),
     ],
 )
 def test_bad_options_are_one_line_errors(argv, expect, capsys):
-    with pytest.raises(SystemExit) if argv[1] == "--sample" else _nothing():
+    with pytest.raises(SystemExit) if argv[1] in ("--sample", "--page") else _nothing():
         assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expect in err, err

@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 
 #: The pages: name -> "module:Class" (imported on use).
-PAGES = {"fetal": "LossLabWeb.fetal_page:FetalPage"}
+PAGES = {"fetal": "LossLabWeb.fetal_page:FetalPage", "ice": "LossLabWeb.ice_page:ICEPage"}
 #: Sample loaders per page: name -> "module:function" returning the paths ``page.load`` takes.
-SAMPLES = {"fetal": "LossLabWeb.sample:fetal_sample"}
+SAMPLES = {"fetal": "LossLabWeb.sample:fetal_sample", "ice": "LossLabWeb.ice:sample_folder"}
 LAYOUT_ID = "Axial and 3D"
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from . import CommandError
 
 INSTALL_HINT = 'install the web extra: pip install -e ".[web]" (from the LossLab checkout)'
-PAGES = ("fetal",)
-SAMPLES = ("fetal",)
+PAGES = ("fetal", "ice")
+SAMPLES = ("fetal", "ice")
 
 
 def checkout_root() -> Path:
