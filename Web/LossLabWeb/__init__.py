@@ -1,11 +1,12 @@
 """LossLab in the browser: pages on trame-slicer (Kitware's web Slicer on the same MRML as desktop Slicer).
 
 Layout and event wiring only: every behaviour is a call into the modules' Lib layers
-(:mod:`FetalParcellationLib`, later ``ICEEditingLib``) or into trame-slicer's :class:`SlicerApp`.
+(:mod:`FetalParcellationLib`, :mod:`ICEEditingLib`) or into trame-slicer's :class:`SlicerApp`.
 
 - :mod:`.fetal`: :class:`~.fetal.FetalController`, the fetal annotator's actions on a ``SlicerApp`` (no server:
   tests drive it with trame-slicer's ``DirectViewFactory``);
 - :mod:`.fetal_page`: the fetal page (trame widgets bound to a controller);
+- :mod:`.ice` / :mod:`.ice_page`: the ICE editor's actions (:class:`~.ice.ICEController`) and its page;
 - :mod:`.server`: :func:`~.server.build_server` / :func:`~.server.serve`, the page registry (:data:`PAGES`);
 - :mod:`.sample`: the sample case (the CC0 fetal atlas case of ``FetalParcellationLib.sample_data``).
 
