@@ -14,6 +14,7 @@ Anything else (``TypeError``, ``KeyError``, ...) is a bug and keeps its tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import json
@@ -42,12 +43,10 @@ class CommandError(Exception):
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [CommandError, ValueError, OSError, json.JSONDecodeError]
-    try:
+    with contextlib.suppress(ImportError):  # pyyaml is optional: without it there is no YAML error to map
         import yaml
 
         types.append(yaml.YAMLError)
-    except ImportError:  # pyyaml is optional: without it there is no YAML error to map
-        pass
     return tuple(types)
 
 

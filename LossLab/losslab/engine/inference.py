@@ -604,11 +604,13 @@ def _check_finite(tensor: torch.Tensor, channel_names: Sequence[str]) -> None:
 
 
 class _NoBar:
+    """The progress bar when none is shown: counts nothing, closes nothing."""
+
     def update(self, n: int = 1) -> None:
-        pass
+        """No bar to advance."""
 
     def close(self) -> None:
-        pass
+        """No bar to close."""
 
 
 def _progress_bar(total: int, windows: bool, enabled: bool):
