@@ -358,3 +358,46 @@ def test_geometry_writing_is_atomic_and_named_errors(tmp_path):
         _io.read_image(tmp_path / "nope.nii.gz")
     _io.write_image(tmp_path / "a.nii.gz", np.ones((3, 4, 5), dtype=np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]  # no temporary file left
+
+
+def test_amp_on_cpu_is_opt_in_and_needs_native_bf16(monkeypatch):
+    from losslab.engine import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.amp_dtype(cpu, "auto") is None and dev.amp_dtype(cpu, False) is None
+    monkeypatch.setattr(dev, "cpu_bf16_supported", lambda: True)
+    assert dev.amp_dtype(cpu, True) == torch.bfloat16
+    monkeypatch.setattr(dev, "cpu_bf16_supported", lambda: False)
+    assert dev.amp_dtype(cpu, True) is None  # emulated bf16 is slower than float32: keep float32
+
+
+def test_bf16_predictor_on_cpu_runs_bf16_and_agrees_with_float32(trained, monkeypatch):
+    from losslab.engine import device as dev
+
+    _, model = trained
+    monkeypatch.setattr(dev, "cpu_bf16_supported", lambda: True)  # bf16 kernels run (slowly) on any CPU
+    x = np.random.default_rng(5).normal(size=(2, 16, 16, 16)).astype(np.float32)
+    exact = load_predictor(model, device="cpu", amp=False)
+    fast = load_predictor(model, device="cpu", amp=True)
+    assert fast.input_dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in fast.models[0].parameters())
+    assert all(p.dtype == torch.float32 for p in exact.models[0].parameters())
+    a, b = exact.predict(x), fast.predict(x)
+    assert b.probabilities.dtype == np.float32
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=0.05)
+    assert np.mean(a.labels != b.labels) < 0.01
+    # sliding windows in bf16 too (MONAI blends the float32 window outputs)
+    c = fast.predict(x, window=[8, 8, 8], overlap=0.5)
+    assert np.mean(c.labels != b.labels) < 0.05
+
+
+def test_nan_check_counts_after_the_fast_sum(trained):
+    _, model = trained
+    p = load_predictor(model, device="cpu")
+    x = np.random.default_rng(6).normal(size=(2, 16, 16, 16)).astype(np.float32)
+    x[1, 3, 4, 5] = np.nan
+    x[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"2 NaN or infinite value\(s\) \(first in channel"):
+        p.predict(x)
+    big = np.full((2, 16, 16, 16), 3e38, np.float32)  # a float32 sum would overflow; float64 does not
+    p.predict(big)

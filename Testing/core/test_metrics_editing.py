@@ -133,3 +133,24 @@ def test_editing_invalid_inputs():
         editing_metric(a, a, a, np.zeros((5, 6)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         editing_metric(a, a, a, np.full((5, 5), 2.0))
+
+
+@pytest.mark.parametrize("shape, spacing", [((17, 23, 11), (1.1, 0.7, 2.0)), ((31, 19), (0.5, 1.3))])
+def test_squared_distance_edt_and_scipy_paths_agree_with_brute_force(shape, spacing, monkeypatch):
+    """The multi-threaded ``edt`` path and the SciPy fallback give the same squared distances (mm^2), both
+    equal to a brute-force minimum over the scribble voxels."""
+    import sys
+
+    from losslab.metrics.attention import squared_distance_to
+
+    rng = np.random.default_rng(4)
+    mask = rng.random(shape) > 0.98
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    points = grid[mask]
+    brute = ((grid[..., None, :] - points) ** 2).sum(-1).min(-1)
+    fast = squared_distance_to(mask, spacing)
+    monkeypatch.setitem(sys.modules, "edt", None)  # import edt -> ImportError: the SciPy path
+    fallback = squared_distance_to(mask, spacing)
+    assert fast.dtype == fallback.dtype == np.float32
+    np.testing.assert_allclose(fast, brute, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(fallback, brute, rtol=1e-5, atol=1e-4)

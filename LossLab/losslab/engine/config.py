@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 2,
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda | cuda:N | mps
-    "amp": "auto",  # mixed precision: auto (on CUDA) | true | false
+    "amp": "auto",  # mixed precision: auto (CUDA) | true (CUDA, and CPUs with native bf16) | false
     "output_dir": "losslab-output/run",
     "val_every": 1,
     "inference": {"window": None, "overlap": 0.5},  # sliding window for validation / inference (None: whole)

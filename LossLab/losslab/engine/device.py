@@ -42,14 +42,35 @@ def select_device(name: str = "auto", local_rank: int | None = None) -> torch.de
     return device
 
 
-def amp_dtype(device: torch.device, amp: str | bool = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``device`` (bfloat16 where supported, else float16), or None for float32.
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it).
 
-    Mixed precision is used on CUDA only (``amp`` ``"auto"`` or ``True``).
+    Elsewhere bfloat16 is emulated and slower than float32, so :func:`amp_dtype` keeps float32 there.
     """
-    if amp is False or device.type != "cuda":
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    if check is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(check())
+    except RuntimeError:  # a build without oneDNN's bf16 kernels
+        return False
+
+
+def amp_dtype(device: torch.device, amp: str | bool = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``device``, or None for float32.
+
+    - CUDA: ``"auto"`` or ``True``: bfloat16 where supported, else float16.
+    - CPU: ``True`` only (``"auto"`` keeps CPU results in float32): bfloat16 on CPUs that compute it natively
+      (:func:`cpu_bf16_supported`: AVX512-BF16 / AMX, where convolutions run 2-3x faster), float32 elsewhere.
+    - MPS, or ``False``: float32.
+    """
+    if amp is False:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and amp is True and cpu_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -97,9 +97,15 @@ class EditingModel:
         device: str = "auto",
         sigma_mm: float | None = None,
         progress: Callable[[str], None] | None = None,
+        amp: bool | str = True,
     ) -> EditingModel:
         """Load a registered model by name (its checksum verified, its card's ``sigma_mm`` used), or a
         checkpoint / ensemble folder by path (``sigma_mm`` given, or the paper's).
+
+        ``amp=True`` (default, for interactive speed): the network runs in bfloat16 on CPUs that compute it
+        natively (AVX512-BF16 / AMX: a 128^3 edit about 2x faster) and in mixed precision on CUDA; float32 on
+        other CPUs. ``amp=False``: float32 everywhere (bit-reproducible across machines). In our tests the
+        two disagree on about 0.02 % of the voxels, all at the decision boundary.
 
         Raises:
             FileNotFoundError: neither a registered name nor an existing path.
@@ -119,7 +125,7 @@ class EditingModel:
             path = models.model_path(str(model), root=root)
             name = card.name
             card_sigma = card.raw.get("sigma_mm")
-        predictor = load_predictor(path, device=device)
+        predictor = load_predictor(path, device=device, amp=amp)
         sigma = sigma_mm if sigma_mm is not None else card_sigma if card_sigma is not None else PAPER_SIGMA_MM
         return cls(predictor, sigma_mm=float(sigma), name=name)
 

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..engine.builders import grad_scaler
 from ..engine.checkpoint import (
     check_run_folder,
     load_checkpoint,
@@ -50,6 +51,7 @@ from ..engine.checkpoint import (
     set_rng_state,
 )
 from ..engine.config import ConfigError, apply_overrides
+from ..engine.device import amp_dtype, autocast
 from ..engine.reporting import ProgressCallback, Reporter, plot_curves
 from ..engine.trainer import TrainingStopped, TrainResult, _is_set, check_divergence, seed_everything
 from ..io import write_text
@@ -83,6 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "intercnn": {"iterations": 10},
     "seed": 0,
     "device": "cpu",
+    "amp": "auto",  # mixed precision: auto (CUDA) | true (CUDA, and CPUs with native bf16) | false
     "threads": None,  # torch.set_num_threads on CPU (None: torch's default)
     "plot_every": 1,
     "output_dir": "losslab-output/ice-editing",
@@ -185,6 +188,8 @@ def load_training_config(
         _positive(cfg, key, node, integer=True)
     _positive(cfg, "steps_per_epoch", cfg["steps_per_epoch"], integer=True, allow_none=True)
     _positive(cfg, "threads", cfg["threads"], integer=True, allow_none=True)
+    if cfg["amp"] not in ("auto", True, False):
+        raise ConfigError(f"config key 'amp': expected 'auto', true or false, got {cfg['amp']!r}")
     patch = cfg["patch_size"]
     if patch is not None:
         if not (
@@ -450,6 +455,8 @@ def train_editing(
     device = torch.device(
         cfg["device"] if cfg["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
+    dtype = amp_dtype(device, cfg["amp"])
+    scaler = grad_scaler() if dtype == torch.float16 else None  # fp16 on GPUs without bf16
     seed_everything(cfg["seed"])
     spec = network_spec(cfg["network"])
     if spec.get("in_channels") != 3 or spec.get("out_channels") != 2:
@@ -536,8 +543,9 @@ def train_editing(
                     )
                 batch = _to_batch(samples, device)
                 optimizer.zero_grad(set_to_none=True)
-                logits = net(batch["input"])
-                loss = method_loss(cfg["method"], logits, batch)
+                with autocast(device, dtype):
+                    logits = net(batch["input"])
+                loss = method_loss(cfg["method"], logits.float(), batch)
                 value = float(loss.detach())
                 low, high = torch.aminmax(logits.detach())
                 check_divergence(
@@ -549,8 +557,13 @@ def train_editing(
                 )
                 if first_loss is None:
                     first_loss = value
-                loss.backward()
-                optimizer.step()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
                 if rounds:  # InterCNN: the model's new prediction of the whole volume is the next y_init
                     _update_predictions(net, data, rounds, cfg, device)
                 total += value
