@@ -12,23 +12,20 @@ State names all start with ``fetal_`` so another page can live beside this one.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import tempfile
 from pathlib import Path
 
 from losslab.labelsets import TISSUES
 
-from . import user_message
 from .fetal import EFFECTS, FetalController
-
-LOG = logging.getLogger("LossLabWeb.fetal")
+from .page import Page
 
 #: Seconds between two reads of a running parcellation job's events.
 POLL_S = 0.5
 
 
-class FetalPage:
+class FetalPage(Page):
     """The fetal page on ``server`` (a trame server) and ``slicer_app``; :meth:`build_drawer` puts its panel
     in a drawer. ``sample_loader()`` returns ``(mri, mask)`` paths of the sample case."""
 
@@ -38,11 +35,8 @@ class FetalPage:
     def __init__(self, server, slicer_app, *, sample_loader=None, controller: FetalController | None = None):
         from undo_stack import UndoStack
 
-        self.server = server
-        self.state = server.state
-        self.app = slicer_app
+        super().__init__(server, slicer_app, sample_loader=sample_loader)
         self.controller = controller or FetalController(slicer_app)
-        self.sample_loader = sample_loader
         editor = slicer_app.segmentation_editor
         if editor.undo_stack is None:
             editor.set_undo_stack(UndoStack(undo_limit=20))
@@ -77,20 +71,6 @@ class FetalPage:
         s.change("fetal_upload")(self._on_upload)
         s.change("fetal_tissue")(self._on_tissue)
         s.change("fetal_effect")(self._on_effect)
-
-    # Messages and errors ---------------------------------------------------------------------------------
-
-    def _say(self, text: str, kind: str = "info") -> None:
-        self.state.fetal_message, self.state.fetal_message_type = text, kind
-
-    def _act(self, what: str, fn, *args):
-        """Run an action; an exception becomes one line in the page (and a traceback in the server log)."""
-        try:
-            return fn(*args)
-        except Exception as exc:  # noqa: BLE001 (the page shows every failure as a message)
-            LOG.exception("%s failed", what)
-            self._say(f"{what}: {user_message(exc)}", "error")
-            return None
 
     def _refresh(self) -> None:
         c = self.controller

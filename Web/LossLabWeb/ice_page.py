@@ -13,15 +13,11 @@ State names all start with ``ice_``.
 
 from __future__ import annotations
 
-import logging
-
-from . import user_message
 from .ice import ICEController, ICEEditingLib
+from .page import Page
 
-LOG = logging.getLogger("LossLabWeb.ice")
 
-
-class ICEPage:
+class ICEPage(Page):
     """The ICE page on ``server`` (a trame server) and ``slicer_app``; :meth:`build_drawer` puts its panel in
     a drawer. ``sample_loader()`` returns the sample case folder (``None``: the bundled sample)."""
 
@@ -29,13 +25,10 @@ class ICEPage:
     title = "LossLab: ICE scribble editing"
 
     def __init__(self, server, slicer_app, *, sample_loader=None, controller: ICEController | None = None):
-        self.server = server
-        self.state = server.state
-        self.app = slicer_app
+        super().__init__(server, slicer_app, sample_loader=sample_loader)
         self.controller = controller or ICEController(slicer_app)
         self.controller.progress = self._progress
         self.controller.on_edit = self._on_stroke
-        self.sample_loader = sample_loader
         s = self.state
         s.setdefault("ice_folder", "")
         s.update(
@@ -65,29 +58,14 @@ class ICEPage:
         s.change("ice_scribble")(self._on_scribble)
         s.change("ice_strict")(self._on_strict)
 
-    # Messages, errors, progress --------------------------------------------------------------------------
-
-    def _say(self, text: str, kind: str = "info") -> None:
-        self.state.ice_message, self.state.ice_message_type = text, kind
-
-    def _act(self, what: str, fn, *args):
-        """Run an action; an exception becomes one line in the page (and a traceback in the server log)."""
-        self.state.ice_busy = True
-        try:
-            return fn(*args)
-        except Exception as exc:  # noqa: BLE001 (the page shows every failure as a message)
-            LOG.exception("%s failed", what)
-            self._say(f"{what}: {user_message(exc)}", "error")
-            return None
-        finally:
-            self.state.ice_busy = False
+    # Progress --------------------------------------------------------------------------
 
     def _progress(self, fraction: float, message: str) -> None:
         self.state.ice_progress, self.state.ice_status = float(fraction), str(message)
         try:  # push the bar to the browser while the work runs (no-op without a connected client)
             self.state.flush()
         except Exception:  # noqa: BLE001 (progress must never break the work)
-            LOG.debug("progress flush failed", exc_info=True)
+            self.log.debug("progress flush failed", exc_info=True)
 
     def _refresh(self) -> None:
         c = self.controller
