@@ -5,7 +5,7 @@ chromium, waits for both views, paints one stroke of white matter on the axial v
 the checklist, and saves the page (default ``Resources/Screenshots/web-fetal.png``).
 
 ICE (``--page ice``): ``losslab app --page ice --sample ice``; *Segment* with the registered
-``ice-segmentation-64`` (the shipped models, or ``LOSSLAB_MODELS_DIR``), steps to frame 5, draws one scribble
+``ice-segmentation-64`` (the shipped models, or ``LOSSLAB_MODELS_DIR``), steps to frame 13 (mid-sweep), draws one scribble
 with the mouse and saves the page after the edit (default ``Resources/Screenshots/web-ice.png``).
 """
 
@@ -21,6 +21,8 @@ from LossLabWeb.browser import ROOT, VIEWS_READY_JS, launch_chromium, start_app,
 
 DEFAULT_OUT = ROOT / "Resources" / "Screenshots" / "web-fetal.png"
 DEFAULT_ICE_OUT = ROOT / "Resources" / "Screenshots" / "web-ice.png"
+#: the ICE frame the scribble is drawn on (the middle of the sample's sweep: the atrium is cut widest there)
+FRAME = 13
 
 
 def ice_screenshot(out: Path) -> None:
@@ -40,8 +42,11 @@ def ice_screenshot(out: Path) -> None:
             message.filter(has_text=re.compile(r"Segmented|Segment:")).wait_for(timeout=300_000)
             if "Segmented" not in message.inner_text():  # "Segment: ..." is the error
                 raise RuntimeError(f"screenshot.py: {message.inner_text()}")
-            for _ in range(5):
+            for k in range(1, FRAME + 1):  # one click at a time: each waits for the frame to show
                 page.locator(".ice-next").click()
+                page.wait_for_function(
+                    f"document.querySelector('.ice-frame').innerText.trim().startsWith('{k} /')", timeout=60_000
+                )
             page.locator(".ice-scribble input").check()
             box = page.locator("img.image-display-area").nth(0).bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.5
@@ -50,7 +55,11 @@ def ice_screenshot(out: Path) -> None:
             for dx in range(-50, 51, 5):
                 page.mouse.move(cx + dx, cy + dx * dx / 100)
             page.mouse.up()
-            page.locator(".ice-history tbody tr").first.wait_for(timeout=300_000)
+            # "Edit 1: frame ..." after the edit, "Edit: ..." when it failed (the page's one-line error)
+            message.filter(has_text=re.compile(r"Edit( \d+)?:")).wait_for(timeout=300_000)
+            if not re.match(r"Edit \d+:", message.inner_text()):
+                raise RuntimeError(f"screenshot.py: {message.inner_text()}")
+            page.locator(".ice-history tbody tr").first.wait_for(timeout=30_000)
             page.wait_for_timeout(1500)
             _io.write_bytes(out, page.screenshot())
             browser.close()

@@ -13,8 +13,9 @@ Wall times on a shared machine vary with the load; CPU time is the steadier figu
 
 ``--edit`` adds the editing side (issue 13): the latency of one edit end to end with the shipped editing model
 (scribble voxels -> heatmap u -> network -> mask, :meth:`losslab.ice.EditingModel.edit`) at each grid, on
-the CPU and on CUDA when present, split into the heatmap and the rest, with its ratio to the goals (0.5 s at
-128^3 on 2 CPU cores; 5 ms on an H100/H200); and ``--train`` the training throughput (samples/s, after the
+the CPU and on CUDA when present, in float32 and with ``amp=True`` (the default: bfloat16 on CPUs with native
+bf16, mixed precision on CUDA), with the heatmap's share, the ratio to the goals (0.5 s at 128^3 on 2 CPU
+cores; 5 ms on an H100/H200) and how many voxels of the mask differ from float32's; and ``--train`` the training throughput (samples/s, after the
 first step) of each method of ``losslab ice train`` on 64^3 cases with 48^3 crops and batch 4.
 """
 
@@ -117,34 +118,48 @@ EDIT_GOALS_S = {("cpu", 128): 0.5, ("cuda", 128): 0.005}
 
 
 def edit_latency(sizes, repeats: int, model: str = "ice-editing-64") -> None:
-    """Seconds per edit (best of ``repeats`` after a warm-up), per grid and device."""
+    """Seconds per edit (best of ``repeats`` after a warm-up), per grid, device and precision (float32, and
+    ``amp=True``: bfloat16 on CPUs with native bf16 / mixed precision on CUDA, the default of
+    ``EditingModel.load``)."""
     import torch
 
+    from losslab.engine.device import cpu_bf16_supported
     from losslab.ice import EditingModel, encode
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"\nedit latency, {model}, torch threads {torch.get_num_threads()}")
-    print(f"{'grid':>8} {'device':<6} {'heatmap s':>10} {'edit s':>9} {'cpu s':>8} {'edit/goal':>10}")
+    print(f"\nedit latency, {model}, torch threads {torch.get_num_threads()}, CPU bf16: {cpu_bf16_supported()}")
+    print(
+        f"{'grid':>8} {'device':<6} {'precision':<9} {'heatmap s':>10} {'edit s':>9} {'cpu s':>8} "
+        f"{'edit/goal':>10} {'changed':>8}"
+    )
     for size in sizes:
         grid = Grid.cube(size, SPACINGS.get(size, 141.1 / size))
         case = simulate_case(make_phantom(grid, 3), grid, SimulationConfig(), seed=3)
         y_init = initial_of(case)
         scribble = furthest_cas_interaction(case, y_init).voxels
         for device in devices:
-            editor = EditingModel.load(model, device=device)
+            masks = {}
+            for amp in (False, True):
+                editor = EditingModel.load(model, device=device, amp=amp)
+                precision = str(editor.predictor.dtype or editor.predictor.input_dtype).replace("torch.", "")
 
-            def one():
-                out = editor.edit(case.image, y_init, scribble, case.spacing)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                return out
+                def one():
+                    out = editor.edit(case.image, y_init, scribble, case.spacing)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    return out
 
-            one()  # warm-up (allocations, kernel choice)
-            heat, _, _ = timed(lambda: encode(scribble, case.spacing, editor.sigma_mm), repeats)
-            wall, cpu, _ = timed(one, repeats)
-            goal = EDIT_GOALS_S.get((device, size))
-            ratio = f"{wall / goal:10.2f}" if goal else f"{'':>10}"
-            print(f"{size:>5}^3 {device:<6} {heat:10.4f} {wall:9.4f} {cpu:8.3f} {ratio}")
+                masks[amp] = one().mask  # warm-up (allocations, kernel choice)
+                heat, _, _ = timed(lambda: encode(scribble, case.spacing, editor.sigma_mm), repeats)
+                wall, cpu, _ = timed(one, repeats)
+                goal = EDIT_GOALS_S.get((device, size))
+                ratio = f"{wall / goal:10.2f}" if goal else f"{'':>10}"
+                # voxels where this precision's mask differs from float32's
+                changed = int(np.count_nonzero(masks[amp] != masks[False]))
+                print(
+                    f"{size:>5}^3 {device:<6} {precision:<9} {heat:10.4f} {wall:9.4f} {cpu:8.3f} {ratio} "
+                    f"{changed:8d}"
+                )
 
 
 def training_throughput(steps: int, methods) -> None:
