@@ -17,7 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from LossLabWeb.browser import ROOT, VIEWS_READY_JS, launch_chromium, start_app, stop_app  # noqa: E402
+from LossLabWeb.browser import (  # noqa: E402
+    ROOT,
+    VIEWS_READY_JS,
+    ice_segment_and_show_frame,
+    launch_chromium,
+    start_app,
+    stop_app,
+)
 
 DEFAULT_OUT = ROOT / "Resources" / "Screenshots" / "web-fetal.png"
 DEFAULT_ICE_OUT = ROOT / "Resources" / "Screenshots" / "web-ice.png"
@@ -38,16 +45,7 @@ def ice_screenshot(out: Path) -> None:
             page.goto(url)
             page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000)
             message = page.locator(".ice-message")
-            page.locator(".ice-segment").click()
-            message.filter(has_text=re.compile(r"Segmented|Segment:")).wait_for(timeout=300_000)
-            if "Segmented" not in message.inner_text():  # "Segment: ..." is the error
-                raise RuntimeError(f"screenshot.py: {message.inner_text()}")
-            for k in range(1, FRAME + 1):  # one click at a time: each waits for the frame to show
-                page.locator(".ice-next").click()
-                page.wait_for_function(
-                    f"document.querySelector('.ice-frame').innerText.trim().startsWith('{k} /')", timeout=60_000
-                )
-            page.locator(".ice-scribble input").check()
+            ice_segment_and_show_frame(page, FRAME)
             box = page.locator("img.image-display-area").nth(0).bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.5
             page.mouse.move(cx - 50, cy)

@@ -127,7 +127,9 @@ def edit_latency(sizes, repeats: int, model: str = "ice-editing-64") -> None:
     from losslab.ice import EditingModel, encode
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"\nedit latency, {model}, torch threads {torch.get_num_threads()}, CPU bf16: {cpu_bf16_supported()}")
+    print(
+        f"\nedit latency, {model}, torch threads {torch.get_num_threads()}, CPU bf16: {cpu_bf16_supported()}"
+    )
     print(
         f"{'grid':>8} {'device':<6} {'precision':<9} {'heatmap s':>10} {'edit s':>9} {'cpu s':>8} "
         f"{'edit/goal':>10} {'changed':>8}"

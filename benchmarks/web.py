@@ -9,10 +9,14 @@ Usage (in .venv-web, with Debian's chromium)::
 
     python benchmarks/web.py                 # the sample case at 1.6 mm, 5 page loads, 5 strokes
     python benchmarks/web.py --repeats 10 --case MRI.nii.gz --mask MASK.nii.gz
+    python benchmarks/web.py --page ice      # the ICE sample: 5 page loads, 5 scribble edits (shipped models)
 
 Measured in the browser (``performance.now()``): from ``page.goto`` to both views' images decoded, per fresh
 page; from mouse-up to the checklist showing the stroke's voxels (the segment edited on the server, the state
-pushed to the page; the slice image is pushed in the same update).
+pushed to the page; the slice image is pushed in the same update). ICE page: from mouse-up on a scribble to the
+edit's row in the history table (stroke -> voxels, the editing model, the segment written with its undo state,
+the history pushed), on frame 13 of the bundled sample with the shipped models; no peer figure exists for it,
+the goal is the editing model's own (0.5 s per edit).
 """
 
 from __future__ import annotations
@@ -32,10 +36,19 @@ sys.path[:0] = [
     str(ROOT / "Testing" / "mrml"),
 ]
 
-from LossLabWeb.browser import VIEWS_READY_JS, launch_chromium, start_app, stop_app  # noqa: E402
+from LossLabWeb.browser import (  # noqa: E402
+    VIEWS_READY_JS,
+    ice_segment_and_show_frame,
+    launch_chromium,
+    start_app,
+    stop_app,
+)  # noqa: E402
 
 FIRST_IMAGE_REFERENCE_S = 1.0
 STROKE_GOAL_S = 0.5
+
+ROWS_JS = "() => document.querySelectorAll('.ice-history tbody tr').length"
+ICE_FRAME = 13
 
 COUNT_JS = "() => document.querySelector('.fetal-checklist tr').innerText.split(/\\s+/).filter(Boolean)[1]"
 
@@ -46,7 +59,10 @@ def main(argv=None) -> int:
     parser.add_argument("--case", help="an MRI (default: the atlas sample case at --spacing mm)")
     parser.add_argument("--mask")
     parser.add_argument("--spacing", type=float, default=1.6)
+    parser.add_argument("--page", choices=("fetal", "ice"), default="fetal")
     args = parser.parse_args(argv)
+    if args.page == "ice":
+        return ice(args.repeats)
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,14 +77,7 @@ def main(argv=None) -> int:
         try:
             with sync_playwright() as p:
                 browser = launch_chromium(p)
-                loads, strokes = [], []
-                for _ in range(args.repeats):
-                    page = browser.new_page(viewport={"width": 1280, "height": 800})
-                    t0 = time.perf_counter()
-                    page.goto(url)
-                    page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000, polling=10)
-                    loads.append(time.perf_counter() - t0)
-                    page.close()
+                loads, strokes = _page_loads(browser, url, args.repeats), []
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.goto(url)
                 page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000)
@@ -100,6 +109,61 @@ def main(argv=None) -> int:
     print(
         f"mouse-up -> the stroke's voxels in the page: median {stroke:.3f} s over {len(strokes)} strokes "
         f"(goal {STROKE_GOAL_S:.1f} s: ratio {stroke / STROKE_GOAL_S:.2f})"
+    )
+    return 0
+
+
+def _page_loads(browser, url: str, repeats: int) -> list[float]:
+    loads = []
+    for _ in range(repeats):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        t0 = time.perf_counter()
+        page.goto(url)
+        page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000, polling=10)
+        loads.append(time.perf_counter() - t0)
+        page.close()
+    return loads
+
+
+def ice(repeats: int) -> int:
+    """The ICE page: page loads, then ``repeats`` scribble edits on frame 13, mouse-up -> history row."""
+    from playwright.sync_api import sync_playwright
+
+    proc, url = start_app(["--page", "ice", "--sample", "ice"])
+    try:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            loads = _page_loads(browser, url, repeats)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=120_000)
+            ice_segment_and_show_frame(page, ICE_FRAME)
+            box = page.locator("img.image-display-area").nth(0).bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            edits = []
+            for k in range(repeats + 1):  # the first edit loads the editing model: not counted
+                y = cy - 40 + 20 * (k % 5)
+                page.mouse.move(cx - 40, y)
+                page.mouse.down()
+                for dx in range(-40, 41, 8):
+                    page.mouse.move(cx + dx, y + dx / 4)
+                before = page.evaluate(ROWS_JS)
+                t0 = time.perf_counter()
+                page.mouse.up()
+                page.wait_for_function(f"() => ({ROWS_JS})() > {before}", timeout=120_000, polling=10)
+                if k:
+                    edits.append(time.perf_counter() - t0)
+            browser.close()
+    finally:
+        stop_app(proc)
+    load, edit = statistics.median(loads), statistics.median(edits)
+    print(
+        f"ICE page request -> first image of both views: median {load:.2f} s over {len(loads)} loads "
+        f"(reference {FIRST_IMAGE_REFERENCE_S:.1f} s: ratio {load / FIRST_IMAGE_REFERENCE_S:.2f})"
+    )
+    print(
+        f"mouse-up -> the edit's row in the history: median {edit:.3f} s over {len(edits)} edits "
+        f"(goal {STROKE_GOAL_S:.1f} s: ratio {edit / STROKE_GOAL_S:.2f})"
     )
     return 0
 

@@ -85,3 +85,22 @@ def launch_chromium(playwright):
     if not Path(CHROMIUM).is_file():
         raise FileNotFoundError(f"no chromium at {CHROMIUM}: apt-get install -y chromium")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def ice_segment_and_show_frame(page, frame: int, timeout_ms: int = 300_000) -> None:
+    """On a loaded ICE page: *Segment* with the selected model, step to ``frame`` one click at a time (each
+    waits for the frame to show) and switch *Scribble* on. Raises RuntimeError with the page's message if the
+    segmentation fails."""
+    import re
+
+    message = page.locator(".ice-message")
+    page.locator(".ice-segment").click()
+    message.filter(has_text=re.compile(r"Segmented|Segment:")).wait_for(timeout=timeout_ms)
+    if "Segmented" not in message.inner_text():  # "Segment: ..." is the page's one-line error
+        raise RuntimeError(message.inner_text())
+    for k in range(1, frame + 1):
+        page.locator(".ice-next").click()
+        page.wait_for_function(
+            f"document.querySelector('.ice-frame').innerText.trim().startsWith('{k} /')", timeout=60_000
+        )
+    page.locator(".ice-scribble input").check()
