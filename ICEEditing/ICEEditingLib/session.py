@@ -581,8 +581,14 @@ class ICEEditingSession:
         )
         if added.any() or removed.any():
             self.writer.save_state()
-            self.writer.modify(self.segment_id, added, self.grid, "add")
-            self.writer.modify(self.segment_id, removed, self.grid, "remove")
+            # one batch of the node's events (views redraw and 3D surfaces are rebuilt once, not twice)
+            node = self.writer.segmentation_node
+            was_modifying = node.StartModify()
+            try:
+                self.writer.modify(self.segment_id, added, self.grid, "add")
+                self.writer.modify(self.segment_id, removed, self.grid, "remove")
+            finally:
+                node.EndModify(was_modifying)
         after = self.current_mask()
         self._finish(record, before, after, result.attention)
         if self.cas is not None and self.cas.any():

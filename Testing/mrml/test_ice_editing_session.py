@@ -379,3 +379,33 @@ def test_masking_settings_copied_from_the_segment_editor(mrml, case):
         gui.OverwriteVisibleSegments,
     )
     assert own.GetSourceVolumeIntensityMask() and tuple(own.GetSourceVolumeIntensityMaskRange()) == (0.2, 0.9)
+
+
+def test_an_edit_that_adds_and_removes_notifies_the_views_once(mrml, case):
+    """The add and the remove of one edit are one batch of the segmentation node's events (StartModify /
+    EndModify): views redraw and 3D surfaces are rebuilt once per edit, not once per write."""
+    from collections import Counter
+
+    import vtk
+    from slicer import vtkSegmentation
+
+    sc, seg, sid = _loaded(mrml.scene, case)
+    session = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, rule_model("toggle", 8.0), cas=sc)
+    events = []
+    ids = [
+        vtk.vtkCommand.ModifiedEvent,
+        vtkSegmentation.SourceRepresentationModified,
+        vtkSegmentation.RepresentationModified,
+        vtkSegmentation.SegmentModified,
+    ]
+    tags = [seg.AddObserver(i, lambda obj, ev, i=i: events.append(i)) for i in ids]
+    try:
+        record = session.edit_from_curve(sc.cas_curves[sc.frames_with_contours()[0]][0])
+    finally:
+        for t in tags:
+            seg.RemoveObserver(t)
+    assert record.changes["added_near"] > 0 and record.changes["removed_near"] > 0  # both writes happened
+    counts = Counter(int(e) for e in events)
+    source = int(vtkSegmentation.SourceRepresentationModified)
+    assert counts[source] == 1, f"the segment's labelmap was announced modified {counts[source]} times"
+    assert max(counts.values()) == 1, dict(counts)
