@@ -17,7 +17,7 @@ Example (Slicer's Python console)::
 
     from FetalParcellationLib import ParcellationLogic
     logic = ParcellationLogic(slicer.mrmlScene)
-    job = logic.start("fetal-leafdice", slicer.util.getNode("srr"), python_executable=shutil.which("PythonSlicer"))
+    job = logic.start("fetal-leafdice-2.4mm", slicer.util.getNode("srr"), python_executable=shutil.which("PythonSlicer"))
     ...  # poll with a QTimer: job.poll(); job.progress; when job.finished:
     result = logic.load_job(job)
 """

@@ -155,3 +155,46 @@ def test_package_ensemble_card(registry, tmp_path):
         assert got["dice"]["mean"] == pytest.approx(direct[t.abbreviation]["dice"])
         assert got["hd95"]["mean"] == pytest.approx(direct[t.abbreviation]["hd95"])
     assert card["metrics"]["cases"] == ["GA21_notoperated"] and card["training"] == {"command": "test"}
+
+
+def test_losslab_infer_takes_the_shipped_ensemble_by_name(tmp_path, capsys, monkeypatch):
+    """``losslab infer fetal-leafdice-2.4mm T2 -o SEG`` (the package's registry): an atlas volume given with
+    its axes permuted and at 1.6 mm comes back labelled on its own grid, tissue names in the .seg.nrrd, the
+    same labels as ``segment`` gives; --mask is for parcellation models only."""
+    import slicerio
+
+    monkeypatch.delenv(models.ENV_ROOT, raising=False)
+    srr = sitk.ReadImage(str(CASE / "srr.nii.gz"), sitk.sitkFloat32)
+    mask = sitk.ReadImage(str(CASE / "mask.nii.gz"), sitk.sitkUInt8)
+    small = [max(8, round(n * s / 1.6)) for n, s in zip(srr.GetSize(), srr.GetSpacing())]
+
+    def resample(img, interp):
+        return sitk.PermuteAxes(
+            sitk.Resample(
+                img, small, sitk.Transform(), interp, img.GetOrigin(), [1.6] * 3, img.GetDirection()
+            ),
+            [2, 0, 1],
+        )
+
+    t2 = _write(resample(srr, sitk.sitkLinear), tmp_path / "t2.nii.gz")
+    brain = _write(resample(mask, sitk.sitkNearestNeighbor), tmp_path / "mask.nii.gz")
+    out = tmp_path / "seg.seg.nrrd"
+    args = ["infer", "fetal-leafdice-2.4mm", str(t2), "--mask", str(brain), "-o", str(out), "--device", "cpu"]
+    assert main([*args, "--uncertainty", str(tmp_path / "u.nii.gz")]) == 0
+    assert capsys.readouterr().out.strip().endswith("seg.seg.nrrd")
+    labels = io.read_image(out).array
+    assert labels.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(t2))).shape
+    names = [s["name"] for s in slicerio.read_segmentation(str(out), skip_voxels=True)["segments"]]
+    assert names == [t.abbreviation for t in TISSUES]
+    segment("fetal-leafdice-2.4mm", t2, tmp_path / "core.nii.gz", mask=brain, device="cpu", progress=False)
+    np.testing.assert_array_equal(labels, io.read_image(tmp_path / "core.nii.gz").array)
+    assert len(np.unique(labels)) == 9  # background and the 8 tissues
+    assert main(["infer", "fetal-leafdice-2.4mm", str(t2), str(t2), "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert "takes one MRI" in capsys.readouterr().err
+    assert (
+        main(
+            ["infer", "ice-segmentation-64", str(t2), "--mask", str(brain), "-o", str(tmp_path / "y.nii.gz")]
+        )
+        == 2
+    )
+    assert "--mask and --uncertainty need a registered parcellation model" in capsys.readouterr().err

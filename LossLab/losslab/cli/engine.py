@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 class _IntermixedParsing:
@@ -94,13 +95,53 @@ def _train(args: argparse.Namespace) -> int:
     )
 
 
+def _registered_card(name: str):
+    """The card of a registered model named ``name`` when ``name`` is not a path, else None."""
+    from .. import models
+
+    if Path(name).exists():
+        return None
+    try:
+        return models.get_card(name)
+    except (KeyError, FileNotFoundError, ValueError):
+        return None
+
+
 def _infer(args: argparse.Namespace) -> int:
     from ..engine.inference import check_output_paths, load_predictor, validate_overlap
 
+    card = _registered_card(args.model)
+    parcellation = card is not None and "tissues" in card.raw  # a fetal parcellation model with its grid
+    outputs = {"label map": args.output, "probabilities": args.probabilities, "uncertainty": args.uncertainty}
     # user errors that need no model: before loading anything
-    check_output_paths(
-        [*args.image, args.model], {"label map": args.output, "probabilities": args.probabilities}
-    )
+    check_output_paths([*args.image, args.model, *([args.mask] if args.mask else [])], outputs)
+    if not parcellation and (args.mask or args.uncertainty):
+        raise ValueError(
+            "--mask and --uncertainty need a registered parcellation model (e.g. fetal-leafdice-2.4mm: see "
+            "`losslab models`)"
+        )
+    if parcellation:
+        # resampled to the model's grid (its card), labels back on the input's grid, tissue names and colours
+        from ..labelsets.segment import segment
+
+        if len(args.image) != 1 or args.probabilities or args.window or args.overlap is not None:
+            raise ValueError(
+                f"{card.name} takes one MRI; --probabilities, --window and --overlap do not apply to it"
+            )
+        info = segment(
+            card.name,
+            args.image[0],
+            args.output,
+            mask=args.mask,
+            uncertainty=args.uncertainty,
+            device=args.device,
+        )
+        print(info["output"])
+        return 0
+    if card is not None:
+        from .. import models
+
+        args.model = str(models.model_path(card.name))
     kwargs = {"progress": True}
     if args.overlap is not None:
         kwargs["overlap"] = validate_overlap(args.overlap)
@@ -146,10 +187,20 @@ def register_commands(subparsers) -> None:
         help="segment an image with a trained model or ensemble",
         description="Predict a label map for IMAGE (one file per input channel) and write it to OUTPUT.",
     )
-    p.add_argument("model", help="checkpoint file (model.pt) or ensemble folder")
+    p.add_argument(
+        "model",
+        help="checkpoint file (model.pt), ensemble folder, or a registered model's name (`losslab models`)",
+    )
     p.add_argument("image", nargs="+", help="input image file(s), one per input channel, in training order")
-    p.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nrrd)")
+    p.add_argument("-o", "--output", required=True, help="output label map (.nii.gz, .nrrd, .seg.nrrd)")
     p.add_argument("--probabilities", help="also write the class probabilities (a vector image) here")
+    p.add_argument(
+        "--mask",
+        help="brain mask on the image's grid (parcellation models by name: crop to it, background outside)",
+    )
+    p.add_argument(
+        "--uncertainty", help="the ensemble members' disagreement map (parcellation models by name)"
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--window",

@@ -265,7 +265,7 @@ def ensemble_members(path: str | os.PathLike) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(
-            f"model not found: {str(path)!r} (expected a checkpoint file or ensemble folder)"
+            f"model not found: {str(path)!r} (expected a checkpoint file, an ensemble folder or a registered model's name: losslab models)"
         )
     index = path / "ensemble.json"
     if index.is_file():
