@@ -291,6 +291,7 @@ def evaluate(
             "split": split,
             "edits": edits,
             "sigma_mm": sigma_mm,
+            "precision": "float32",
             "models": {n: str(editing_models[n]) for n in names},
         },
     }
@@ -299,7 +300,8 @@ def evaluate(
 def _load(model, device, name):
     from .editing import EditingModel
 
-    loaded = EditingModel.load(model, device=device)
+    # float32 (amp=False): the protocol's figures must not depend on whether the CPU has native bfloat16
+    loaded = EditingModel.load(model, device=device, amp=False)
     loaded.name = name
     return loaded
 
