@@ -14,17 +14,19 @@ ATLAS=${ATLAS:-../shared/data/fetal-sb-atlas}
 OUT=${OUT:-losslab-output/fetal}
 LOSSLAB=${LOSSLAB:-python -m losslab}
 METHODS=${METHODS:-"leaf_dice fully_supervised soft_target_dice marginal_dice"}   # which to train
+EXTRA=${EXTRA:-}   # more training overrides for every method, e.g. EXTRA="amp=true" (bf16 on CPUs that have it)
 TEST_CASES="GA23_notoperated GA26_operated GA30_operated GA33_operated"   # losslab.labelsets.atlas.PROTOCOL_TEST_CASES
 
 # 1. Table-1 patterns on the 11 training volumes (the 4 test volumes are excluded), resampled to SPACING
 #    and cropped to the brain mask's bounding box + 8 mm (segment crops to the mask the same way).
-$LOSSLAB fetal make-partial "$ATLAS" "$OUT/data-${SPACING}mm" --spacing "$SPACING" --seed 0 --crop-margin 8
+[ -f "$OUT/data-${SPACING}mm/dataset.json" ] || \
+  $LOSSLAB fetal make-partial "$ATLAS" "$OUT/data-${SPACING}mm" --spacing "$SPACING" --seed 0 --crop-margin 8
 
 # 2. Four methods, same network and optimiser; ensembles of MEMBERS members (paper: 10).
 for METHOD in $METHODS; do
   N=$EPOCHS; [ "$METHOD" = fully_supervised ] && N=$FS_EPOCHS
   $LOSSLAB train "configs/fetal/$METHOD.json" "data.manifest=$PWD/$OUT/data-${SPACING}mm/dataset.json" \
-    "epochs=$N" "early_stopping.patience=$N" "ensemble.members=$MEMBERS" "output_dir=$PWD/$OUT/$METHOD"
+    "epochs=$N" "early_stopping.patience=$N" "ensemble.members=$MEMBERS" "output_dir=$PWD/$OUT/$METHOD" $EXTRA
 done
 
 # 3. Segment the held-out atlas volumes at their native 0.8 mm grid (resampled to the model grid and back).
