@@ -91,6 +91,9 @@ def test_loading_shows_the_mri_in_both_views_and_8_unticked_tissues(page, case):
     assert page.state.fetal_problems == []  # nothing painted, nothing declared: nothing wrong yet
     assert page.state.fetal_message_type == "info"
     assert page.controller.scene.GetNumberOfNodesByClass("vtkMRMLVolumeRenderingDisplayNode") == 0  # VR off
+    # the package's registry: the shipped ensemble is listed and chosen, ready to run
+    assert "fetal-leafdice-2.4mm" in page.state.fetal_models
+    assert page.state.fetal_model == page.state.fetal_models[0]
 
 
 def test_painting_with_mouse_events_fills_the_checklist_and_undo_restores_it(page, case):

@@ -93,6 +93,8 @@ class FetalPage(Page):
         self._on_tissue(self.state.fetal_tissue)
         self._refresh()
         self.state.fetal_models = self._act("Models", self.controller.models) or []
+        if not self.state.fetal_model and self.state.fetal_models:  # the shipped ensemble, ready to run
+            self.state.fetal_model = self.state.fetal_models[0]
         self._say(f"Loaded {self.controller.volume_node.GetName()}: paint tissues, tick the annotated ones")
         return True
 
