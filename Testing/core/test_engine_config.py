@@ -55,6 +55,7 @@ BASE = {"data": {"manifest": "/data/dataset.json"}}
         ({"device": "tpu"}, ["device", "tpu"]),
         ({"data": {"manifest": "/d.json", "normalize": "robust"}}, ["data.normalize", "robust"]),
         ({"data": {"manifest": None}}, ["data.manifest", "required"]),
+        ({"data": {"manifest": "/d.json", "keep_in_train": "full"}}, ["data.keep_in_train", "'full'"]),
         ({"batch_size": "two"}, ["batch_size", "two"]),
         ({"ensemble": {"members": 3, "member": 3}}, ["ensemble.member", "3"]),
         ({"augmentation": {"flip": {"axes": [5]}}}, ["augmentation.flip.axes", "[5]", "0..2"]),

@@ -45,6 +45,26 @@ def test_random_split_depends_on_the_seed(blobs):
     assert any(split_cases(manifest, ["train"], "val", 0.4, seed=s)[1] != a[1] for s in range(1, 6))
 
 
+def test_keep_in_train_cases_are_never_drawn_for_validation(blobs):
+    """The fetal pitfall: one fully annotated case among partial ones must stay in every member's training."""
+    manifest = load_manifest(blobs)
+    cases = sorted(manifest.cases)
+    full = cases[0]
+    manifest.splits = {"train": cases, "full": [full]}
+    seeds = range(40)
+    plain = [split_cases(manifest, ["train"], "none", 0.2, seed=s) for s in seeds]
+    assert any(full in val for _, val in plain)  # without the option some seed holds it out
+    for s, before in zip(seeds, plain):
+        train, val = split_cases(manifest, ["train"], "none", 0.2, seed=s, keep_in_train=["full"])
+        assert full in train and full not in val and len(val) == len(before[1])
+    assert split_cases(manifest, ["train"], "none", 0.2, seed=3, keep_in_train=[]) == plain[3]  # unchanged
+    only = {"train": [full], "full": [full]}
+    manifest.splits = only
+    assert split_cases(manifest, ["train"], "none", 0.5, seed=0, keep_in_train=["full"]) == ([full], [])
+    with pytest.raises(DatasetError, match=r"keep_in_train names split\(s\) \['nope'\]"):
+        split_cases(manifest, ["train"], "none", 0.5, seed=0, keep_in_train=["nope"])
+
+
 def _write(tmp_path, manifest):
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps(manifest))

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
         "val_split": "val",  # split name for validation / early stopping; missing -> random val_fraction
         "val_fraction": 0.1,  # fraction of the training cases held out when the manifest has no val split
         "split_seed": None,  # seed of that random split (None: the run's seed)
+        "keep_in_train": [],  # split names whose cases that random split never takes (e.g. ["full"])
         "normalize": "zscore",  # intensity normalisation of image channels: zscore | minmax | none
         "patch_size": None,  # training crop size; None: pad every volume to the largest training volume
         "cache": True,  # keep the loaded volumes in memory
@@ -281,6 +282,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if data["val_fraction"] >= 1:
         raise ConfigError(f"config key 'data.val_fraction' must be in [0, 1), got {data['val_fraction']!r}")
     _number(cfg, "data.split_seed", data["split_seed"], integer=True, allow_none=True)
+    keep = data["keep_in_train"]
+    if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+        raise ConfigError(f"config key 'data.keep_in_train' must be a list of split names, got {keep!r}")
     _choice("data.normalize", data["normalize"], ("zscore", "minmax", "none"))
     if data["patch_size"] is not None:
         ps = data["patch_size"]

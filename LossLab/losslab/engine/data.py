@@ -195,15 +195,29 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
 
 
 def split_cases(
-    manifest: Manifest, train_splits: Sequence[str], val_split: str, val_fraction: float, seed: int
+    manifest: Manifest,
+    train_splits: Sequence[str],
+    val_split: str,
+    val_fraction: float,
+    seed: int,
+    keep_in_train: Sequence[str] = (),
 ) -> tuple[list[str], list[str]]:
     """Training and validation case ids.
 
     Training cases are the union of ``train_splits`` (all labelled cases when the manifest has no splits).
     Validation is ``val_split`` when the manifest has it; otherwise a random ``val_fraction`` of the training
     cases (at least one when the fraction is positive), drawn with ``seed``: ensemble members use different
-    seeds, hence different splits, as in the label-set paper.
+    seeds, hence different splits, as in the label-set paper. The cases of the ``keep_in_train`` splits are
+    never drawn for that random validation (e.g. the one fully annotated volume of a partially annotated
+    set, without which a member would see no label of the scarce tissues); with none given the draw is the
+    same as before the option existed.
     """
+    unknown = [s for s in keep_in_train if s not in manifest.splits]
+    if unknown:
+        raise DatasetError(
+            f"data.keep_in_train names split(s) {unknown} that manifest {str(manifest.path)!r} does not have; "
+            f"its splits are {sorted(manifest.splits)}"
+        )
     if manifest.splits:
         missing = [s for s in train_splits if s not in manifest.splits]
         if missing:
@@ -220,9 +234,11 @@ def split_cases(
     if manifest.splits.get(val_split):
         val = list(manifest.splits[val_split])
     elif val_fraction > 0 and len(train) > 1:
+        kept = {c for name in keep_in_train for c in manifest.splits[name]}
+        eligible = [c for c in train if c not in kept]
         rng = np.random.default_rng(seed)
-        order = [train[i] for i in rng.permutation(len(train))]
-        n_val = max(1, round(val_fraction * len(train)))
+        order = [eligible[i] for i in rng.permutation(len(eligible))]
+        n_val = min(max(1, round(val_fraction * len(train))), len(eligible))
         val, train = sorted(order[:n_val]), [c for c in train if c not in order[:n_val]]
     else:
         val = []

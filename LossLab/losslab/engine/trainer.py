@@ -303,6 +303,7 @@ def _build(cfg: dict[str, Any], rank: int, world: int, local_rank: int) -> _Run:
         cfg["data"]["val_split"],
         cfg["data"]["val_fraction"],
         split_seed,
+        keep_in_train=cfg["data"]["keep_in_train"],
     )
     spec = resolve_network(cfg, manifest)
     train_set = VolumeDataset(manifest, train_ids, cfg["data"]["normalize"], cfg["data"]["cache"])
