@@ -12,11 +12,12 @@ OUT=${OUT:-losslab-output/fetal}
 LOSSLAB=${LOSSLAB:-python -m losslab}
 TEST_CASES="GA23_notoperated GA26_operated GA30_operated GA33_operated"   # losslab.labelsets.atlas.PROTOCOL_TEST_CASES
 DATA="$OUT/data-2.4mm"
-RUN="$OUT/ship-leaf-dice"
+RUN="$OUT/ship-leaf-dice-keep"
 
 [ -f "$DATA/dataset.json" ] || $LOSSLAB fetal make-partial "$ATLAS" "$DATA" --spacing 2.4 --seed 0 --crop-margin 8
 [ -f "$RUN/ensemble.json" ] || $LOSSLAB train configs/fetal/leaf_dice.json "data.manifest=$PWD/$DATA/dataset.json" \
-  "epochs=$EPOCHS" "early_stopping.patience=$EPOCHS" "ensemble.members=3" "amp=true" "output_dir=$PWD/$RUN"
+  "epochs=$EPOCHS" "early_stopping.patience=$EPOCHS" "ensemble.members=3" "amp=true" 'data.keep_in_train=["full"]' \
+  "output_dir=$PWD/$RUN"
 
 TRAINING=$(python - "$DATA" "$EPOCHS" <<'PY'
 import json, sys
@@ -30,7 +31,7 @@ print(json.dumps({
     "label_sets": manifest["label_sets"],
     "data_command": "losslab fetal make-partial ATLAS losslab-output/fetal/data-2.4mm --spacing 2.4 --seed 0 --crop-margin 8",
     "command": f"configs/fetal/ship_model.sh {epochs}  (losslab train configs/fetal/leaf_dice.json epochs={epochs} "
-               "early_stopping.patience={epochs} ensemble.members=3 amp=true)".replace("{epochs}", str(epochs)),
+               "early_stopping.patience={epochs} ensemble.members=3 amp=true data.keep_in_train=[\"full\"])".replace("{epochs}", str(epochs)),
     "loss": "leaf_dice", "epochs": epochs, "batch_size": 3, "optimizer": "adam 1e-3",
     "precision": "bfloat16 autocast on CPU (amp=true)", "members": 3, "grid_mm": 2.4,
 }))
