@@ -15,7 +15,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed: run i
 
 from fetal_cases import array, write_small_case  # noqa: E402
 from LossLabWeb.fetal_page import FetalPage  # noqa: E402
-from LossLabWeb.server import layout_views  # noqa: E402
+from web_helpers import direct_app, drag, pixels  # noqa: E402
 
 from losslab import io as _io  # noqa: E402
 from losslab.labelsets import TISSUES, make_label_set_map, tissue  # noqa: E402
@@ -30,51 +30,16 @@ def case(tmp_path_factory):
 
 @pytest.fixture
 def page(request):
-    from trame.app import get_server
-    from trame_slicer.core import SlicerApp
-    from trame_slicer.views import DirectViewFactory
-
-    app = SlicerApp()
-    app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
-    views = [app.view_manager.create_view(v) for v in layout_views().items]
-    for view in views:
-        view.render_window().SetSize(256, 256)
-    server = get_server(name=f"test-{request.node.name}", client_type="vue3")
+    server, app, views = direct_app(f"test-{request.node.name}")
     p = FetalPage(server, app, sample_loader=None)
     p.views = views
     yield p
     p.controller.stop_job()
 
 
-def pixels(view) -> np.ndarray:
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
-
-    view.render()
-    grab = vtkWindowToImageFilter()
-    grab.SetInput(view.render_window())
-    grab.ReadFrontBufferOff()
-    grab.Update()
-    image = grab.GetOutput()
-    w, h, _ = image.GetDimensions()
-    return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(h, w, -1)
-
-
 def colours(image: np.ndarray) -> int:
     """Distinct RGB colours of a view image (an MRI shows many grey levels; outlines and background few)."""
     return len(np.unique(image[..., :3].reshape(-1, 3), axis=0))
-
-
-def drag(view, points):
-    """A left-button drag through ``points`` (display pixels), as the browser's mouse events arrive."""
-    it = view.interactor()
-    it.SetEventPosition(*points[0])
-    it.InvokeEvent("MouseMoveEvent")
-    it.InvokeEvent("LeftButtonPressEvent")
-    for p in points[1:]:
-        it.SetEventPosition(*p)
-        it.InvokeEvent("MouseMoveEvent")
-    it.InvokeEvent("LeftButtonReleaseEvent")
 
 
 def test_loading_shows_the_mri_in_both_views_and_8_unticked_tissues(page, case):

@@ -12,7 +12,7 @@ pytest.importorskip("trame_slicer", reason="trame-slicer is not installed: run i
 
 from ice_helpers import bitten, rule_model, small_case, tiny_registry  # noqa: E402
 from LossLabWeb.ice_page import ICEEditingLib, ICEPage  # noqa: E402
-from LossLabWeb.server import layout_views  # noqa: E402
+from web_helpers import direct_app, drag, pixels  # noqa: E402
 
 from losslab import ice, models  # noqa: E402
 
@@ -33,47 +33,12 @@ def case_folder(tmp_path_factory):
 
 @pytest.fixture
 def page(request, registry, monkeypatch):
-    from trame.app import get_server
-    from trame_slicer.core import SlicerApp
-    from trame_slicer.views import DirectViewFactory
-
     monkeypatch.setenv(models.ENV_ROOT, str(registry))
-    app = SlicerApp()
-    app.view_manager.register_factory(DirectViewFactory(do_render_offscreen=True))
-    views = [app.view_manager.create_view(v) for v in layout_views().items]
-    for view in views:
-        view.render_window().SetSize(256, 256)
-    server = get_server(name=f"test-{request.node.name}", client_type="vue3")
+    server, app, views = direct_app(f"test-{request.node.name}")
     p = ICEPage(server, app)
     p.views = views
     yield p
     p.controller.close()
-
-
-def pixels(view) -> np.ndarray:
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
-
-    view.render()
-    grab = vtkWindowToImageFilter()
-    grab.SetInput(view.render_window())
-    grab.ReadFrontBufferOff()
-    grab.Update()
-    image = grab.GetOutput()
-    w, h, _ = image.GetDimensions()
-    return vtk_to_numpy(image.GetPointData().GetScalars()).reshape(h, w, -1)
-
-
-def drag(view, points):
-    """A left-button drag through ``points`` (display pixels), as the browser's mouse events arrive."""
-    it = view.interactor()
-    it.SetEventPosition(*points[0])
-    it.InvokeEvent("MouseMoveEvent")
-    it.InvokeEvent("LeftButtonPressEvent")
-    for p in points[1:]:
-        it.SetEventPosition(*p)
-        it.InvokeEvent("MouseMoveEvent")
-    it.InvokeEvent("LeftButtonReleaseEvent")
 
 
 def test_a_stroke_edits_near_it_not_far_and_undo_restores_it_bit_for_bit(page, case_folder):

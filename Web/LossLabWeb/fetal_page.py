@@ -237,13 +237,7 @@ class FetalPage(Page):
         from trame.widgets import vuetify3 as v
 
         with html.Div(classes="pa-2", style="font-size: 0.85rem;"):
-            v.VAlert(
-                v_if="fetal_message",
-                text=("fetal_message",),
-                type=("fetal_message_type",),
-                density="compact",
-                classes="mb-2 fetal-message",
-            )
+            self.message_alert()
             html.Div("Case", classes="text-subtitle-2")
             v.VTextField(
                 v_model=("fetal_mri",), label="MRI (.nii.gz, .nrrd)", density="compact", hide_details=True

@@ -191,13 +191,7 @@ class ICEPage(Page):
         from trame.widgets import vuetify3 as v
 
         with html.Div(classes="pa-2", style="font-size: 0.85rem;"):
-            v.VAlert(
-                v_if="ice_message",
-                text=("ice_message",),
-                type=("ice_message_type",),
-                density="compact",
-                classes="mb-2 ice-message",
-            )
+            self.message_alert()
             v.VProgressLinear(v_if="ice_busy", model_value=("ice_progress * 100",), height=6)
             html.Div("{{ ice_status }}", v_if="ice_busy", classes="text-caption ice-status")
             html.Div("Case", classes="text-subtitle-2")

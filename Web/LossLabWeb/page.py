@@ -36,6 +36,19 @@ class Page:
         """Show ``text`` as the page's message; ``kind`` is ``info``, ``success``, ``warning`` or ``error``."""
         self.state[self._key("message")], self.state[self._key("message_type")] = text, kind
 
+    def message_alert(self) -> None:
+        """The page's one-line message box (call inside the drawer's layout); CSS class ``<name>-message``."""
+        from trame.widgets import vuetify3 as v
+
+        key = self._key("message")
+        v.VAlert(
+            v_if=key,
+            text=(key,),
+            type=(self._key("message_type"),),
+            density="compact",
+            classes=f"mb-2 {self.name}-message",
+        )
+
     def _act(self, what: str, fn, *args):
         """Run ``fn(*args)``; an exception becomes ``"<what>: <one line>"`` in the page and None is returned."""
         busy = self._key("busy")
