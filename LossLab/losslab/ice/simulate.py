@@ -4,7 +4,7 @@ data mask, y and the CAS contours (ice-editing-shahin2023, Sec. 1, 3.1, Fig. 1).
 How a case is made (:func:`simulate_case`):
 
 1. **Anatomy** ``y``: a boolean mask on the grid (:func:`~losslab.ice.anatomy.make_phantom` or
-   :func:`~losslab.ice.anatomy.prepare_anatomy`); ``y`` is the anatomy at the reference cardiac phase (0).
+   :func:`~losslab.ice.anatomy.prepare_anatomy`); ``y`` is the anatomy's mean shape over the cardiac cycle.
    Its signed distance (mm, negative inside, zero half-way between inside and outside voxel centres) is
    computed once in a box around it.
 2. **Catheter**: from the LA's centroid, a ray along the septal direction (default RAS ``(1, 0.4, 0)``:
@@ -19,9 +19,12 @@ How a case is made (:func:`simulate_case`):
    ``N(0, misalignment_deg^2)`` about a random axis and translated by a vector with components drawn from
    ``N(0, misalignment_mm^2 / 3)`` (RMS length ``misalignment_mm``). The anatomy at phase ``p`` is ``y``
    scaled radially about its centroid by ``1 + motion_mm / r * w(p)`` (``r`` the LA's mean radius,
-   ``w(p) = (1 - cos 2 pi p) / 2``: the wall moves out by up to ``motion_mm``) plus a smooth displacement
-   of amplitude ``motion_mm / 4 * w(p)``. A frame's image and its CAS contour are computed at the acquired
-   pose and phase; both are *placed* at the nominal pose (the pose the tracking system reports).
+   ``w(p) = -cos(2 pi p) / 2``: the wall moves ``motion_mm / 2`` in and out of ``y``, ``motion_mm`` from
+   its smallest (phase 0) to its largest (phase 0.5)) plus a smooth displacement of amplitude
+   ``motion_mm / 4 * w(p)``. ``y`` is thus the cycle's mean shape (phases 0.25 and 0.75), as the paper's
+   ``y`` is a mesh fitted to all the CAS contours: over an ungated sweep the contours lie as much outside
+   ``y`` as inside. A frame's image and its CAS contour are computed at the acquired pose and phase; both
+   are *placed* at the nominal pose (the pose the tracking system reports).
 5. **Appearance**: each frame pixel samples the signed distance and a tissue texture at its point of the
    reference anatomy (trilinear, :func:`scipy.ndimage.map_coordinates`): dark blood in the LA, in the right
    atrium around the catheter and in other pools, a bright wall shell 0-3 mm outside the LA, textured
@@ -72,7 +75,8 @@ class SimulationConfig:
         septal_direction: RAS direction from the LA towards the transducer (the right atrium).
         catheter_axis: RAS direction of the catheter before it is made tangent to the septum.
         misalignment_deg, misalignment_mm: per-frame pose error (SD of the rotation angle; RMS translation).
-        motion_mm: peak outward displacement of the LA wall over the cardiac cycle.
+        motion_mm: the LA wall's excursion over the cardiac cycle (smallest to largest); ``y`` is the
+            mean shape, half-way.
         speckle: strength of the multiplicative speckle (0: none, 1: fully developed).
         attenuation: depth attenuation in 1/mm; ``gain_compensation`` the fraction of it undone (TGC).
         dropout: probability, per frame, of a shadowed wedge.
@@ -133,7 +137,7 @@ class Frame:
         image: ``(rows, cols)`` float32 in [0, 1], ``image[v, u]``; 0 outside the fan.
         pose: 4x4, frame pixel ``(u, v, 0, 1)`` -> RAS mm, the nominal pose (where the frame is placed).
         acquired_pose: 4x4, the pose the frame was actually imaged from (pose error included).
-        phase: cardiac phase in [0, 1) (0 = the reference phase of y).
+        phase: cardiac phase in [0, 1) (0: the LA at its smallest, 0.5: largest; y is the mean shape).
         contours: CAS polylines, each ``(n, 2)`` float ``(u, v)`` pixel coordinates, oriented so that the
             tangent turned by -90 degrees, ``(t_v, -t_u)``, points out of the LA.
         voxels: flat indices (C order, ``(k, j, i)`` grid) of the voxels the frame's pixels fall in.
@@ -161,7 +165,7 @@ class ICECase:
     Attributes:
         image: x, float32 in [0, 1], 0 where no frame hit.
         datamask: boolean, the voxels that hold data.
-        label: y, uint8 0/1 (the anatomy at the reference phase).
+        label: y, uint8 0/1 (the anatomy's mean shape over the cardiac cycle).
         cas: CAS contour voxels labelled frame index + 1 (uint16; 0 elsewhere).
         frames: the :class:`Frame` list, in sweep order.
         transducer: RAS mm of the transducer; ``catheter_axis`` its unit RAS direction.
@@ -378,7 +382,9 @@ def simulate_case(
         k = k / np.linalg.norm(k) * (2 * np.pi / rng.uniform(60.0, 100.0))
         direction = rng.normal(size=3)
         modes.append((k, direction / np.linalg.norm(direction), rng.uniform(0, 2 * np.pi)))
-    w_phase = 0.5 * (1.0 - np.cos(2.0 * np.pi * phases))
+    # Zero-mean over the cycle: y is the mean shape, so the CAS contours of an ungated sweep lie on both
+    # sides of it (the paper's y is fitted to them), not all outside.
+    w_phase = -0.5 * np.cos(2.0 * np.pi * phases)
 
     # --- frame pixels: sample the reference anatomy at the acquired pose and phase
     fan = sector.mask()
