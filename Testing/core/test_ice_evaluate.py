@@ -1,5 +1,6 @@
 """The paper's evaluation protocol (losslab.ice.evaluate, `losslab ice evaluate`) on constructed cases:
-a model that copies y_init has zero far error, with the realism off a model that copies y meets every CAS
+a model that copies y_init has zero far error (and, with the realism on, the far floor of the "y_init
+unchanged" row), with the realism off a model that copies y meets every CAS
 contour, InterCNN gets the accumulated edits, the drift of the first edit, and the outputs' keys."""
 
 from __future__ import annotations
@@ -72,6 +73,27 @@ def test_copying_y_with_realism_off_meets_every_cas_contour(case):
     assert values["first_edit_drift"]["truth"] == [0.0] * 3
 
 
+def test_unchanged_row_is_the_far_floor_and_edited_contours_isolate_preservation():
+    # With the realism on, the CAS contours disagree with y_init = y: eq. 5 weighs the contours with
+    # 0 < A < 0.5 into the far region, so even a model that edits nothing has a far error > 0, and that is
+    # the "y_init unchanged" row. With y_cas = the edited contour alone, its far error is 0.
+    grid = ice.Grid.cube(32, SPACING)
+    real = ice.simulate_case(ice.make_phantom(grid, seed=2), grid, seed=2)
+    y = real.label != 0
+    models = {"copy": Fixed("initial", y), "grow": Fixed("grow", y)}
+    every = evaluate_case(real, y, models, edits=1)
+    assert every["unchanged"] == every["table1"]["copy"]
+    assert every["unchanged"]["far"] > 0.0
+    assert every["table1"]["grow"]["far"] > every["unchanged"]["far"]
+    edited = evaluate_case(real, y, models, edits=1, contours="edited")
+    assert edited["unchanged"] == edited["table1"]["copy"] and edited["unchanged"]["far"] == 0.0
+    assert edited["table1"]["grow"]["far"] > 0.0
+    assert edited["no_editing"] == every["no_editing"]  # the paper's No Editing: all the contours
+    assert edited["sequential"] == every["sequential"]  # Fig. 3: all the contours
+    with pytest.raises(ValueError, match="contours must be one of"):
+        evaluate_case(real, y, models, edits=1, contours="some")
+
+
 def test_intercnn_gets_the_accumulated_edits_the_others_one(case):
     y = case.label != 0
     initial = ndimage.binary_erosion(y, iterations=2)
@@ -113,6 +135,7 @@ def test_summary_wilcoxon_against_intercnn_and_table():
                     },
                 },
                 "no_editing": {"overall": 9.0},
+                "unchanged": {"overall": 1.0, "near": 2.0, "far": 0.5},
                 "start": 9.0,
                 "sequential": {"editing": [1.0, 2.0], "intercnn": [3.0]},
                 "first_edit_drift": {"editing": [0.5], "intercnn": []},
@@ -123,6 +146,7 @@ def test_summary_wilcoxon_against_intercnn_and_table():
     assert s["sequential"] == {"editing": [1.0, 2.0], "intercnn": [3.0]}
     text = table1_markdown(s, ["editing", "intercnn"], 8)
     assert "| No Editing | 9.000 |" in text and "†" in text
+    assert "| y_init unchanged (D) | 1.000 | 2.000 | 0.500 |" in text
 
 
 def test_cli_writes_the_documented_outputs(tmp_path):
@@ -162,4 +186,12 @@ def test_cli_writes_the_documented_outputs(tmp_path):
     assert set(result["sequential"]) == set(result["first_edit_drift"]) == {"editing", "intercnn"}
     assert len(result["sequential"]["editing"]) == 2 and len(result["cases"]) == 4
     assert (out / "fig3.png").stat().st_size > 1000 and "| editing |" in (out / "table1.md").read_text()
+    assert set(result["unchanged"]) == {"overall", "near", "far"}
+    assert result["settings"]["metric_contours"] == "all"
+    edited = tmp_path / "edited"
+    assert main([*args, f"editing={edit}", "--edits", "1", "--metric-contours", "edited", "-o", str(edited)]) == 0
+    again = json.loads((edited / "evaluation.json").read_text())
+    # 0, or NaN in a case whose whole y_init contour is near the scribble (A >= 0.5 on this coarse grid)
+    assert again["settings"]["metric_contours"] == "edited" and not again["unchanged"]["far"] > 0.0
+    assert "edited frame's CAS contour alone" in (edited / "table1.md").read_text()
     assert main([*args, "editing", "-o", str(out)]) == 2

@@ -113,6 +113,14 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sigma-mm", type=float, default=None, help="sigma of A for the metric (default 22.048 mm)"
     )
+    p.add_argument(
+        "--metric-contours",
+        choices=("all", "edited"),
+        default="all",
+        help="y_cas of the metric D: all the case's CAS contours (default; eq. 5 weighs each by A) or the "
+        "edited frame's contour alone (then the far column is preservation alone: 0 for a model that edits "
+        "nothing)",
+    )
     p.add_argument("--json", type=Path, help="write the JSON here (default OUTDIR/evaluation.json)")
     p.add_argument(
         "-o", "--outdir", type=Path, default=Path("losslab-output/ice-evaluation"), help="output folder"
@@ -233,6 +241,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split=args.split,
         sigma_mm=sigma,
         device=args.device,
+        contours=args.metric_contours,
     )
     paths = write_outputs(result, args.outdir, args.json)
     print(paths["table1"].read_text(encoding="utf-8"), end="")

@@ -8,7 +8,13 @@ For each case: ``y_init`` is the segmentation model's prediction of ``x``.
   scribble's Gaussian map (``sigma_mm``, the paper's 20 voxels of 1.1024 mm by default); its 95th percentile
   overall, near (``A >= 0.5``) and far. "No Editing" is the distance from the CAS contours to ``y_init``.
   Columns are means over cases; when ``intercnn`` is among the methods, a two-sided Wilcoxon signed-rank test
-  (``scipy.stats.wilcoxon``) of each other method against it, per column.
+  (``scipy.stats.wilcoxon``) of each other method against it, per column. The row "y_init unchanged" is
+  ``D`` of ``y_hat = y_init``: a model that edits nothing. Its far column is the floor of the far error, not
+  0: eq. 5 weighs every CAS contour by ``A``, and a contour with ``0 < A < 0.5`` that disagrees with
+  ``y_init`` counts in the far region whatever the model does there. ``contours="edited"`` (the CLI's
+  ``--metric-contours edited``) takes ``y_cas`` = the edited frame's contour alone: every ``y_cas`` voxel
+  then has ``A = 1``, the far region holds ``D_preserve`` alone (0 for ``y_hat = y_init``) and near measures
+  the scribble's own contour.
 - **Fig. 3** (sequential edits): up to ``edits`` times, the furthest CAS contour not used before
   (:class:`CASEditSequence`) is the next scribble; an InterCNN model gets the union of all scribbles so far,
   the others the new one; the current prediction is the next ``y_init``. After each edit, the 95th
@@ -40,6 +46,8 @@ from .interactions import PAPER_SIGMA_MM, CASEditSequence, encode, furthest_cas_
 from .simulate import ICECase
 
 COLUMNS = ("overall", "near", "far")
+#: ``y_cas`` of the metric D: every CAS contour of the case, or the edited frame's alone
+METRIC_CONTOURS = ("all", "edited")
 #: the method name that gets accumulated edits (and is the reference of the Wilcoxon tests)
 INTERCNN = "intercnn"
 
@@ -92,14 +100,19 @@ def evaluate_case(
     models: Mapping[str, Any],
     edits: int = 10,
     sigma_mm: float = PAPER_SIGMA_MM,
+    contours: str = "all",
 ) -> dict[str, Any]:
-    """Table 1, Fig. 3 and Fig. 4 values of one case (see the module docstring).
+    """Table 1, Fig. 3 and Fig. 4 values of one case (see the module docstring). ``contours``: ``y_cas`` of
+    the metric ``D``, ``"all"`` the case's CAS contours (default) or ``"edited"`` the edited frame's.
 
     Returns:
-        ``{"no_editing": {"overall"}, "table1": {name: {"overall", "near", "far"}}, "sequential": {name:
+        ``{"no_editing": {"overall"}, "table1": {name: {"overall", "near", "far"}}, "unchanged": {"overall",
+        "near", "far"}, "sequential": {name:
         [p95 after edit 1..k]}, "first_edit_drift": {name: [drift after edit 2..k]}, "edit_frames": ...}``
         (``k <= edits``: fewer when the case has fewer frames with a contour).
     """
+    if contours not in METRIC_CONTOURS:
+        raise ValueError(f"contours must be one of {METRIC_CONTOURS}, got {contours!r}")
     initial = np.asarray(initial) != 0
     spacing = case.spacing
     cas = case.cas_mask()
@@ -107,25 +120,25 @@ def evaluate_case(
     if first is None:
         raise ValueError("the case has no CAS contour: nothing to edit")
     attention = encode(first.voxels, spacing, sigma_mm)
+    metric_cas = cas if contours == "all" else first.voxels
+    unchanged = editing_metric(metric_cas, initial, initial, attention, spacing)
     out: dict[str, Any] = {
         "table1": {},
         "sequential": {},
         "first_edit_drift": {},
         "first_edit_frame": first.frame,
+        "unchanged": {c: _p95(unchanged.stats[c]) for c in COLUMNS},
     }
-    no_edit = None
     for name, model in models.items():
         result = model.edit(case.image, initial, first.voxels, spacing)
-        metric = editing_metric(cas, initial, result.mask, attention, spacing)
+        metric = editing_metric(metric_cas, initial, result.mask, attention, spacing)
         out["table1"][name] = {c: _p95(metric.stats[c]) for c in COLUMNS}
-        no_edit = _p95(metric.stats["no_editing"])
         out["sequential"][name], out["first_edit_drift"][name] = _sequence(
             case, initial, model, name, edits, sigma_mm
         )
-    if no_edit is None:
-        no_edit = contour_distance(cas, initial, spacing)["p95"]
-    out["no_editing"] = {"overall": float(no_edit)}
+    # "No Editing" is the paper's: the distance from the CAS contours (all of them) to y_init.
     out["start"] = float(contour_distance(cas, initial, spacing)["p95"])
+    out["no_editing"] = {"overall": out["start"]}
     return out
 
 
@@ -170,12 +183,15 @@ def summarize(cases: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[
     table["no_editing"] = {"overall": float(np.mean([case["no_editing"]["overall"] for case in cases]))}
     out: dict[str, Any] = {
         "table1": table,
+
         "sequential": {name: _nanmean_ragged([case["sequential"][name] for case in cases]) for name in names},
         "sequential_start": float(np.mean([case["start"] for case in cases])),
         "first_edit_drift": {
             name: _nanmean_ragged([case["first_edit_drift"][name] for case in cases]) for name in names
         },
     }
+    if all("unchanged" in case for case in cases):
+        out["unchanged"] = {c: float(np.mean([case["unchanged"][c] for case in cases])) for c in COLUMNS}
     reference = next((n for n in names if is_intercnn(n)), None)
     if reference is not None:
         from scipy.stats import wilcoxon
@@ -204,6 +220,7 @@ def _mark(p: float | None) -> str:
 
 def table1_markdown(summary: Mapping[str, Any], names: Sequence[str], n_cases: int) -> str:
     """Table 1 as markdown: p95 of D (mm), mean over cases; †/‡: p < 0.01 / 0.001 against InterCNN."""
+    contours = (summary.get("settings") or {}).get("metric_contours", "all")
     tests = (summary.get("wilcoxon_vs_intercnn") or {}).get("pvalues", {})
     lines = [
         f"Table 1: 95th percentile of the editing metric D (mm), one edit, mean over {n_cases} case(s).",
@@ -212,11 +229,21 @@ def table1_markdown(summary: Mapping[str, Any], names: Sequence[str], n_cases: i
         "| --- | --- | --- | --- |",
         f"| No Editing | {summary['table1']['no_editing']['overall']:.3f} | | |",
     ]
+    if "unchanged" in summary:
+        row = summary["unchanged"]
+        lines.append("| y_init unchanged (D) | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + " |")
     for name in names:
         row = summary["table1"][name]
         marks = tests.get(name, {})
         cells = " | ".join(f"{row[c]:.3f}{_mark(marks.get(c))}" for c in COLUMNS)
         lines.append(f"| {name} | {cells} |")
+    lines += [
+        "",
+        "No Editing: p95 distance from all the CAS contours to y_init (the paper's). y_init unchanged: D of a "
+        "model that edits nothing; its far column is the floor of any model's far error.",
+    ]
+    if contours == "edited":
+        lines.append("y_cas of D: the edited frame's CAS contour alone (--metric-contours edited).")
     if tests:
         lines += ["", "Two-sided Wilcoxon signed-rank test against InterCNN: †: p < 0.01, ‡: p < 0.001."]
         for name, values in tests.items():
@@ -256,17 +283,23 @@ def evaluate(
     sigma_mm: float = PAPER_SIGMA_MM,
     device: str = "cpu",
     progress: bool = True,
+    contours: str = "all",
 ) -> dict[str, Any]:
     """Run the protocol on the cases of ``split`` (``"all"``: every case) of a ``losslab ice simulate``
     dataset. ``editing_models`` maps names to :class:`EditingModel` objects, paths or registered names.
 
-    Returns the JSON-ready result: ``table1``, ``sequential``, ``first_edit_drift`` (means), ``cases`` (per
-    case values) and ``wilcoxon_vs_intercnn`` when InterCNN is there.
+    ``contours``: ``y_cas`` of the metric D (``"all"`` or ``"edited"``, see the module docstring).
+
+    Returns the JSON-ready result: ``table1``, ``unchanged`` (D of ``y_hat = y_init``), ``sequential``,
+    ``first_edit_drift`` (means), ``cases`` (per case values) and ``wilcoxon_vs_intercnn`` when InterCNN is
+    there.
     """
     if edits < 1:
         raise ValueError(f"edits must be at least 1, got {edits}")
     if not editing_models:
         raise ValueError("give at least one editing model (NAME=PATH)")
+    if contours not in METRIC_CONTOURS:
+        raise ValueError(f"contours must be one of {METRIC_CONTOURS}, got {contours!r}")
     if "no_editing" in editing_models:
         raise ValueError("'no_editing' is the baseline's name; name the editing model otherwise")
     folders = dataset_cases(dataset, None if split == "all" else split)
@@ -279,7 +312,7 @@ def evaluate(
     per_case = []
     for cid, folder in tqdm(list(folders.items()), desc="evaluating", unit="case", disable=not progress):
         case = read_case(folder)
-        values = evaluate_case(case, segment(case.image), models, edits, sigma_mm)
+        values = evaluate_case(case, segment(case.image), models, edits, sigma_mm, contours)
         per_case.append({"case": cid, **values})
     names = list(models)
     summary = summarize(per_case, names)
@@ -291,6 +324,7 @@ def evaluate(
             "split": split,
             "edits": edits,
             "sigma_mm": sigma_mm,
+            "metric_contours": contours,
             "precision": "float32",
             "models": {n: str(editing_models[n]) for n in names},
         },
@@ -324,6 +358,7 @@ def write_outputs(
 
 __all__ = [
     "COLUMNS",
+    "METRIC_CONTOURS",
     "evaluate",
     "evaluate_case",
     "first_edit_drift",
