@@ -101,6 +101,13 @@ def test_training_scribble_is_on_y_in_the_largest_error_region_of_the_worst_fram
     d_init = nearest_distances(edit.voxels, boundary(y_init), GRID.spacing, "chessboard")
     assert np.median(d_init) >= SP - 1e-6
     assert edit.voxels.sum() >= 5
+    # scribble="contour": the same frame, y's whole contour on it (through both errors), still on y
+    whole = training_interaction(case, y_init, scribble="contour")
+    assert whole.frame == edit.frame and np.all(whole.voxels[edit.voxels])
+    assert np.any(_ball(small, 5.0 + SP)[whole.voxels]) and whole.voxels.sum() > 2 * edit.voxels.sum()
+    assert nearest_distances(whole.voxels, boundary(y), GRID.spacing, "chessboard").max() <= SP + 1e-6
+    with pytest.raises(ValueError, match="scribble must be one of"):
+        training_interaction(case, y_init, scribble="all")
 
 
 def test_training_frame_follows_the_error(case):

@@ -45,11 +45,14 @@ def _config(tiny, out, **extra):
     return cfg
 
 
-@pytest.mark.parametrize("method", ["editing", "ce", "dice", "intercnn"])
-def test_each_method_runs_and_lowers_its_loss(tiny, tmp_path, method):
+@pytest.mark.parametrize(
+    ("method", "scribble"),
+    [("editing", "piece"), ("ce", "piece"), ("dice", "piece"), ("intercnn", "piece"), ("editing", "contour")],
+)
+def test_each_method_runs_and_lowers_its_loss(tiny, tmp_path, method, scribble):
     losses = []
     result = train_editing(
-        _config(tiny, tmp_path / method, method=method),
+        _config(tiny, tmp_path / method, method=method, scribble=scribble),
         progress=lambda e: losses.append(e["loss"]) if e["event"] == "batch" else None,
     )
     assert len(losses) == 12
@@ -161,6 +164,7 @@ def test_crop_follows_the_scribble(tiny):
         ("initial.source=model", "initial.model"),
         ("patch_size=[4,4]", "patch_size"),
         ("sigma_mm=-1", "sigma_mm"),
+        ("scribble=line", "scribble"),
         ("epoch=3", "unknown key"),
     ],
 )

@@ -33,8 +33,12 @@ from scipy import ndimage
 from ..metrics import PAPER_SIGMA_MM, attention_map, boundary, nearest_distances
 from .simulate import ICECase, _orient, densify, polylines_to_voxels
 
+#: training scribbles: the paper's piece of y's contour at the error, or y's whole contour on that frame
+SCRIBBLES = ("piece", "contour")
+
 __all__ = [
     "PAPER_SIGMA_MM",
+    "SCRIBBLES",
     "CASEditSequence",
     "Interaction",
     "cas_contour_distances",
@@ -152,6 +156,7 @@ def training_interaction(
     offset_mm: float = 0.0,
     jitter_mm: float = 0.0,
     fraction: float = 1.0,
+    scribble: str = "piece",
 ) -> Interaction | None:
     """The paper's training interaction (Sec. 3.2): a scribble on y's boundary where ``initial`` is worst.
 
@@ -166,10 +171,15 @@ def training_interaction(
         initial: ``y_init``, binary ``(k, j, i)`` on the case's grid.
         label: ``y`` (default ``case.label``).
         seed, offset_mm, jitter_mm, fraction: perturbations, see :func:`perturb_polyline`.
+        scribble: ``"piece"`` (the paper's: the longest run of y's contour along the region of maximum
+            error) or ``"contour"`` (every polyline of y's contour on that frame, the shape of a test-time CAS
+            contour, which covers its whole frame).
 
     Returns:
         The :class:`Interaction`, or ``None`` when ``initial`` agrees with ``y`` on every frame.
     """
+    if scribble not in SCRIBBLES:
+        raise ValueError(f"scribble must be one of {SCRIBBLES}, got {scribble!r}")
     label = case.label if label is None else np.asarray(label)
     initial = np.asarray(initial)
     if initial.shape != case.grid.shape or label.shape != case.grid.shape:
@@ -187,17 +197,18 @@ def training_interaction(
         sizes = np.bincount(regions.ravel())[1:]
         region = regions == (int(np.argmax(sizes)) + 1)
         near = ndimage.distance_transform_edt(~region) <= 1.5
-        pieces = []
-        for line in _contours_2d(y2d, fan):
+        pieces, lines = [], _contours_2d(y2d, fan)
+        for line in lines:
             uv = np.clip(np.rint(line).astype(int), 0, np.array(fan.shape[::-1]) - 1)
             touching = near[uv[:, 1], uv[:, 0]]
             pieces += [line[a:b] for a, b in _runs(touching) if b - a >= 2]
         if not pieces:
             continue
-        scribble = max(pieces, key=lambda p: float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()))
-        return _finish(
-            case, int(f), [scribble], "training", seed, offset_mm, jitter_mm, fraction, region, errors[f]
-        )
+        if scribble == "contour":
+            drawn = [line for line in lines if len(line) >= 2]
+        else:
+            drawn = [max(pieces, key=lambda p: float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()))]
+        return _finish(case, int(f), drawn, "training", seed, offset_mm, jitter_mm, fraction, region, errors[f])
     return None
 
 

@@ -56,7 +56,7 @@ from ..engine.reporting import ProgressCallback, Reporter, plot_curves
 from ..engine.trainer import TrainingStopped, TrainResult, _is_set, check_divergence, seed_everything
 from ..io import write_text
 from .dataset import dataset_cases, read_case
-from .interactions import PAPER_SIGMA_MM, encode, training_interaction
+from .interactions import PAPER_SIGMA_MM, SCRIBBLES, encode, training_interaction
 from .simulate import ICECase
 
 METHODS = ("editing", "ce", "dice", "intercnn")
@@ -76,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "initial": {"source": "model", "model": None, "max_radius_mm": 15.0, "max_change_voxels": 3},
     "sigma_mm": PAPER_SIGMA_MM,  # sigma_enc = sigma_edit (mm); the paper's 20 voxels of 1.1024 mm
     "perturbation": {"offset_mm": 0.0, "jitter_mm": 0.0, "fraction": 1.0},  # of the training scribble
+    "scribble": "piece",  # piece (the paper's: y's contour along the error) | contour (y's whole contour)
     "network": {"preset": "ice_editing"},
     "optimizer": {"lr": 0.005, "betas": [0.9, 0.999]},  # Adam (Supplementary Table 1)
     "batch_size": 4,
@@ -188,6 +189,8 @@ def load_training_config(
         _positive(cfg, key, node, integer=True)
     _positive(cfg, "steps_per_epoch", cfg["steps_per_epoch"], integer=True, allow_none=True)
     _positive(cfg, "threads", cfg["threads"], integer=True, allow_none=True)
+    if cfg["scribble"] not in SCRIBBLES:
+        raise ConfigError(f"config key 'scribble': expected one of {list(SCRIBBLES)}, got {cfg['scribble']!r}")
     if cfg["amp"] not in ("auto", True, False):
         raise ConfigError(f"config key 'amp': expected 'auto', true or false, got {cfg['amp']!r}")
     patch = cfg["patch_size"]
@@ -200,6 +203,11 @@ def load_training_config(
 
 
 # ------------------------------------------------------------------------------------------ initial masks
+def interaction_args(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`training_interaction` from a run's config."""
+    return {**cfg["perturbation"], "scribble": cfg["scribble"]}
+
+
 def perturbed_initial(
     label: np.ndarray,
     spacing: Sequence[float],
@@ -422,7 +430,7 @@ def _validate(net, cfg, data: _Data, device) -> float | None:
     rng = np.random.default_rng(0)
     with torch.inference_mode():
         for case, initial in zip(data.val_cases, data.val_initial):
-            edit = training_interaction(case, initial, seed=0, **cfg["perturbation"])
+            edit = training_interaction(case, initial, seed=0, **interaction_args(cfg))
             sample = make_sample(case, initial, edit.voxels if edit else None, cfg["sigma_mm"], None, rng)
             batch = _to_batch([sample], device)
             logits = net(batch["input"])
@@ -521,7 +529,7 @@ def train_editing(
                             data.initial[i],
                             cfg["intercnn"]["iterations"],
                             seed,
-                            **cfg["perturbation"],
+                            **interaction_args(cfg),
                         )
                         states[int(i)] = st
                         rounds.append((int(i), st))
@@ -536,7 +544,7 @@ def train_editing(
                                 cfg["initial"]["max_radius_mm"],
                                 cfg["initial"]["max_change_voxels"],
                             )
-                        edit = training_interaction(case, initial, seed=seed, **cfg["perturbation"])
+                        edit = training_interaction(case, initial, seed=seed, **interaction_args(cfg))
                         scribble = edit.voxels if edit is not None else None
                     samples.append(
                         make_sample(case, initial, scribble, cfg["sigma_mm"], cfg["patch_size"], rng)
