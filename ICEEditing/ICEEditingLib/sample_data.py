@@ -29,11 +29,11 @@ __all__ = [
 SAMPLE_NAME = "ICESample"
 #: file -> SHA-256 of the bundled case
 SAMPLE_CHECKSUMS = {
-    "cas.nii.gz": "ff68d549772510ce56c17207ac196efbaa0128077814e1c5315513dd5d9f0b11",
+    "cas.nii.gz": "9b8486cd70ee86bff87b69f8519945e98b9ab39aa26ac8a7e4248e041ff9804a",
     "datamask.nii.gz": "52994c935ad2bcf37aa88e3c647164af19a1ac53a8e1e562df3b68c64fa2f050",
-    "frames.json": "25bf947d6ad5fad02e7f95eb11e742d5e05b6afe79a9fbd1aa1ecf4bf812e58a",
-    "frames.nii.gz": "f860aaccd2cc00aee22538543dcb7980dfe3a78043eebe2eeacdda597d009dc4",
-    "image.nii.gz": "075f958c1d7f3287d34ab848b20cd2ff9fee5ae47c87592644e6f3d9535988e6",
+    "frames.json": "82efaf1a4ad239b4f99cae7294909b08c82c3106bf962f54e817e601993a4bab",
+    "frames.nii.gz": "d8178e919e045c3562d4bec20dd0236c4e299a9a268c410fff79b7e4701306ce",
+    "image.nii.gz": "6eac93094425d48ec71c69f7a7852107d6a5e53e6f5de4b86686168a02acce0c",
     "label.nii.gz": "8e0c9c233365d3ecb6e50b4c0bd88cbd1272ac64021f6a93badea58735921988",
 }
 
