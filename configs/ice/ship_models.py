@@ -1,12 +1,14 @@
 """Ship the ICE models trained by configs/ice/run_protocol.sh into the registry (LossLab/losslab/models/).
 
-Usage (from the repository root): python configs/ice/ship_models.py docs/ice-results/64/evaluation.json
+Usage (from the repository root):
+    python configs/ice/ship_models.py docs/ice-results/64/evaluation.json [docs/ice-results/64-edited/evaluation.json]
 
 For each model: a slim checkpoint (weights, model_info, the training's history and config with paths made
 relative to the repository) written as ``<registry>/<name>/model.pt``, and a card ``model.json`` (task, grid,
 inputs, sigma, training data and command, date, held-out metrics, sha256) written by
 :func:`losslab.models.register_model`. The editing models' metrics are read from the JSON of
-``losslab ice evaluate`` on the held-out test split (never typed in); the segmentation model's (Dice and the
+``losslab ice evaluate`` on the held-out test split (never typed in; the optional second JSON, of
+``--metric-contours edited``, adds Table 1 with y_cas = the edited contour); the segmentation model's (Dice and the
 p95 distance from the CAS contours to its prediction) are computed here on the same test cases.
 """
 
@@ -69,8 +71,11 @@ def segmentation_metrics(path: Path) -> dict:
     }
 
 
-def main(evaluation_json: str) -> None:
+def main(evaluation_json: str, edited_json: str | None = None) -> None:
     evaluation = json.loads(Path(evaluation_json).read_text())
+    edited = json.loads(Path(edited_json).read_text()) if edited_json else None
+    if edited is not None and edited["settings"].get("metric_contours") != "edited":
+        sys.exit(f"{edited_json}: not an evaluation with --metric-contours edited")
     today = datetime.date.today().isoformat()
     for name, (method, command) in SHIPPED.items():
         state = load_checkpoint(RUNS / method / "model.pt")
@@ -118,15 +123,19 @@ def main(evaluation_json: str) -> None:
             )
             card["metrics"] = {
                 "table1_p95_mm": evaluation["table1"][method],
+                "table1_y_init_unchanged_p95_mm": evaluation["unchanged"],
                 "no_editing_p95_mm": evaluation["table1"]["no_editing"]["overall"],
                 "sequential_p95_mm": evaluation["sequential"][method],
                 "first_edit_drift_mm": evaluation["first_edit_drift"][method],
             }
+            if edited is not None:
+                card["metrics"]["table1_edited_contour_p95_mm"] = edited["table1"][method]
+                card["evaluation"] += "; Table 1 with y_cas = the edited contour: docs/ice-results/64-edited"
         models.register_model(folder, card, files=["model.pt"])
         print(f"{name}: {folder} ({(folder / 'model.pt').stat().st_size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__.split("\n\n")[1])
-    main(sys.argv[1])
+    main(*sys.argv[1:])
