@@ -189,7 +189,10 @@ def test_cli_writes_the_documented_outputs(tmp_path):
     assert set(result["unchanged"]) == {"overall", "near", "far"}
     assert result["settings"]["metric_contours"] == "all"
     edited = tmp_path / "edited"
-    assert main([*args, f"editing={edit}", "--edits", "1", "--metric-contours", "edited", "-o", str(edited)]) == 0
+    assert (
+        main([*args, f"editing={edit}", "--edits", "1", "--metric-contours", "edited", "-o", str(edited)])
+        == 0
+    )
     again = json.loads((edited / "evaluation.json").read_text())
     # 0, or NaN in a case whose whole y_init contour is near the scribble (A >= 0.5 on this coarse grid)
     assert again["settings"]["metric_contours"] == "edited" and not again["unchanged"]["far"] > 0.0

@@ -183,7 +183,6 @@ def summarize(cases: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[
     table["no_editing"] = {"overall": float(np.mean([case["no_editing"]["overall"] for case in cases]))}
     out: dict[str, Any] = {
         "table1": table,
-
         "sequential": {name: _nanmean_ragged([case["sequential"][name] for case in cases]) for name in names},
         "sequential_start": float(np.mean([case["start"] for case in cases])),
         "first_edit_drift": {

@@ -208,7 +208,9 @@ def training_interaction(
             drawn = [line for line in lines if len(line) >= 2]
         else:
             drawn = [max(pieces, key=lambda p: float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()))]
-        return _finish(case, int(f), drawn, "training", seed, offset_mm, jitter_mm, fraction, region, errors[f])
+        return _finish(
+            case, int(f), drawn, "training", seed, offset_mm, jitter_mm, fraction, region, errors[f]
+        )
     return None
 
 

@@ -190,7 +190,9 @@ def load_training_config(
     _positive(cfg, "steps_per_epoch", cfg["steps_per_epoch"], integer=True, allow_none=True)
     _positive(cfg, "threads", cfg["threads"], integer=True, allow_none=True)
     if cfg["scribble"] not in SCRIBBLES:
-        raise ConfigError(f"config key 'scribble': expected one of {list(SCRIBBLES)}, got {cfg['scribble']!r}")
+        raise ConfigError(
+            f"config key 'scribble': expected one of {list(SCRIBBLES)}, got {cfg['scribble']!r}"
+        )
     if cfg["amp"] not in ("auto", True, False):
         raise ConfigError(f"config key 'amp': expected 'auto', true or false, got {cfg['amp']!r}")
     patch = cfg["patch_size"]
