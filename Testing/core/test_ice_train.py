@@ -14,6 +14,7 @@ from losslab import ice
 from losslab.cli import main
 from losslab.engine.checkpoint import RunFolderError, load_checkpoint
 from losslab.ice.training import (
+    interaction_args,
     intercnn_round,
     load_training_config,
     make_sample,
@@ -171,3 +172,19 @@ def test_crop_follows_the_scribble(tiny):
 def test_config_errors_name_the_key(tiny, tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
         load_training_config(_config(tiny, tmp_path / "x"), [override])
+
+
+def test_scribble_key_reaches_the_training_interaction(tiny, tmp_path):
+    # the run's interactions come from interaction_args(cfg): scribble=contour draws y's whole contour on the
+    # frame of maximum error, more voxels than the paper's piece there
+    case = ice.read_case(next(iter(ice.dataset_cases(tiny, "train").values())))
+    y_init = case.label.copy()  # y with the half beyond its centre along the last axis cut off
+    y_init[..., int(np.argwhere(case.label)[:, 2].mean()) :] = 0
+    piece, whole = (
+        ice.training_interaction(
+            case, y_init, **interaction_args(load_training_config(_config(tiny, tmp_path / s, scribble=s)))
+        )
+        for s in ("piece", "contour")
+    )
+    assert piece.frame == whole.frame and np.all(whole.voxels[piece.voxels])
+    assert whole.voxels.sum() > piece.voxels.sum()

@@ -236,11 +236,11 @@ def table1_markdown(summary: Mapping[str, Any], names: Sequence[str], n_cases: i
         marks = tests.get(name, {})
         cells = " | ".join(f"{row[c]:.3f}{_mark(marks.get(c))}" for c in COLUMNS)
         lines.append(f"| {name} | {cells} |")
-    lines += [
-        "",
-        "No Editing: p95 distance from all the CAS contours to y_init (the paper's). y_init unchanged: D of a "
-        "model that edits nothing; its far column is the floor of any model's far error.",
-    ]
+    lines += ["", "No Editing: p95 distance from all the CAS contours to y_init (the paper's)."]
+    if "unchanged" in summary:
+        lines[-1] += (
+            " y_init unchanged: D of a model that edits nothing; its far column is the floor of any model's far error."
+        )
     if contours == "edited":
         lines.append("y_cas of D: the edited frame's CAS contour alone (--metric-contours edited).")
     if tests:

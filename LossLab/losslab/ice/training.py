@@ -204,12 +204,12 @@ def load_training_config(
     return cfg
 
 
-# ------------------------------------------------------------------------------------------ initial masks
 def interaction_args(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`training_interaction` from a run's config."""
     return {**cfg["perturbation"], "scribble": cfg["scribble"]}
 
 
+# ------------------------------------------------------------------------------------------ initial masks
 def perturbed_initial(
     label: np.ndarray,
     spacing: Sequence[float],
@@ -287,7 +287,7 @@ def intercnn_round(
     initial: np.ndarray,
     iterations: int,
     seed: int,
-    **perturbation,
+    **interaction,
 ) -> tuple[InterCNNState, Any]:
     """Advance one case's InterCNN loop by one round: restart from ``initial`` (no state, ``iterations``
     rounds done, or a prediction without error on any frame), synthesise a scribble on the current
@@ -298,12 +298,12 @@ def intercnn_round(
         state = None
     edit = None
     if state is not None:
-        edit = training_interaction(case, state.prediction, seed=seed, **perturbation)
+        edit = training_interaction(case, state.prediction, seed=seed, **interaction)
         if edit is None:
             state = None
     if state is None:
         state = InterCNNState(np.asarray(initial, np.uint8).copy(), np.zeros(case.grid.shape, bool))
-        edit = training_interaction(case, state.prediction, seed=seed, **perturbation)
+        edit = training_interaction(case, state.prediction, seed=seed, **interaction)
     if edit is not None:
         state.scribbles |= edit.voxels
         state.frames.append(edit.frame)
