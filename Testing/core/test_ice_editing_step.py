@@ -161,3 +161,13 @@ def test_load_by_path_and_by_registered_name(tmp_path, monkeypatch):
     np.testing.assert_allclose(a, b, atol=1e-6)
     with pytest.raises((FileNotFoundError, KeyError, ValueError)):
         EditingModel.load("no-such-model", root=tmp_path / "registry")
+    # by name, the card's checksum is verified: a shipped model's copy with one byte changed is refused
+    shipped = tmp_path / "shipped"
+    shutil.copytree(models.get_card("ice-editing-64").folder, shipped / "ice-editing-64")
+    EditingModel.load("ice-editing-64", root=shipped)  # the intact copy loads
+    weights = shipped / "ice-editing-64" / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(models.ModelChecksumError):
+        EditingModel.load("ice-editing-64", root=shipped)

@@ -120,6 +120,39 @@ def test_first_edit_drift_measures_the_moved_region():
     assert first_edit_drift(a, c, near, (1.0, 1.0, 1.0)) == 0.0
 
 
+def test_drift_counts_only_the_first_edits_near_region(case):
+    # Through evaluate_case: a model whose second sequential edit changes voxels only where the first
+    # scribble's A lies in [0.05, 0.3) (well outside the near region A >= NEAR_THRESHOLD) has drift 0; the same
+    # change inside the near region is drift.
+    from losslab.ice.editing import NEAR_THRESHOLD
+
+    y = case.label != 0
+    sigma = 20.0
+
+    class SecondEditGrows:
+        def __init__(self, low, high):
+            self.low, self.high, self.calls, self.first_a = low, high, 0, None
+
+        def edit(self, image, initial, scribble, spacing):
+            self.calls += 1  # call 1: Table 1's edit; calls 2, 3: the sequence's edits 1 and 2
+            initial = np.asarray(initial, bool)
+            a = ice.encode(scribble, spacing, sigma)
+            mask = initial
+            if self.calls == 2:
+                self.first_a = a
+            elif self.calls == 3:
+                mask = initial | ((self.first_a >= self.low) & (self.first_a < self.high))
+            return EditResult(mask, mask.astype(np.float32), a, a, edit_changes(initial, mask, a))
+
+    outside = SecondEditGrows(0.05, 0.3)
+    values = evaluate_case(case, y, {"m": outside}, edits=2, sigma_mm=sigma)
+    assert outside.calls == 3 and values["sequential"]["m"][1] > 0, "the second edit changed the prediction"
+    assert values["first_edit_drift"]["m"] == [0.0]
+    inside = SecondEditGrows(NEAR_THRESHOLD, 1.01)
+    values = evaluate_case(case, y, {"m": inside}, edits=2, sigma_mm=sigma)
+    assert values["first_edit_drift"]["m"][0] > 0.0
+
+
 def test_summary_wilcoxon_against_intercnn_and_table():
     rng = np.random.default_rng(0)
     cases = []

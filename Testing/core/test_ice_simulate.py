@@ -234,6 +234,26 @@ def test_cardiac_motion_puts_contours_on_both_sides_of_y():
     assert abs(np.mean(shifts)) < 1.0, shifts
 
 
+@pytest.mark.parametrize("seed", [2, 3])
+def test_cardiac_phase_zero_is_the_smallest_shape_and_half_the_largest(seed):
+    # What the phase means (Frame.phase): with the motion alone (no pose error), a frame imaged near phase 0
+    # (the LA at its smallest) has its CAS contour mostly inside y, near phase 0.5 (largest) mostly outside.
+    grid = GRID64
+    config = SimulationConfig(frames=28, misalignment_deg=0.0, misalignment_mm=0.0, motion_mm=4.0)
+    case = simulate_case(make_phantom(grid, seed), grid, config, seed=seed)
+    inside = case.label != 0
+    smallest, largest = [], []
+    for frame in case.frames:
+        phase_distance = min(frame.phase, 1.0 - frame.phase)  # cyclic distance to phase 0
+        if phase_distance < 0.15:
+            smallest.append(inside.ravel()[frame.cas_voxels])
+        elif abs(frame.phase - 0.5) < 0.15:
+            largest.append(inside.ravel()[frame.cas_voxels])
+    assert smallest and largest
+    assert np.concatenate(smallest).mean() > 0.7
+    assert np.concatenate(largest).mean() < 0.2
+
+
 def test_simulation_is_deterministic_by_seed(phantom64, case64):
     again = simulate_case(phantom64, GRID64, SimulationConfig(frames=14), seed=1)
     assert np.array_equal(again.image, case64.image) and np.array_equal(again.cas, case64.cas)

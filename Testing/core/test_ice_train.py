@@ -148,6 +148,53 @@ def test_intercnn_accumulates_edits_and_restarts(tiny):
     np.testing.assert_array_equal(state.scribbles, restart.voxels)
 
 
+class FixedArgmaxNet(torch.nn.Module):
+    """A stand-in editing network whose argmax is a fixed mask whatever its input (a positive, trainable scale
+    keeps the argmax); it records the input of each training step."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.zeros(()))
+        self.register_buffer("sign", torch.as_tensor(np.where(mask, 1.0, -1.0), dtype=torch.float32))
+        self.train_inputs = []
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            self.train_inputs.append(x.detach().clone())
+        fg = self.sign.expand(x.shape[0], *self.sign.shape) * (1 + self.scale**2)
+        return torch.stack([-fg, fg], 1)
+
+
+def test_intercnn_feeds_the_networks_own_prediction_back(tiny, tmp_path, monkeypatch):
+    # The loop of the paper's InterCNN baseline: after a round, a case's prediction is the network's argmax
+    # of the whole volume, and the next time the case is drawn (within `iterations`) it is that round's y_init.
+    import losslab.nets
+
+    cases = [ice.read_case(p) for p in ice.dataset_cases(tiny, "train").values()]
+    shape = cases[0].grid.shape
+    grid = np.indices(shape).astype(float)
+    ball = sum((g - (n - 1) / 2) ** 2 for g, n in zip(grid, shape)) <= (shape[0] / 4) ** 2
+    net = FixedArgmaxNet(ball)
+    monkeypatch.setattr(losslab.nets, "build_network", lambda spec: net)
+    steps = 2 * len(cases)  # batch 2: every case drawn 4 times, rounds 1..3 then a restart
+    cfg = _config(
+        tiny, tmp_path / "run", method="intercnn", intercnn={"iterations": 3}, steps_per_epoch=steps
+    )
+    cfg["data"]["val_split"] = "none"
+    train_editing(cfg)
+    rounds = {i: [] for i in range(len(cases))}
+    for batch in net.train_inputs:
+        for sample in batch.numpy():
+            (i,) = [k for k, c in enumerate(cases) if np.array_equal(c.image, sample[0])]
+            rounds[i].append(sample[1] != 0)
+    for i, inputs in rounds.items():
+        assert len(inputs) == 4, (i, len(inputs))
+        assert not np.array_equal(inputs[0], ball), "round 1 starts from the case's y_init"
+        for k in (1, 2):
+            np.testing.assert_array_equal(inputs[k], ball, err_msg=f"case {i}, round {k + 1}")
+        np.testing.assert_array_equal(inputs[3], inputs[0], err_msg="after 3 rounds the case restarts")
+
+
 def test_crop_follows_the_scribble(tiny):
     case = ice.read_case(next(iter(ice.dataset_cases(tiny, "train").values())))
     scribble = np.zeros(case.grid.shape, bool)

@@ -21,7 +21,8 @@ For each case: ``y_init`` is the segmentation model's prediction of ``x``.
   percentile of the distance from all the CAS contours to the prediction.
 - **Fig. 4 as a number** (first-edit drift): after edits 2..K, how far the first edit's region moved from its
   state after edit 1: the 95th percentile of the symmetric contour distance (mm) between the prediction after
-  edit 1 and after edit t, on the contour voxels near the first scribble (its ``A >= 0.5``); 0: untouched.
+  edit 1 and after edit t, on the contour voxels near the first scribble (its ``A >= 0.5``,
+  :data:`losslab.ice.editing.NEAR_THRESHOLD`); 0: untouched.
 
 Editing models are anything with ``edit(image, initial, scribble, spacing) -> EditResult``
 (:class:`losslab.ice.EditingModel`); the segmentation model is a path / registered name, an engine
@@ -42,6 +43,7 @@ import numpy as np
 from ..metrics import boundary, editing_metric
 from ..metrics.editing import contour_distance
 from .dataset import dataset_cases, read_case
+from .editing import NEAR_THRESHOLD
 from .interactions import PAPER_SIGMA_MM, CASEditSequence, encode, furthest_cas_interaction
 from .simulate import ICECase
 
@@ -159,7 +161,7 @@ def _sequence(case, initial, model, name, edits, sigma_mm) -> tuple[list[float],
         curve.append(float(contour_distance(cas, prediction, case.spacing)["p95"]))
         if after_first is None:
             after_first = prediction.copy()
-            near_first = encode(edit.voxels, case.spacing, sigma_mm) >= 0.5
+            near_first = encode(edit.voxels, case.spacing, sigma_mm) >= NEAR_THRESHOLD
         else:
             drift.append(first_edit_drift(after_first, prediction, near_first, case.spacing))
     return curve, drift
