@@ -286,60 +286,59 @@ def _sample(volume: np.ndarray, coords: np.ndarray, mode: str, cval: float = 0.0
     return ndimage.map_coordinates(volume, coords.T, order=1, mode=mode, cval=cval, prefilter=False)
 
 
-def simulate_case(
-    anatomy: np.ndarray,
-    grid: Grid | None = None,
-    config: SimulationConfig | None = None,
-    seed: int = 0,
-) -> ICECase:
-    """Simulate one sparse-ICE case from a left-atrium mask (see the module docstring for each step).
+@dataclass
+class _Anatomy:
+    """The anatomy as the steps of :func:`simulate_case` use it: y, its signed distance in a box, centroid."""
 
-    Args:
-        anatomy: boolean mask ``(k, j, i)`` on ``grid`` (y); a single connected blood pool.
-        grid: the voxel grid (default: 128^3 x 1.1024 mm, :meth:`Grid.cube`); its shape must be the mask's.
-        config: :class:`SimulationConfig` (default settings when ``None``).
-        seed: everything random (catheter, phases, pose errors, motion, texture, speckle) is drawn from it.
+    mask: np.ndarray
+    sd: np.ndarray  # signed distance (mm) in a box around y, clipped to +-margin
+    box_lo: np.ndarray  # the box's first voxel index
+    margin: float
+    centroid: np.ndarray  # grid mm
+    mean_radius: float  # mm, of the sphere with y's volume
 
-    Returns:
-        An :class:`ICECase`.
+    def surface_mm(self, sp: np.ndarray) -> np.ndarray:
+        """Grid-mm points of y's voxels that lie within a voxel of its surface."""
+        inside = self.sd < 0
+        points = (np.argwhere(inside) + self.box_lo) * sp
+        return points[self.sd[inside] > -float(sp.max())]
 
-    Raises:
-        ValueError: the mask is empty or not on the grid.
-    """
-    grid = grid or Grid.cube()
-    config = config or SimulationConfig()
-    mask = np.asarray(anatomy).astype(bool, copy=False)
-    if mask.shape != grid.shape:
-        raise ValueError(f"the anatomy has shape {mask.shape}, the grid {grid.shape}; resample it first")
-    if not mask.any():
-        raise ValueError("the anatomy mask is empty: nothing to image")
-    rng = np.random.default_rng(seed)
-    sp = np.asarray(grid.spacing, float)
-    sector = config.sector(grid)
-    g2ras = grid.grid_mm_to_ras()
 
-    # --- anatomy: signed distance in a box, centroid, mean radius
-    margin = 12.0
+@dataclass
+class _Catheter:
+    transducer: np.ndarray  # grid mm
+    axis: np.ndarray  # unit catheter axis (grid mm)
+    toward: np.ndarray  # unit direction from the transducer towards the LA, orthogonal to the axis
+    side: np.ndarray  # axis x toward
+    gap: float  # transducer to LA wall, mm
+
+
+def _describe_anatomy(mask: np.ndarray, sp: np.ndarray, margin: float = 12.0) -> _Anatomy:
+    """Step 1: y's signed distance in a box, its centroid and mean radius."""
     sd, box_lo = signed_distance(mask, sp, margin)
     centroid = ndimage.center_of_mass(mask) * sp
     volume = float(mask.sum() * np.prod(sp))
     mean_radius = (3.0 * volume / (4.0 * np.pi)) ** (1.0 / 3.0)
+    return _Anatomy(mask, sd, box_lo, margin, centroid, mean_radius)
 
-    # --- catheter: transducer across the septum, axis tangent to it
+
+def _place_catheter(grid: Grid, config: SimulationConfig, la: _Anatomy, rng) -> _Catheter:
+    """Step 2: the transducer across the septum (beyond the LA wall on the septal ray), axis tangent to it."""
+    sp = np.asarray(grid.spacing, float)
     d = grid.ras_direction(config.septal_direction)
     steps = np.arange(0.0, float(np.linalg.norm(grid.extent_mm)), 0.25 * sp.min())
-    ray = centroid[None, :] + steps[:, None] * d[None, :]
+    ray = la.centroid[None, :] + steps[:, None] * d[None, :]
     ray_idx = np.rint(ray / sp).astype(int)
     valid = np.all((ray_idx >= 0) & (ray_idx < np.asarray(grid.shape)), axis=1)
     hit = np.zeros(len(ray), dtype=bool)
-    hit[valid] = mask[tuple(ray_idx[valid].T)]
+    hit[valid] = la.mask[tuple(ray_idx[valid].T)]
     if hit.any():  # the last LA voxel on the ray from the centroid
         wall_dist = float(steps[np.nonzero(hit)[0].max()])
     else:  # the ray misses (a centroid outside a curved LA): the LA's extent along the septal direction
-        surface = (np.argwhere(sd < 0) + box_lo) * sp
-        wall_dist = float(((surface - centroid) @ d).max())
+        surface = (np.argwhere(la.sd < 0) + la.box_lo) * sp
+        wall_dist = float(((surface - la.centroid) @ d).max())
     gap = float(rng.uniform(*config.septal_gap_mm))
-    transducer = centroid + (wall_dist + gap) * d
+    transducer = la.centroid + (wall_dist + gap) * d
     up = grid.ras_direction(config.catheter_axis)
     axis = up - (up @ d) * d
     if np.linalg.norm(axis) < 1e-6:
@@ -349,33 +348,39 @@ def simulate_case(
     axis = rotation_matrix(np.cross(d, axis), tilt) @ axis
     toward = -d - (-d @ axis) * axis
     toward /= np.linalg.norm(toward)
-    side = np.cross(axis, toward)
+    return _Catheter(transducer, axis, toward, np.cross(axis, toward), gap)
 
-    # --- sweep: angles about the axis under which the LA is seen
-    boundary_pts = (np.argwhere(sd < 0) + box_lo) * sp  # the surface's voxels lie within a voxel of it
-    boundary_pts = boundary_pts[sd[sd < 0] > -float(sp.max())] - transducer
-    angles = np.degrees(np.arctan2(boundary_pts @ side, boundary_pts @ toward))
+
+def _sweep_angles(config: SimulationConfig, la: _Anatomy, sp: np.ndarray, cath: _Catheter) -> np.ndarray:
+    """Step 3: the frames' angles about the catheter axis, spread over the arc under which the LA is seen."""
+    points = la.surface_mm(sp) - cath.transducer
+    angles = np.degrees(np.arctan2(points @ cath.side, points @ cath.toward))
     a_lo, a_hi = float(angles.min()), float(angles.max())
     if config.arc_deg is not None:
         mid = 0.5 * (a_lo + a_hi)
         a_lo, a_hi = mid - 0.5 * float(config.arc_deg), mid + 0.5 * float(config.arc_deg)
     n_frames = int(config.frames)
-    sweep = np.linspace(a_lo, a_hi, n_frames) if n_frames > 1 else np.array([0.5 * (a_lo + a_hi)])
+    return np.linspace(a_lo, a_hi, n_frames) if n_frames > 1 else np.array([0.5 * (a_lo + a_hi)])
 
-    # --- per-frame phase, pose error, nominal and acquired matrices (pixel -> grid mm)
-    phases = rng.uniform(0.0, 1.0, n_frames)
+
+def _frame_poses(sweep, cath: _Catheter, sector: Sector, config: SimulationConfig, rng):
+    """Step 4: per frame its cardiac phase and its nominal and acquired pixel -> grid-mm matrices."""
+    phases = rng.uniform(0.0, 1.0, len(sweep))
     nominal, acquired = [], []
     for angle in sweep:
-        e_v = rotation_matrix(axis, np.radians(angle)) @ toward
-        m_nom = frame_matrix(transducer, axis, e_v, sector)
+        e_v = rotation_matrix(cath.axis, np.radians(angle)) @ cath.toward
+        nominal.append(frame_matrix(cath.transducer, cath.axis, e_v, sector))
         err_axis = rng.normal(size=3)
         err = rotation_matrix(err_axis, np.radians(rng.normal(0.0, config.misalignment_deg)))
         shift = rng.normal(0.0, config.misalignment_mm / np.sqrt(3.0), 3)
-        m_acq = frame_matrix(transducer + shift, err @ axis, err @ e_v, sector)
-        nominal.append(m_nom)
-        acquired.append(m_acq)
+        acquired.append(frame_matrix(cath.transducer + shift, err @ cath.axis, err @ e_v, sector))
+    return phases, nominal, acquired
 
-    # --- motion: radial scaling and a smooth displacement, evaluated at the sampled points
+
+def _frame_points(uv, acquired, phases, la: _Anatomy, config: SimulationConfig, rng) -> np.ndarray:
+    """Step 5: ``(frames, pixels, 3)`` grid-mm points of the reference anatomy each fan pixel images: the
+    acquired pose, moved back through the cardiac motion at the frame's phase (radial scaling about the
+    centroid and a smooth displacement, zero-mean over the cycle)."""
     modes = []
     for _ in range(3):
         k = rng.normal(size=3)
@@ -385,36 +390,29 @@ def simulate_case(
     # Zero-mean over the cycle: y is the mean shape, so the CAS contours of an ungated sweep lie on both
     # sides of it (the paper's y is fitted to them), not all outside.
     w_phase = -0.5 * np.cos(2.0 * np.pi * phases)
-
-    # --- frame pixels: sample the reference anatomy at the acquired pose and phase
-    fan = sector.mask()
-    rows_cols = np.argwhere(fan)  # (P, 2): (v, u)
-    uv = rows_cols[:, ::-1].astype(np.float64)
-    n_px = len(uv)
-    pts = np.empty((n_frames, n_px, 3), dtype=np.float32)
-    for f in range(n_frames):
-        p = uv @ acquired[f][:3, :2].T + acquired[f][:3, 3]
+    pts = np.empty((len(acquired), len(uv), 3), dtype=np.float32)
+    for f, matrix in enumerate(acquired):
+        p = uv @ matrix[:3, :2].T + matrix[:3, 3]
         if config.motion_mm > 0:
-            scale = 1.0 + config.motion_mm / mean_radius * w_phase[f]
-            q = centroid + (p - centroid) / scale
+            scale = 1.0 + config.motion_mm / la.mean_radius * w_phase[f]
+            q = la.centroid + (p - la.centroid) / scale
             amp = 0.25 * config.motion_mm * w_phase[f]
             for k, direction, ph in modes:
                 q -= amp * np.sin(p @ k + ph)[:, None] * direction[None, :]
             p = q
         pts[f] = p
-    flat_pts = pts.reshape(-1, 3)
-    sd_vals = _sample(
-        sd, (flat_pts - (box_lo * sp).astype(np.float32)) / sp.astype(np.float32), "constant", margin
-    )
-    sd_vals = sd_vals.reshape(n_frames, n_px)
+    return pts
 
-    # --- appearance (float32 throughout)
+
+def _textures(grid: Grid, sector: Sector, acquired, fan, cath: _Catheter, depth_mm: float, rng):
+    """Step 6a: two smooth 3D noise textures (5 and 10 mm) seen on every 4th frame pixel, interpolated to the
+    fan: ``(frames, fan pixels)`` each (the tissue texture and the other blood pools)."""
     tex_step = 5.0
-    reach = np.linalg.norm(transducer - grid.centre_mm) + config.depth_mm + 10.0
+    reach = np.linalg.norm(cath.transducer - grid.centre_mm) + depth_mm + 10.0
     tex_lo = grid.centre_mm - reach
     tex_hi = grid.centre_mm + reach
-    # The textures vary over 5-10 mm: sample them on every 4th pixel and interpolate in the frame.
     step = 4
+    n_frames = len(acquired)
     coarse_shape = (-(-sector.rows // step), -(-sector.cols // step))
     cv, cu = np.mgrid[0 : coarse_shape[0], 0 : coarse_shape[1]] * step
     cuv = np.stack([cu.ravel(), cv.ravel()], axis=1).astype(np.float64)
@@ -431,8 +429,13 @@ def simulate_case(
             :, : sector.rows, : sector.cols
         ]
         textures.append(fine[:, fan])
-    texture, pools = textures
+    return textures
+
+
+def _echo(sd_vals, texture, pools, flat_pts, cath: _Catheter, uv, sector, config: SimulationConfig, rng):
+    """Step 6b: the log-compressed echo amplitude of each fan pixel ``(frames, fan pixels)`` in [0, 1]."""
     f32 = np.float32
+    n_frames, n_px = sd_vals.shape
     blood = f32(0.03)
     tissue = np.clip(f32(0.17) + f32(0.07) * texture, f32(0.05), f32(0.35))
     wall = f32(0.85) * np.exp(-(((sd_vals - f32(1.5)) * f32(1 / 1.1)) ** 2))
@@ -440,8 +443,8 @@ def simulate_case(
     # Other blood pools (vessels, chambers) away from the LA, and the right atrium around the catheter.
     away = _sigmoid((sd_vals - f32(6.0)) * f32(1.0))
     dark = _sigmoid((pools - f32(0.9)) * f32(6.0)) * away
-    ra_radius = f32(max(gap - 3.0, 6.0))
-    to_transducer = flat_pts - transducer.astype(np.float32)
+    ra_radius = f32(max(cath.gap - 3.0, 6.0))
+    to_transducer = flat_pts - cath.transducer.astype(np.float32)
     ra_dist = np.sqrt(np.einsum("ij,ij->i", to_transducer, to_transducer)).reshape(n_frames, n_px)
     ra = _sigmoid((ra_radius - ra_dist) * f32(1 / 1.5)) * _sigmoid((sd_vals - f32(3.0)) * f32(1 / 0.7))
     np.maximum(dark, ra, out=dark)
@@ -464,11 +467,15 @@ def simulate_case(
                 start = rng.uniform(10.0, 40.0)
                 shadow = (np.abs(lateral - centre) < width / 2) & (depth > start)
                 amplitude[f, shadow] *= f32(0.15)
-    compressed = np.clip(np.log1p(f32(8.0) * amplitude) * f32(1.0 / np.log1p(8.0 * 1.2)), f32(0), f32(1))
-    frames_img = np.zeros((n_frames, sector.rows, sector.cols), dtype=np.float32)
-    frames_img[:, fan] = compressed
+    return np.clip(np.log1p(f32(8.0) * amplitude) * f32(1.0 / np.log1p(8.0 * 1.2)), f32(0), f32(1))
 
-    # --- sparse volume: nearest-voxel averaging at the nominal poses
+
+def _place_frames(grid: Grid, sector: Sector, uv, fan, compressed, sd_vals, nominal, acquired, phases):
+    """Step 7: the frames at their nominal poses: the sparse volume (nearest-voxel means), the data mask, the
+    CAS contours (polylines and voxels) and the :class:`Frame` list."""
+    sp = np.asarray(grid.spacing, float)
+    g2ras = grid.grid_mm_to_ras()
+    n_frames, n_px = compressed.shape
     n_vox = int(np.prod(grid.shape))
     all_flat, all_values = [], []
     pixel_voxels = np.full((n_frames, n_px), -1, dtype=np.int64)
@@ -476,6 +483,8 @@ def simulate_case(
     frames: list[Frame] = []
     sd_frame = np.full((sector.rows, sector.cols), np.nan, dtype=np.float64)
     step_px = 0.25 * float(sp.min()) / sector.pixel_mm
+    frames_img = np.zeros((n_frames, sector.rows, sector.cols), dtype=np.float32)
+    frames_img[:, fan] = compressed
     cas = np.zeros(n_vox, dtype=np.uint16)
     for f in range(n_frames):
         pose = g2ras @ nominal[f]
@@ -510,27 +519,77 @@ def simulate_case(
     all_flat = np.concatenate(all_flat)
     sums = np.bincount(all_flat, weights=np.concatenate(all_values), minlength=n_vox)
     counts = np.bincount(all_flat, minlength=n_vox)
-    datamask = (counts > 0).reshape(grid.shape)
     image = np.zeros(n_vox, dtype=np.float32)
     hit_vox = counts > 0
     image[hit_vox] = (sums[hit_vox] / counts[hit_vox]).astype(np.float32)
+    shape = grid.shape
+    return image.reshape(shape), hit_vox.reshape(shape), cas.reshape(shape), frames, pixel_voxels
+
+
+def simulate_case(
+    anatomy: np.ndarray,
+    grid: Grid | None = None,
+    config: SimulationConfig | None = None,
+    seed: int = 0,
+) -> ICECase:
+    """Simulate one sparse-ICE case from a left-atrium mask (see the module docstring for each step).
+
+    Args:
+        anatomy: boolean mask ``(k, j, i)`` on ``grid`` (y); a single connected blood pool.
+        grid: the voxel grid (default: 128^3 x 1.1024 mm, :meth:`Grid.cube`); its shape must be the mask's.
+        config: :class:`SimulationConfig` (default settings when ``None``).
+        seed: everything random (catheter, phases, pose errors, motion, texture, speckle) is drawn from it.
+
+    Returns:
+        An :class:`ICECase`.
+
+    Raises:
+        ValueError: the mask is empty or not on the grid.
+    """
+    grid = grid or Grid.cube()
+    config = config or SimulationConfig()
+    mask = np.asarray(anatomy).astype(bool, copy=False)
+    if mask.shape != grid.shape:
+        raise ValueError(f"the anatomy has shape {mask.shape}, the grid {grid.shape}; resample it first")
+    if not mask.any():
+        raise ValueError("the anatomy mask is empty: nothing to image")
+    rng = np.random.default_rng(seed)  # drawn from in the order of the steps below
+    sp = np.asarray(grid.spacing, float)
+    sector = config.sector(grid)
+    la = _describe_anatomy(mask, sp)
+    cath = _place_catheter(grid, config, la, rng)
+    sweep = _sweep_angles(config, la, sp, cath)
+    phases, nominal, acquired = _frame_poses(sweep, cath, sector, config, rng)
+    fan = sector.mask()
+    uv = np.argwhere(fan)[:, ::-1].astype(np.float64)  # fan pixels (u, v)
+    pts = _frame_points(uv, acquired, phases, la, config, rng)
+    flat_pts = pts.reshape(-1, 3)
+    sd_vals = _sample(
+        la.sd, (flat_pts - (la.box_lo * sp).astype(np.float32)) / sp.astype(np.float32), "constant", la.margin
+    ).reshape(len(sweep), len(uv))
+    texture, pools = _textures(grid, sector, acquired, fan, cath, config.depth_mm, rng)
+    compressed = _echo(sd_vals, texture, pools, flat_pts, cath, uv, sector, config, rng)
+    image, datamask, cas, frames, pixel_voxels = _place_frames(
+        grid, sector, uv, fan, compressed, sd_vals, nominal, acquired, phases
+    )
+    g2ras = grid.grid_mm_to_ras()
     settings = {
         "seed": int(seed),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
-        "septal_gap_mm": gap,
+        "septal_gap_mm": cath.gap,
         "sweep_deg": [float(a) for a in sweep],
-        "la_mean_radius_mm": mean_radius,
+        "la_mean_radius_mm": la.mean_radius,
     }
     out = ICECase(
         grid=grid,
         sector=sector,
-        image=image.reshape(grid.shape),
+        image=image,
         datamask=datamask,
         label=mask.astype(np.uint8),
-        cas=cas.reshape(grid.shape),
+        cas=cas,
         frames=frames,
-        transducer=(g2ras @ np.append(transducer, 1.0))[:3],
-        catheter_axis=g2ras[:3, :3] @ axis,
+        transducer=(g2ras @ np.append(cath.transducer, 1.0))[:3],
+        catheter_axis=g2ras[:3, :3] @ cath.axis,
         settings=settings,
     )
     out.cache["pixel_voxels"] = pixel_voxels  # frame pixel -> voxel, reused by the interaction synthesis
