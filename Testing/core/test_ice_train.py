@@ -165,9 +165,19 @@ class FixedArgmaxNet(torch.nn.Module):
         return torch.stack([-fg, fg], 1)
 
 
-def test_intercnn_feeds_the_networks_own_prediction_back(tiny, tmp_path, monkeypatch):
-    # The loop of the paper's InterCNN baseline: after a round, a case's prediction is the network's argmax
-    # of the whole volume, and the next time the case is drawn (within `iterations`) it is that round's y_init.
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"method": "intercnn", "intercnn": {"iterations": 3}},
+        {"method": "editing", "sequence": {"length": 3}},
+    ],
+    ids=["intercnn", "editing-sequence"],
+)
+def test_sequences_feed_the_networks_own_prediction_back(tiny, tmp_path, monkeypatch, settings):
+    # The loop of the paper's InterCNN baseline, and the own-output sequences of the editing loss: after a
+    # round, a case's prediction is the network's argmax of the whole volume, and the next time the case is
+    # drawn (within the sequence's length) it is that round's y_init. InterCNN's u holds the union of the
+    # scribbles so far; the editing sequence's u the round's own scribble.
     import losslab.nets
 
     cases = [ice.read_case(p) for p in ice.dataset_cases(tiny, "train").values()]
@@ -177,22 +187,68 @@ def test_intercnn_feeds_the_networks_own_prediction_back(tiny, tmp_path, monkeyp
     net = FixedArgmaxNet(ball)
     monkeypatch.setattr(losslab.nets, "build_network", lambda spec: net)
     steps = 2 * len(cases)  # batch 2: every case drawn 4 times, rounds 1..3 then a restart
-    cfg = _config(
-        tiny, tmp_path / "run", method="intercnn", intercnn={"iterations": 3}, steps_per_epoch=steps
-    )
+    cfg = _config(tiny, tmp_path / "run", steps_per_epoch=steps, **settings)
     cfg["data"]["val_split"] = "none"
     train_editing(cfg)
     rounds = {i: [] for i in range(len(cases))}
     for batch in net.train_inputs:
         for sample in batch.numpy():
             (i,) = [k for k, c in enumerate(cases) if np.array_equal(c.image, sample[0])]
-            rounds[i].append(sample[1] != 0)
+            rounds[i].append((sample[1] != 0, sample[2]))
     for i, inputs in rounds.items():
         assert len(inputs) == 4, (i, len(inputs))
-        assert not np.array_equal(inputs[0], ball), "round 1 starts from the case's y_init"
+        assert not np.array_equal(inputs[0][0], ball), "round 1 starts from the case's y_init"
         for k in (1, 2):
-            np.testing.assert_array_equal(inputs[k], ball, err_msg=f"case {i}, round {k + 1}")
-        np.testing.assert_array_equal(inputs[3], inputs[0], err_msg="after 3 rounds the case restarts")
+            np.testing.assert_array_equal(inputs[k][0], ball, err_msg=f"case {i}, round {k + 1}")
+        assert not np.array_equal(inputs[3][0], ball), "after 3 rounds the case starts again"
+        if settings["method"] == "intercnn":  # from its cached y_init (the others: a fresh start)
+            np.testing.assert_array_equal(inputs[3][0], inputs[0][0])
+        # u: a peak of 1 on each scribble; InterCNN's second round still holds the first round's peak
+        first_peak = inputs[0][1] > 0.999
+        assert first_peak.any()
+        kept = bool(np.all(inputs[1][1][first_peak] > 0.999))
+        assert kept == (settings["method"] == "intercnn"), (i, kept)
+
+
+def test_scribble_weight_adds_the_cross_entropy_on_the_scribbles_neighbourhood(tiny):
+    case = ice.read_case(next(iter(ice.dataset_cases(tiny, "train").values())))
+    initial = perturbed_initial(case.label, case.spacing, np.random.default_rng(1), 20.0, 2)
+    edit = ice.training_interaction(case, initial)
+    sample = make_sample(case, initial, edit.voxels, 29.4, None, np.random.default_rng(0), scribble_ring=True)
+    ring = sample["scribble"] != 0
+    assert ring[edit.voxels].all() and ring.sum() > edit.voxels.sum()  # the scribble and its neighbours
+    batch = {k: torch.from_numpy(v[None]) for k, v in sample.items()}
+    logits = torch.randn(1, 2, *case.grid.shape)
+    plain = method_loss("editing", logits, batch)
+    z = logits[:, 1] - logits[:, 0]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(z, batch["y"], reduction="none")
+    expected = plain + 2.0 * bce[batch["scribble"] != 0].mean()
+    torch.testing.assert_close(method_loss("editing", logits, batch, scribble_weight=2.0), expected)
+
+
+def test_perturb_fraction_starts_some_samples_from_perturbed_y(tiny, tmp_path, monkeypatch):
+    # with initial.source = model, perturb_fraction of the starts are y perturbed instead of the cached y_init
+    import losslab.ice.training as training
+
+    cases = [ice.read_case(p) for p in ice.dataset_cases(tiny, "train").values()]
+    empty = [np.zeros(c.grid.shape, np.uint8) for c in cases]
+    monkeypatch.setattr(
+        training, "model_initial", lambda cases, *a, **k: [np.zeros_like(c.label) for c in cases]
+    )
+    seen = []
+    real = training.make_sample
+
+    def spy(case, initial, *args, **kwargs):
+        seen.append(bool(np.any(initial)))
+        return real(case, initial, *args, **kwargs)
+
+    monkeypatch.setattr(training, "make_sample", spy)
+    cfg = _config(tiny, tmp_path / "run", steps_per_epoch=10)
+    cfg["initial"] = {"source": "model", "model": "any", "perturb_fraction": 0.5}
+    cfg["data"]["val_split"] = "none"
+    train_editing(cfg)
+    assert len(seen) == 20 and 3 <= sum(seen) <= 17, seen  # about half the starts are perturbed y
+    del empty
 
 
 def test_crop_follows_the_scribble(tiny):
@@ -214,11 +270,17 @@ def test_crop_follows_the_scribble(tiny):
         ("sigma_mm=-1", "sigma_mm"),
         ("scribble=line", "scribble"),
         ("epoch=3", "unknown key"),
+        ("sequence.length=0", "sequence.length"),
+        ("sequence.steps=2", "unknown key"),
+        ("initial.perturb_fraction=1.5", "perturb_fraction"),
+        ("scribble_weight=-1", "scribble_weight"),
+        ("scribble_weight=nan", "scribble_weight"),
+        ("method=ce scribble_weight=1", "method 'editing' only"),
     ],
 )
 def test_config_errors_name_the_key(tiny, tmp_path, override, match):
     with pytest.raises(ValueError, match=match):
-        load_training_config(_config(tiny, tmp_path / "x"), [override])
+        load_training_config(_config(tiny, tmp_path / "x"), override.split())
 
 
 def test_scribble_key_reaches_the_training_interaction(tiny, tmp_path):

@@ -15,7 +15,16 @@ segmentation ``y_init`` and the heatmap ``u`` of a training scribble synthesised
 
 ``y_init`` comes from a segmentation model's prediction, computed once per case (``initial.source =
 "model"``, the paper's way), or from ``y`` perturbed on the fly (``"perturb"``: local dilations / erosions
-and a shift, a cheaper option documented in ``docs/ice.md``).
+and a shift, a cheaper option documented in ``docs/ice.md``); ``initial.perturb_fraction`` mixes the two
+(that fraction of the starts is a perturbed ``y``).
+
+Beyond the paper (each off by default, so the paper's recipe is unchanged):
+
+- ``sequence.length`` > 1: **own-output sequences** for ``editing``, ``ce`` and ``dice``: as InterCNN's loop, a
+  case's ``y_init`` is the model's own prediction of its previous round (the way a user edits again and
+  again), for that many rounds, then a fresh start; ``u`` is each round's own scribble (InterCNN: the union).
+- ``scribble_weight`` > 0 (``editing``): the **scribble constraint** of :func:`method_loss`, an extra
+  cross-entropy to ``y`` on the scribble's voxels and their neighbours.
 
 The run follows :mod:`losslab.engine`'s conventions and reuses its parts: the run folder refusal
 (``--resume`` / ``--overwrite``), ``checkpoints/last.pt`` / ``best.pt`` (atomic), ``metrics.jsonl``,
@@ -73,10 +82,21 @@ DEFAULTS: dict[str, Any] = {
         "max_val_cases": 8,
     },
     # where y_init comes from: "model" (a segmentation model's prediction, cached per case) or "perturb"
-    "initial": {"source": "model", "model": None, "max_radius_mm": 15.0, "max_change_voxels": 3},
+    # perturb_fraction: with source "model", the fraction of starts that are y perturbed instead
+    "initial": {
+        "source": "model",
+        "model": None,
+        "max_radius_mm": 15.0,
+        "max_change_voxels": 3,
+        "perturb_fraction": 0.0,
+    },
     "sigma_mm": PAPER_SIGMA_MM,  # sigma_enc = sigma_edit (mm); the paper's 20 voxels of 1.1024 mm
     "perturbation": {"offset_mm": 0.0, "jitter_mm": 0.0, "fraction": 1.0},  # of the training scribble
     "scribble": "piece",  # piece (the paper's: y's contour along the error) | contour (y's whole contour)
+    # own-output sequences (beyond the paper): a case's y_init is the model's own output of its previous
+    # round, for `length` rounds, then a fresh start (1: every sample from a fresh y_init, the paper's way)
+    "sequence": {"length": 1},
+    "scribble_weight": 0.0,  # the scribble constraint of method_loss (editing only; 0: the paper's loss)
     "network": {"preset": "ice_editing"},
     "optimizer": {"lr": 0.005, "betas": [0.9, 0.999]},  # Adam (Supplementary Table 1)
     "batch_size": 4,
@@ -182,11 +202,24 @@ def load_training_config(
         "intercnn.iterations",
         "data.max_val_cases",
         "initial.max_change_voxels",
+        "sequence.length",
     ):
         node = cfg
         for part in key.split("."):
             node = node[part]
         _positive(cfg, key, node, integer=True)
+    for key, value, high in (
+        ("initial.perturb_fraction", cfg["initial"]["perturb_fraction"], 1.0),
+        ("scribble_weight", cfg["scribble_weight"], math.inf),
+    ):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and 0 <= value <= high):
+            expected = "a number in [0, 1]" if high == 1.0 else "a finite number >= 0"
+            raise ConfigError(f"config key {key!r}: expected {expected}, got {value!r}")
+    if cfg["scribble_weight"] > 0 and cfg["method"] != "editing":
+        raise ConfigError(
+            "config key 'scribble_weight': the scribble constraint applies to method 'editing' only"
+        )
     _positive(cfg, "steps_per_epoch", cfg["steps_per_epoch"], integer=True, allow_none=True)
     _positive(cfg, "threads", cfg["threads"], integer=True, allow_none=True)
     if cfg["scribble"] not in SCRIBBLES:
@@ -287,11 +320,13 @@ def intercnn_round(
     initial: np.ndarray,
     iterations: int,
     seed: int,
+    accumulate: bool = True,
     **interaction,
 ) -> tuple[InterCNNState, Any]:
-    """Advance one case's InterCNN loop by one round: restart from ``initial`` (no state, ``iterations``
+    """Advance one case's sequence of edits by one round: restart from ``initial`` (no state, ``iterations``
     rounds done, or a prediction without error on any frame), synthesise a scribble on the current
-    prediction and add it to the accumulated ones. Returns the state (its ``prediction`` is the input
+    prediction and add it to the accumulated ones (InterCNN; ``accumulate=False``: it replaces them, the
+    own-output sequences of the other methods). Returns the state (its ``prediction`` is the input
     ``y_init`` of this round; the caller stores the model's new prediction in it afterwards) and the new
     interaction (``None`` when even ``initial`` has no error)."""
     if state is None or state.rounds >= iterations:
@@ -305,7 +340,7 @@ def intercnn_round(
         state = InterCNNState(np.asarray(initial, np.uint8).copy(), np.zeros(case.grid.shape, bool))
         edit = training_interaction(case, state.prediction, seed=seed, **interaction)
     if edit is not None:
-        state.scribbles |= edit.voxels
+        state.scribbles = state.scribbles | edit.voxels if accumulate else edit.voxels.copy()
         state.frames.append(edit.frame)
     state.rounds += 1
     return state, edit
@@ -328,9 +363,12 @@ def make_sample(
     sigma_mm: float,
     patch: Sequence[int] | None,
     rng: np.random.Generator,
+    scribble_ring: bool = False,
 ) -> dict[str, np.ndarray]:
     """The arrays of one training sample: ``input`` ``(3, *s)`` (x, y_init, u), ``y``, ``initial``,
-    ``attention`` (A = u: sigma_edit = sigma_enc), cropped to ``patch`` around the scribble when given."""
+    ``attention`` (A = u: sigma_edit = sigma_enc), cropped to ``patch`` around the scribble when given;
+    with ``scribble_ring``, also ``scribble``: the scribble's voxels and their 26 neighbours (float 0/1), where
+    the scribble constraint of :func:`method_loss` applies."""
     shape = case.grid.shape
     if scribble is not None and scribble.any():
         u = encode(scribble, case.spacing, sigma_mm).astype(np.float32)
@@ -345,17 +383,26 @@ def make_sample(
         "initial": init,
         "attention": u,
     }
+    if scribble_ring:
+        near = np.zeros(shape, bool) if scribble is None else np.asarray(scribble, bool)
+        arrays["scribble"] = ndimage.binary_dilation(near, np.ones((3, 3, 3), bool)).astype(np.float32)
     if patch is not None:
         box = _crop_box(shape, patch, centre, rng)
         arrays = {k: v[(slice(None), *box)] if k == "input" else v[box] for k, v in arrays.items()}
     return arrays
 
 
-def method_loss(method: str, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def method_loss(
+    method: str, logits: torch.Tensor, batch: Mapping[str, torch.Tensor], scribble_weight: float = 0.0
+) -> torch.Tensor:
     """The loss of a method on a batch (logits ``(B, 2, *s)``; ``y``, ``initial``, ``attention`` ``(B, *s)``).
 
     ``editing``: eqs. 1-3 on the foreground logit ``z1 - z0`` (sigmoid of it = softmax of class 1);
     ``ce`` / ``intercnn``: cross-entropy to ``y``; ``dice``: soft Dice to ``y`` (both classes).
+
+    ``scribble_weight`` > 0 (editing only; beyond the paper): plus that weight times the mean cross-entropy
+    to ``y`` over ``batch["scribble"]`` (the scribble's voxels and their neighbours): the user drew the
+    boundary there, so the edit must put it there, however small the scribble is against the volume.
     """
     from ..losses import get_loss
 
@@ -363,7 +410,12 @@ def method_loss(method: str, logits: torch.Tensor, batch: Mapping[str, torch.Ten
         from ..losses.editing import editing_loss
 
         z = logits[:, 1:2] - logits[:, 0:1]
-        return editing_loss(z.float(), batch["y"], batch["initial"], batch["attention"])
+        loss = editing_loss(z.float(), batch["y"], batch["initial"], batch["attention"])
+        if scribble_weight > 0:
+            ring = batch["scribble"]
+            bce = F.binary_cross_entropy_with_logits(z[:, 0].float(), batch["y"], reduction="none")
+            loss = loss + scribble_weight * (ring * bce).sum() / ring.sum().clamp_min(1.0)
+        return loss
     target = batch["y"].long()
     if method in ("ce", "intercnn"):
         return F.cross_entropy(logits.float(), target)
@@ -441,23 +493,32 @@ def _validate(net, cfg, data: _Data, device) -> float | None:
     return total / len(data.val_cases)
 
 
-def train_editing(
-    config: str | os.PathLike | Mapping[str, Any],
-    overrides: Iterable[str] = (),
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: ProgressCallback | None = None,
-    stop=None,
-) -> TrainResult:
-    """Train an ICE editing model (one method of Table 1) as the config says; see the module docstring.
+@dataclass
+class _Run:
+    """What a run carries from step to step (and through its checkpoints)."""
 
-    Args and raises as :func:`losslab.engine.train` (``RunFolderError`` for an ``output_dir`` holding a
-    run without ``resume`` / ``overwrite``; ``TrainingDiverged`` by the engine's divergence rule).
-    """
+    cfg: dict[str, Any]
+    out: Path
+    device: torch.device
+    dtype: Any
+    scaler: Any
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    data: _Data
+    info: dict[str, Any]
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": None})
+    start: int = 0
+    first_loss: float | None = None
+    states: dict[int, InterCNNState] = field(default_factory=dict)
+
+
+def _start_run(cfg: dict[str, Any], resume: bool, overwrite: bool, show: bool) -> _Run:
+    """Check the run folder, set threads / device / precision / seeds, build the network and optimizer, read
+    the data (and y_init), and restore a checkpoint when resuming."""
     from ..nets import build_network, network_spec
 
-    cfg = load_training_config(config, overrides)
     out = Path(cfg["output_dir"])
     check_run_folder(out, resume=resume, overwrite=overwrite)
     if cfg["threads"] and cfg["device"] == "cpu":
@@ -474,183 +535,245 @@ def train_editing(
             f"config key 'network': an editing model takes 3 inputs {CHANNELS} and gives 2 classes; the "
             f"network has in_channels={spec.get('in_channels')}, out_channels={spec.get('out_channels')}"
         )
-    show = progress is None
     data = _load_data(cfg, show)
     net = build_network(spec).to(device)
     optimizer = torch.optim.Adam(
         net.parameters(), lr=cfg["optimizer"]["lr"], betas=tuple(cfg["optimizer"]["betas"])
     )
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": None, "value": None}
-    start, first_loss = 0, None
+    steps = cfg["steps_per_epoch"] or math.ceil(len(data.cases) / cfg["batch_size"])
+    run = _Run(cfg, out, device, dtype, scaler, net, optimizer, data, model_info(cfg, spec), steps)
     if resume:
         state = load_checkpoint(out / "checkpoints" / "last.pt")
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        history, best, start = list(state["history"]), dict(state["best"]), int(state["epoch"])
-        first_loss = state.get("first_loss")
+        run.history, run.best, run.start = list(state["history"]), dict(state["best"]), int(state["epoch"])
+        run.first_loss = state.get("first_loss")
         set_rng_state(state["rng"])
-    info = model_info(cfg, spec)
-    n = len(data.cases)
-    steps = cfg["steps_per_epoch"] or math.ceil(n / cfg["batch_size"])
-    report = Reporter(progress, True, steps * cfg["epochs"], steps * start)
+    return run
+
+
+def _rollout_length(cfg: Mapping[str, Any]) -> int:
+    """Rounds a case's own-output sequence lasts (1: every sample starts from a fresh y_init)."""
+    return int(cfg["intercnn"]["iterations"] if cfg["method"] == "intercnn" else cfg["sequence"]["length"])
+
+
+def _start_mask(run: _Run, i: int, rng: np.random.Generator) -> np.ndarray:
+    """A fresh y_init for case ``i``: the cached one (the segmentation model's prediction, or y perturbed once),
+    or y perturbed now (``initial.source = "perturb"``, or a ``initial.perturb_fraction`` of the starts)."""
+    init = run.cfg["initial"]
+    case = run.data.cases[i]
+    fresh = init["source"] == "perturb" or (
+        init["perturb_fraction"] > 0 and rng.random() < init["perturb_fraction"]
+    )
+    if not fresh:
+        return run.data.initial[i]
+    return perturbed_initial(case.label, case.spacing, rng, init["max_radius_mm"], init["max_change_voxels"])
+
+
+def _draw_samples(run: _Run, picks, rng: np.random.Generator):
+    """The batch's samples; for sequences (InterCNN, or ``sequence.length`` > 1) the cases' states advance one
+    round, and the drawn ``(case, state)`` pairs are returned for the prediction update after the step."""
+    cfg = run.cfg
+    length = _rollout_length(cfg)
+    samples, rounds = [], []
+    for i in picks:
+        i = int(i)
+        case, seed = run.data.cases[i], int(rng.integers(2**31))
+        if length > 1:
+            state = run.states.get(i)
+            restart = state is None or state.rounds >= length
+            fresh = restart and cfg["method"] != "intercnn"  # InterCNN restarts from the cached y_init
+            start = _start_mask(run, i, rng) if fresh else run.data.initial[i]
+            st, edit = intercnn_round(
+                case,
+                None if restart else state,
+                start,
+                length,
+                seed,
+                accumulate=cfg["method"] == "intercnn",
+                **interaction_args(cfg),
+            )
+            run.states[i] = st
+            rounds.append((i, st))
+            initial, scribble = st.prediction, st.scribbles
+        else:
+            initial = _start_mask(run, i, rng)
+            edit = training_interaction(case, initial, seed=seed, **interaction_args(cfg))
+            scribble = edit.voxels if edit is not None else None
+        samples.append(
+            make_sample(
+                case,
+                initial,
+                scribble,
+                cfg["sigma_mm"],
+                cfg["patch_size"],
+                rng,
+                scribble_ring=cfg["scribble_weight"] > 0,
+            )
+        )
+    return samples, rounds
+
+
+def _train_step(run: _Run, samples, where: str) -> float:
+    """One optimiser step on a batch; the engine's divergence rule on its loss and logits."""
+    batch = _to_batch(samples, run.device)
+    run.optimizer.zero_grad(set_to_none=True)
+    with autocast(run.device, run.dtype):
+        logits = run.net(batch["input"])
+    loss = method_loss(run.cfg["method"], logits.float(), batch, scribble_weight=run.cfg["scribble_weight"])
+    value = float(loss.detach())
+    low, high = torch.aminmax(logits.detach())
+    check_divergence(
+        value,
+        float(torch.maximum(-low, high)),
+        run.first_loss,
+        where=where,
+        lr=run.optimizer.param_groups[0]["lr"],
+    )
+    if run.first_loss is None:
+        run.first_loss = value
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    return value
+
+
+def _train_epoch(run: _Run, epoch: int, report, stop) -> dict[str, Any]:
+    """The steps of one epoch; returns its record (train loss, lr)."""
+    cfg, n = run.cfg, len(run.data.cases)
+    run.net.train()
+    order_rng = np.random.default_rng([cfg["seed"], epoch])
+    order = np.concatenate(
+        [order_rng.permutation(n) for _ in range(math.ceil(run.steps * cfg["batch_size"] / n))]
+    )
+    total, count = 0.0, 0
+    for step in range(run.steps):
+        picks = order[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
+        rng = np.random.default_rng([cfg["seed"], epoch, step])
+        samples, rounds = _draw_samples(run, picks, rng)
+        value = _train_step(run, samples, f"epoch {epoch + 1}, step {step + 1}")
+        if rounds:  # sequences: the model's new prediction of the whole volume is the next y_init
+            _update_predictions(run.net, run.data, rounds, cfg, run.device, run.dtype)
+        total += value
+        count += 1
+        report({"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": run.steps, "loss": value})
+        if _is_set(stop):
+            raise TrainingStopped
+    return {
+        "epoch": epoch + 1,
+        "train_loss": total / max(count, 1),
+        "lr": run.optimizer.param_groups[0]["lr"],
+    }
+
+
+def _end_epoch(run: _Run, record: dict[str, Any], replacing: bool, t0: float) -> bool:
+    """Validate, keep the best, write the checkpoints and metrics.jsonl (atomic), remove a replaced run's
+    other files once this run has its first epoch, plot. Returns whether the epoch improved."""
+    cfg, out = run.cfg, run.out
+    val = _validate(run.net, cfg, run.data, run.device)
+    if val is not None:
+        record["val_loss"] = val
+    record["time_s"] = time.perf_counter() - t0
+    key = record.get("val_loss", record["train_loss"])
+    improved = run.best["value"] is None or key < run.best["value"]
+    if improved:
+        run.best.update(epoch=record["epoch"], value=key)
+    run.history.append(record)
+    payload = {
+        "model": run.net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "config": cfg,
+        "model_info": run.info,
+        "epoch": record["epoch"],
+        "history": run.history,
+        "best": run.best,
+        "metrics": record,
+        "rng": rng_state(),
+        "first_loss": run.first_loss,
+    }
+    written = {"checkpoints/last.pt", "metrics.jsonl"} | ({"checkpoints/best.pt"} if improved else set())
+    save_checkpoint(out / "checkpoints" / "last.pt", payload)
+    if improved:
+        save_checkpoint(out / "checkpoints" / "best.pt", payload)
+    write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
+    if replacing:  # a replaced run's other files go once this run has its first epoch
+        for path in run_files(out):
+            if path.relative_to(out).as_posix() not in written:
+                path.unlink()
+    every = cfg["plot_every"]
+    if (every and record["epoch"] % every == 0) or record["epoch"] == cfg["epochs"]:
+        plot_curves(run.history, out / "curves.png", LABELS)
+    return improved
+
+
+def _finish_run(run: _Run, result: TrainResult) -> None:
+    """``model.pt`` (the best epoch's weights, or the last's without validation) and ``summary.json``."""
+    source = run.out / "checkpoints" / ("best.pt" if run.best["epoch"] is not None else "last.pt")
+    state = load_checkpoint(source)
+    final = {k: state[k] for k in ("model", "config", "model_info", "epoch", "metrics")}
+    final["history"] = run.history
+    result.model_path = save_checkpoint(run.out / "model.pt", final)
+    summary = {
+        "model": "model.pt",
+        "weights_epoch": int(state["epoch"]),
+        "best_epoch": run.best["epoch"],
+        "epochs_done": result.epochs_done,
+        "method": run.cfg["method"],
+        "final_metrics": run.history[-1] if run.history else None,
+    }
+    write_text(run.out / "summary.json", json.dumps(summary, indent=2))
+
+
+def train_editing(
+    config: str | os.PathLike | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+    stop=None,
+) -> TrainResult:
+    """Train an ICE editing model (one method of Table 1) as the config says; see the module docstring.
+
+    Args and raises as :func:`losslab.engine.train` (``RunFolderError`` for an ``output_dir`` holding a
+    run without ``resume`` / ``overwrite``; ``TrainingDiverged`` by the engine's divergence rule).
+    """
+    cfg = load_training_config(config, overrides)
+    run = _start_run(cfg, resume, overwrite, show=progress is None)
+    report = Reporter(progress, True, run.steps * cfg["epochs"], run.steps * run.start)
     report(
         {
             "event": "start",
             "epochs": cfg["epochs"],
-            "start_epoch": start,
-            "steps_per_epoch": steps,
-            "train_cases": n,
-            "val_cases": len(data.val_cases),
-            "device": str(device),
-            "output_dir": str(out),
+            "start_epoch": run.start,
+            "steps_per_epoch": run.steps,
+            "train_cases": len(run.data.cases),
+            "val_cases": len(run.data.val_cases),
+            "device": str(run.device),
+            "output_dir": str(run.out),
         }
     )
-    result = TrainResult(out, None, history, best["epoch"], epochs_done=start, model=net)
-    states: dict[int, InterCNNState] = {}
+    result = TrainResult(run.out, None, run.history, run.best["epoch"], epochs_done=run.start, model=run.net)
     replacing = not resume  # a resumed run keeps its own files
     try:
-        for epoch in range(start, cfg["epochs"]):
+        for epoch in range(run.start, cfg["epochs"]):
             t0 = time.perf_counter()
-            net.train()
-            order_rng = np.random.default_rng([cfg["seed"], epoch])
-            order = np.concatenate(
-                [order_rng.permutation(n) for _ in range(math.ceil(steps * cfg["batch_size"] / n))]
-            )
-            total, count = 0.0, 0
-            for step in range(steps):
-                picks = order[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
-                rng = np.random.default_rng([cfg["seed"], epoch, step])
-                samples, rounds = [], []
-                for i in picks:
-                    case, seed = data.cases[i], int(rng.integers(2**31))
-                    if cfg["method"] == "intercnn":
-                        st, edit = intercnn_round(
-                            case,
-                            states.get(int(i)),
-                            data.initial[i],
-                            cfg["intercnn"]["iterations"],
-                            seed,
-                            **interaction_args(cfg),
-                        )
-                        states[int(i)] = st
-                        rounds.append((int(i), st))
-                        initial, scribble = st.prediction, st.scribbles
-                    else:
-                        initial = data.initial[i]
-                        if cfg["initial"]["source"] == "perturb":
-                            initial = perturbed_initial(
-                                case.label,
-                                case.spacing,
-                                rng,
-                                cfg["initial"]["max_radius_mm"],
-                                cfg["initial"]["max_change_voxels"],
-                            )
-                        edit = training_interaction(case, initial, seed=seed, **interaction_args(cfg))
-                        scribble = edit.voxels if edit is not None else None
-                    samples.append(
-                        make_sample(case, initial, scribble, cfg["sigma_mm"], cfg["patch_size"], rng)
-                    )
-                batch = _to_batch(samples, device)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast(device, dtype):
-                    logits = net(batch["input"])
-                loss = method_loss(cfg["method"], logits.float(), batch)
-                value = float(loss.detach())
-                low, high = torch.aminmax(logits.detach())
-                check_divergence(
-                    value,
-                    float(torch.maximum(-low, high)),
-                    first_loss,
-                    where=f"epoch {epoch + 1}, step {step + 1}",
-                    lr=optimizer.param_groups[0]["lr"],
-                )
-                if first_loss is None:
-                    first_loss = value
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                if rounds:  # InterCNN: the model's new prediction of the whole volume is the next y_init
-                    _update_predictions(net, data, rounds, cfg, device)
-                total += value
-                count += 1
-                report(
-                    {"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": value}
-                )
-                if _is_set(stop):
-                    raise TrainingStopped
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": total / max(count, 1),
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-            val = _validate(net, cfg, data, device)
-            if val is not None:
-                record["val_loss"] = val
-            record["time_s"] = time.perf_counter() - t0
-            key = record.get("val_loss", record["train_loss"])
-            improved = best["value"] is None or key < best["value"]
-            if improved:
-                best.update(epoch=epoch + 1, value=key)
-            history.append(record)
+            record = _train_epoch(run, epoch, report, stop)
+            improved = _end_epoch(run, record, replacing, t0)
+            replacing = False
             result.epochs_done = epoch + 1
-            payload = {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "config": cfg,
-                "model_info": info,
-                "epoch": epoch + 1,
-                "history": history,
-                "best": best,
-                "metrics": record,
-                "rng": rng_state(),
-                "first_loss": first_loss,
-            }
-            written = {"checkpoints/last.pt", "metrics.jsonl"} | (
-                {"checkpoints/best.pt"} if improved else set()
-            )
-            save_checkpoint(out / "checkpoints" / "last.pt", payload)
-            if improved:
-                save_checkpoint(out / "checkpoints" / "best.pt", payload)
-            write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            if replacing:  # a replaced run's other files go once this run has its first epoch
-                for path in run_files(out):
-                    if path.relative_to(out).as_posix() not in written:
-                        path.unlink()
-                replacing = False
-            every = cfg["plot_every"]
-            if (every and (epoch + 1) % every == 0) or epoch + 1 == cfg["epochs"]:
-                plot_curves(history, out / "curves.png", LABELS)
             report({"event": "epoch", "epochs": cfg["epochs"], "improved": improved, **record})
     except TrainingStopped:
         result.stopped = True
     finally:
         report.close()
-    result.best_epoch = best["epoch"]
+    result.best_epoch = run.best["epoch"]
     if not result.stopped:
-        source = out / "checkpoints" / ("best.pt" if best["epoch"] is not None else "last.pt")
-        state = load_checkpoint(source)
-        final = {k: state[k] for k in ("model", "config", "model_info", "epoch", "metrics")}
-        final["history"] = history
-        result.model_path = save_checkpoint(out / "model.pt", final)
-        write_text(
-            out / "summary.json",
-            json.dumps(
-                {
-                    "model": "model.pt",
-                    "weights_epoch": int(state["epoch"]),
-                    "best_epoch": best["epoch"],
-                    "epochs_done": result.epochs_done,
-                    "method": cfg["method"],
-                    "final_metrics": history[-1] if history else None,
-                },
-                indent=2,
-            ),
-        )
+        _finish_run(run, result)
     if progress is not None:
         progress(
             {
@@ -664,11 +787,11 @@ def train_editing(
     return result
 
 
-def _update_predictions(net, data: _Data, rounds, cfg, device) -> None:
-    """InterCNN: after the step, each drawn case's prediction of the whole volume (x, its round's y_init, the
-    accumulated u) becomes the y_init of its next round."""
+def _update_predictions(net, data: _Data, rounds, cfg, device, dtype=None) -> None:
+    """Sequences: after the step, each drawn case's prediction of the whole volume (x, its round's y_init, u of
+    its scribble(s): the union so far for InterCNN, the round's own otherwise) becomes its next y_init."""
     net.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, dtype):
         for i, st in rounds:
             case = data.cases[i]
             u = (
