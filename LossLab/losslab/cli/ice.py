@@ -41,7 +41,15 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="MASK",
         help="binary LA masks (NIfTI, NRRD, .seg.nrrd; any spacing and orientation), cycled over the cases; "
-        "default: the procedural phantom, one shape per case",
+        "default: a procedural anatomy from --prior, one shape per case",
+    )
+    p.add_argument(
+        "--prior",
+        choices=("atrium", "phantom"),
+        default="atrium",
+        help="procedural anatomy when no --anatomy is given: 'atrium', the wide prior (40-160 ml bodies, "
+        "pulmonary-vein and appendage variants, free orientation; the default) or 'phantom', the earlier "
+        "narrow family (an ellipsoid body with four veins), kept as a held-out shape family (docs/ice.md)",
     )
     p.add_argument("--seed", type=int, default=0, help="case i uses seed S + i (default 0)")
     p.add_argument(
@@ -152,7 +160,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .. import io as _io
-    from ..ice import Grid, SimulationConfig, make_phantom, prepare_anatomy, simulate_case
+    from ..ice import Grid, SimulationConfig, make_atrium, make_phantom, prepare_anatomy, simulate_case
     from ..ice.dataset import simulate_dataset
     from . import CommandError
 
@@ -181,14 +189,17 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     def make_case(i: int):
         seed = args.seed + i
-        anatomy = anatomies[i % len(anatomies)] if anatomies else make_phantom(grid, seed)
+        if anatomies:
+            anatomy = anatomies[i % len(anatomies)]
+        else:
+            anatomy = (make_atrium if args.prior == "atrium" else make_phantom)(grid, seed)
         return simulate_case(anatomy, grid, config, seed=seed)
 
     settings = {
         "generator": f"losslab {__version__} ice simulate",
         "grid": {"size": args.size, "spacing_mm": args.spacing},
         "seed": args.seed,
-        "anatomy": [str(p) for p in args.anatomy] if args.anatomy else "phantom",
+        "anatomy": [str(p) for p in args.anatomy] if args.anatomy else args.prior,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
     }
     with tqdm(total=args.cases, unit="case", file=sys.stderr, disable=None, desc="simulating") as bar:

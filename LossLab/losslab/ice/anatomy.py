@@ -264,3 +264,263 @@ def prepare_anatomy(image: Image, grid: Grid | None = None, name: str | None = N
             "(the anatomy is smaller than a voxel); use a finer --spacing"
         )
     return out
+
+
+# ----------------------------------------------------------------------------------- the wide atrium prior
+#: frequencies of the left atrial appendage morphologies drawn by :func:`sample_atrium` (Di Biase et al.
+#: 2012 report chicken wing 48 %, cactus 30 %, windsock 19 %, cauliflower 3 %; the rare cauliflower is drawn
+#: more often here so that a model sees it)
+LAA_TYPES = {"chicken wing": 0.42, "cactus": 0.27, "windsock": 0.19, "cauliflower": 0.12}
+#: probability of a common left pulmonary trunk and of a separate right middle vein (each about a fifth)
+P_LEFT_COMMON_TRUNK = 0.2
+P_RIGHT_MIDDLE_VEIN = 0.2
+#: the body's volume range (ml): normal atria to the dilated atria of atrial fibrillation
+BODY_VOLUME_ML = (40.0, 160.0)
+#: free orientation of the whole atrium about each anatomical axis (degrees)
+MAX_ROTATION_DEG = 20.0
+
+
+def _superellipsoid_volume(semi: np.ndarray, p: float) -> float:
+    from math import gamma
+
+    return float(8.0 * np.prod(semi) * gamma(1.0 + 1.0 / p) ** 3 / gamma(1.0 + 3.0 / p))
+
+
+def sample_atrium(seed: int) -> dict:
+    """The parameters of one left atrium of the wide prior (sizes in mm, directions in the atrium's own
+    anatomical frame ``(R, A, S)`` before its rotation), drawn from ``seed``; :func:`make_atrium` renders them.
+
+    The ranges and their sources are in ``docs/ice.md`` ("The anatomy prior"). Returns a JSON-ready dict:
+    ``volume_ml``, ``semi_axes_mm``, ``exponent``, ``shear``, ``noise`` (shape modes), ``rotation_deg``,
+    ``mitral`` and ``septal`` cuts, ``veins`` (list of vein dicts, each ``name``, ``direction``, ``ostium_mm``
+    (radius), ``funnel``, ``length_mm``, ``bend``, and for a common trunk its ``branches``),
+    ``left_pattern`` (``"separate"`` or ``"common trunk"``), ``right_middle`` (bool) and ``laa`` (its
+    ``type``, ``direction``, ``orifice_mm`` (radius), ``length_mm`` and shape draws).
+    """
+    rng = np.random.default_rng([int(seed), 2026])
+    u = rng.uniform
+    lo, hi = BODY_VOLUME_ML
+    volume = float(np.exp(u(np.log(lo), np.log(hi))))
+    ratios = np.array([1.0, u(0.5, 0.75), u(0.75, 1.05)])  # R : A : S
+    exponent = float(u(2.0, 3.2))
+    semi = ratios * (volume * 1000.0 / _superellipsoid_volume(ratios, exponent)) ** (1.0 / 3.0)
+    noise = [
+        {"k": (_unit(rng.normal(size=3)) * u(1.0, 2.4)).tolist(), "phase": u(0, 2 * np.pi), "amp": u(0.02, 0.07)}
+        for _ in range(int(rng.integers(4, 9)))
+    ]
+    params: dict = {
+        "seed": int(seed),
+        "volume_ml": volume,
+        "semi_axes_mm": semi.tolist(),
+        "exponent": exponent,
+        "shear": [u(-0.2, 0.2), u(-0.2, 0.2)],  # R and A shifted along S (a tilted, pear-like body)
+        "noise": noise,
+        "rotation_deg": [u(-MAX_ROTATION_DEG, MAX_ROTATION_DEG) for _ in range(3)],
+        "mitral": {"direction": _jitter((-0.4, 0.6, -0.7), rng, 15.0), "depth": u(0.7, 0.88)},
+        "septal": {"direction": _jitter((1.0, 0.4, 0.0), rng, 10.0), "depth": u(0.82, 0.97)},
+    }
+    veins = []
+    left_common = bool(rng.random() < P_LEFT_COMMON_TRUNK)
+    right_middle = bool(rng.random() < P_RIGHT_MIDDLE_VEIN)
+    for side, name in ((-1, "left"), (1, "right")):
+        if side == -1 and left_common:
+            trunk = {
+                "name": "left common trunk",
+                "direction": _unit(np.array([-u(0.7, 0.9), -u(0.3, 0.55), u(-0.1, 0.15)])).tolist(),
+                "ostium_mm": u(11.0, 15.0),
+                "funnel": u(1.1, 1.5),
+                "length_mm": u(8.0, 18.0),
+                "bend": 0.0,
+                "branches": [
+                    {"vertical": v, "radius_mm": u(5.0, 7.0), "length_mm": u(6.0, 22.0), "spread": u(0.5, 0.9)}
+                    for v in (1, -1)
+                ],
+            }
+            veins.append(trunk)
+            continue
+        for vertical, level in ((1, "superior"), (-1, "inferior")):
+            veins.append(
+                {
+                    "name": f"{name} {level}",
+                    "direction": _unit(
+                        np.array([side * u(0.65, 0.9), -u(0.25, 0.5), vertical * u(0.2, 0.5)])
+                    ).tolist(),
+                    "ostium_mm": u(7.5, 11.0) if vertical == 1 else u(6.5, 9.0),
+                    "funnel": u(1.0, 1.6),
+                    "length_mm": u(5.0, 35.0),
+                    "bend": u(0.1, 0.45),
+                }
+            )
+        if side == 1 and right_middle:
+            veins.append(
+                {
+                    "name": "right middle",
+                    "direction": _unit(np.array([u(0.75, 0.95), -u(0.2, 0.5), u(-0.15, 0.1)])).tolist(),
+                    "ostium_mm": u(3.0, 5.5),
+                    "funnel": u(1.0, 1.3),
+                    "length_mm": u(5.0, 25.0),
+                    "bend": u(0.1, 0.4),
+                }
+            )
+    params["veins"] = veins
+    params["left_pattern"] = "common trunk" if left_common else "separate"
+    params["right_middle"] = right_middle
+    types = list(LAA_TYPES)
+    laa_type = types[int(rng.choice(len(types), p=np.array(list(LAA_TYPES.values()))))]
+    params["laa"] = {
+        "type": laa_type,
+        "direction": _unit(np.array([-u(0.5, 0.85), u(0.3, 0.75), u(0.15, 0.6)])).tolist(),
+        "orifice_mm": u(7.0, 12.0),
+        "length_mm": u(15.0, 25.0) if laa_type == "cauliflower" else u(25.0, 45.0),
+        "curl_sign": float(rng.choice([-1.0, 1.0])),
+        "lobes": [(_unit(rng.normal(size=3))).tolist() for _ in range(5)],
+        "lobe_sizes": [u(0.3, 0.6) for _ in range(5)],
+    }
+    return params
+
+
+def _jitter(direction: Sequence[float], rng: np.random.Generator, degrees: float) -> list[float]:
+    """A unit vector within about ``degrees`` of ``direction``."""
+    d = _unit(np.asarray(direction, float))
+    axis = np.cross(d, rng.normal(size=3))
+    return (rotation_matrix(_unit(axis), np.radians(rng.uniform(-degrees, degrees))) @ d).tolist()
+
+
+def _atrium_frame(grid: Grid, rotation_deg: Sequence[float]) -> np.ndarray:
+    """Columns: the atrium's R, A, S axes in grid mm, after its rotation about the anatomical axes."""
+    R, A, S = (grid.ras_direction(v) for v in (_R, _A, _S))
+    rot = np.eye(3)
+    for axis, angle in zip((R, A, S), rotation_deg):
+        rot = rotation_matrix(axis, np.radians(angle)) @ rot
+    return rot @ np.stack([R, A, S], axis=1)
+
+
+def _body(grid: Grid, params: dict, axes: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, callable]:
+    """The atrial body (a superellipsoid with shear and shape noise, cut by the mitral and septal planes), and
+    a function giving its wall distance (mm) from ``centre`` along a unit direction (grid mm)."""
+    semi = np.asarray(params["semi_axes_mm"])
+    p = float(params["exponent"])
+    reach = float(semi.max()) * 1.5
+    box, (z, y, x) = _box(grid, centre - reach, centre + reach)
+    rel = [z - np.float32(centre[0]), y - np.float32(centre[1]), x - np.float32(centre[2])]
+    local = [sum(np.float32(axes[d, c]) * rel[d] for d in range(3)) / np.float32(semi[c]) for c in range(3)]
+    shear_r, shear_a = params["shear"]
+    local[0] = local[0] - np.float32(shear_r) * local[2]
+    local[1] = local[1] - np.float32(shear_a) * local[2]
+    rho = (np.abs(local[0]) ** p + np.abs(local[1]) ** p + np.abs(local[2]) ** p) ** (1.0 / p)
+    rho += np.float32(1e-6)
+    shape_noise = np.zeros_like(rho)
+    for mode in params["noise"]:
+        k = mode["k"]
+        dot = np.float32(k[0]) * local[0] + np.float32(k[1]) * local[1] + np.float32(k[2]) * local[2]
+        shape_noise += np.float32(mode["amp"]) * np.cos(np.float32(np.pi) * dot / rho + np.float32(mode["phase"]))
+    inside = rho <= 1.0 + shape_noise
+
+    def wall_distance(direction: np.ndarray) -> float:
+        v = axes.T @ direction / semi
+        return float(1.0 / (np.sum(np.abs(v) ** p) ** (1.0 / p)))
+
+    for cut in ("mitral", "septal"):
+        n = axes @ np.asarray(params[cut]["direction"])
+        depth = float(params[cut]["depth"]) * wall_distance(n)
+        inside &= rel[0] * np.float32(n[0]) + rel[1] * np.float32(n[1]) + rel[2] * np.float32(n[2]) <= depth
+    mask = np.zeros(grid.shape, dtype=bool)
+    mask[box] = inside
+    return mask, wall_distance
+
+
+def _add_vein(mask, grid, vein: dict, axes, centre, wall_distance) -> None:
+    """A pulmonary vein (or a common trunk with its two branches): a funnel from the ostium to the trunk's
+    radius over the first 5-10 mm, then a bent tube."""
+    d = axes @ np.asarray(vein["direction"])
+    wall = wall_distance(d)
+    start, ostium = centre + 0.5 * wall * d, centre + wall * d
+    r_o = float(vein["ostium_mm"])
+    r_t = r_o / float(vein["funnel"])
+    length = float(vein["length_mm"])
+    funnel_end = ostium + min(8.0, 0.5 * length) * d
+    side = np.sign(np.asarray(vein["direction"])[0]) or 1.0
+    bend = _unit(d + side * float(vein["bend"]) * axes[:, 0])
+    end = funnel_end + max(length - 8.0, 0.5 * length) * bend
+    _add_tube(mask, grid, [start, ostium, funnel_end, end], [r_o, r_o, r_t, r_t * 0.9])
+    for branch in vein.get("branches", []):
+        b = _unit(d + branch["vertical"] * float(branch["spread"]) * axes[:, 2])
+        tip = end + float(branch["length_mm"]) * b
+        _add_tube(mask, grid, [end, tip], [float(branch["radius_mm"])] * 2)
+
+
+def _add_appendage(mask, grid, laa: dict, axes, centre, wall_distance) -> None:
+    """The left atrial appendage in one of four morphologies (chicken wing: a sharp bend back on itself;
+    windsock: one long tapering lobe; cactus: a central lobe with a superior and an inferior side lobe;
+    cauliflower: short and wide with several lobules)."""
+    A, S = axes[:, 1], axes[:, 2]
+    d = axes @ np.asarray(laa["direction"])
+    wall = centre + wall_distance(d) * d
+    r0, length = float(laa["orifice_mm"]), float(laa["length_mm"])
+    base = centre + 0.6 * wall_distance(d) * d
+    curl = _unit(np.cross(d, S) * float(laa["curl_sign"]) + 0.3 * A)
+    kind = laa["type"]
+    if kind == "chicken wing":
+        p1 = wall + 0.45 * length * d
+        p2 = p1 + 0.3 * length * _unit(0.3 * d + curl)
+        p3 = p2 + 0.35 * length * _unit(-0.6 * d + 0.6 * curl)  # folded back
+        _add_tube(mask, grid, [base, wall, p1, p2, p3], [r0, r0, 0.75 * r0, 0.6 * r0, 0.4 * r0])
+    elif kind == "windsock":
+        p1 = wall + 0.5 * length * d
+        p2 = p1 + 0.5 * length * _unit(d + 0.3 * curl)
+        _add_tube(mask, grid, [base, wall, p1, p2], [r0, r0, 0.8 * r0, 0.45 * r0])
+    elif kind == "cactus":
+        p1 = wall + 0.4 * length * d
+        p2 = p1 + 0.45 * length * _unit(d + 0.2 * curl)
+        _add_tube(mask, grid, [base, wall, p1, p2], [r0, r0, 0.75 * r0, 0.5 * r0])
+        for vertical, size in zip((1.0, -1.0), laa["lobe_sizes"]):
+            tip = p1 + (0.25 + 0.3 * size) * length * _unit(0.4 * d + vertical * S)
+            _add_tube(mask, grid, [p1, tip], [0.5 * r0, 0.35 * r0])
+    else:  # cauliflower
+        p1 = wall + 0.6 * length * d
+        _add_tube(mask, grid, [base, wall, p1], [1.1 * r0, 1.1 * r0, 0.9 * r0])
+        for direction, size in zip(laa["lobes"][:4], laa["lobe_sizes"][:4]):
+            centre_lobe = p1 + 0.6 * r0 * _unit(np.asarray(direction) + d)
+            _add_tube(mask, grid, [p1, centre_lobe], [0.6 * r0, (0.4 + 0.4 * size) * r0])
+
+
+def make_atrium(grid: Grid | None = None, seed: int = 0) -> np.ndarray:
+    """A left-atrium blood pool from the wide anatomy prior on ``grid`` (default 128^3 x 1.1024 mm), seeded.
+
+    The parameters are :func:`sample_atrium`'s (independent of the grid: one seed gives the same atrium at
+    every resolution): a body of 40-160 ml (log-uniform), a superellipsoid with shear and low-frequency shape
+    noise, cut by the mitral plane (antero-inferior-left) and flattened on the septal side (right-anterior,
+    where the catheter looks from); pulmonary veins leaving the posterior wall, each with a funnel-shaped
+    ostium (four separate veins; a common left trunk in about a fifth; a right middle vein in about a
+    fifth; 5-35 mm long); an appendage (chicken wing, windsock, cactus or cauliflower) on the left, anterior
+    and superior; the whole atrium rotated by up to 20 degrees about each anatomical axis. Vein and
+    appendage ends beyond the grid (less a two-voxel margin) are cut off, as a scan's field of view cuts them.
+
+    Raises:
+        ValueError: the atrial body does not fit the grid (the message suggests a grid that holds it).
+    """
+    grid = grid or Grid.cube()
+    params = sample_atrium(seed)
+    axes = _atrium_frame(grid, params["rotation_deg"])
+    centre = grid.centre_mm
+    mask, wall_distance = _body(grid, params, axes, centre)
+    room = np.asarray(grid.spacing) * (np.asarray(grid.shape) - 4)
+    idx = np.argwhere(mask)
+    if not len(idx) or np.any((idx.max(0) - idx.min(0) + 1) * np.asarray(grid.spacing) > room):
+        need = 2.0 * float(np.max(params["semi_axes_mm"])) * 1.3
+        raise ValueError(
+            f"the atrium of seed {seed} (body {params['volume_ml']:.0f} ml, up to {need:.0f} mm across) does not "
+            f"fit the grid of {' x '.join(str(s) for s in grid.shape)} voxels of {grid.spacing[0]:g} mm "
+            f"({float(room.min()):.0f} mm inside a two-voxel margin); use a grid at least {need + 10:.0f} mm across"
+        )
+    for vein in params["veins"]:
+        _add_vein(mask, grid, vein, axes, centre, wall_distance)
+    _add_appendage(mask, grid, params["laa"], axes, centre, wall_distance)
+    margin = 2
+    inner = np.zeros_like(mask)
+    inner[margin:-margin, margin:-margin, margin:-margin] = True
+    mask &= inner
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n > 1:  # a vein cut off by the margin can leave a detached piece: keep the atrium
+        mask = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+    return _recentre(mask)
