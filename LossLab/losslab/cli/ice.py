@@ -129,7 +129,35 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "edited frame's contour alone (then the far column is preservation alone: 0 for a model that edits "
         "nothing)",
     )
-    p.add_argument("--json", type=Path, help="write the JSON here (default OUTDIR/evaluation.json)")
+    p.add_argument(
+        "--protocol",
+        choices=("paper", "ideal"),
+        default="paper",
+        help="paper: Table 1, Fig. 3 and the drift (default); ideal: the ideal-user protocol (--edits corrections "
+        "with y's own contour on the worst frame, from the segmentation model's output and from y damaged by "
+        "a bite and a bump; Dice and HD95 to y per edit, clean, noisy and strict-local; docs/ice.md); writes "
+        "OUTDIR/ideal.md, ideal.png and ideal.json",
+    )
+    p.add_argument(
+        "--noise",
+        type=float,
+        nargs=3,
+        metavar=("OFFSET_MM", "JITTER_MM", "FRACTION"),
+        default=(1.0, 1.0, 0.6),
+        help="ideal protocol: the noisy scribbles' offset along the normal (sign drawn per edit), RMS jitter "
+        "and partial fraction (default 1 1 0.6)",
+    )
+    p.add_argument(
+        "--strict-threshold",
+        type=float,
+        default=0.1,
+        help="ideal protocol: 'strict local' threshold of the strict condition (voxels with A below it keep "
+        "the mask; default 0.1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="ideal protocol: case i uses seed S + i (default 0)")
+    p.add_argument(
+        "--json", type=Path, help="write the JSON here (default OUTDIR/evaluation.json, or ideal.json)"
+    )
     p.add_argument(
         "-o", "--outdir", type=Path, default=Path("losslab-output/ice-evaluation"), help="output folder"
     )
@@ -244,6 +272,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     sigma = PAPER_SIGMA_MM if args.sigma_mm is None else args.sigma_mm
     if not sigma > 0:
         raise CommandError(f"--sigma-mm must be > 0, got {args.sigma_mm}")
+    if args.protocol == "ideal":
+        return _run_ideal(args, dataset, models)
     result = evaluate(
         dataset,
         args.segmentation_model,
@@ -262,4 +292,36 @@ def run_evaluate(args: argparse.Namespace) -> int:
             + ", ".join(f"{v:.2f}" for v in curve)
         )
     print(f"wrote {paths['table1']}, {paths['fig3']}, {paths['json']}")
+    return 0
+
+
+def _run_ideal(args: argparse.Namespace, dataset: Path, models: dict) -> int:
+    """``losslab ice evaluate --protocol ideal``."""
+    import math
+
+    from ..ice.ideal import evaluate_ideal, write_ideal_outputs
+    from . import CommandError
+
+    offset, jitter, fraction = args.noise
+    if not all(math.isfinite(v) for v in args.noise) or jitter < 0 or not 0 < fraction <= 1:
+        raise CommandError(
+            f"--noise takes OFFSET_MM JITTER_MM FRACTION with JITTER_MM >= 0 and FRACTION in (0, 1], got "
+            f"{' '.join(f'{v:g}' for v in args.noise)}"
+        )
+    if not 0 < args.strict_threshold <= 1:
+        raise CommandError(f"--strict-threshold must be in (0, 1], got {args.strict_threshold:g}")
+    result = evaluate_ideal(
+        dataset,
+        args.segmentation_model,
+        models,
+        edits=args.edits,
+        split=args.split,
+        seed=args.seed,
+        noise={"offset_mm": offset, "jitter_mm": jitter, "fraction": fraction},
+        strict_threshold=args.strict_threshold,
+        device=args.device,
+    )
+    paths = write_ideal_outputs(result, args.outdir, args.json)
+    print(paths["markdown"].read_text(encoding="utf-8"), end="")
+    print(f"wrote {paths['markdown']}, {paths['figure']}, {paths['json']}")
     return 0
