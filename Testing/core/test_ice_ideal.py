@@ -156,6 +156,18 @@ def test_evaluate_ideal_summary_and_the_command(tmp_path):
     assert row["final_dice"] == row["start_dice"] and row["worst_step_dice_change"] == 0.0
     assert len(row["dice"]) == 3 and row["harmful_edits"] == 0
     assert set(s["starts"]["segmentation"]["truth"]) == {"clean", "noisy", "strict"}
+    only = evaluate_ideal(
+        data / "dataset.json",
+        lambda image: image > 0.5,
+        {"copy": Rule("copy", cases[0].label)},
+        edits=1,
+        split="all",
+        conditions=["clean"],
+        progress=False,
+    )
+    assert set(only["summary"]["starts"]["damaged"]["copy"]) == {"clean"}
+    with pytest.raises(ValueError, match="conditions"):
+        evaluate_ideal(data, lambda image: image > 0.5, {"c": truth}, conditions=["loud"], progress=False)
     text = ideal_markdown(result)
     assert "| copy | clean |" in text and "Higher Dice" in text
     # the command, with tiny untrained checkpoints

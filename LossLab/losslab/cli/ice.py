@@ -154,6 +154,13 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help="ideal protocol: 'strict local' threshold of the strict condition (voxels with A below it keep "
         "the mask; default 0.1)",
     )
+    p.add_argument(
+        "--conditions",
+        nargs="+",
+        choices=("clean", "noisy", "strict"),
+        default=["clean", "noisy", "strict"],
+        help="ideal protocol: the conditions to run (default all three)",
+    )
     p.add_argument("--seed", type=int, default=0, help="ideal protocol: case i uses seed S + i (default 0)")
     p.add_argument(
         "--json", type=Path, help="write the JSON here (default OUTDIR/evaluation.json, or ideal.json)"
@@ -319,6 +326,7 @@ def _run_ideal(args: argparse.Namespace, dataset: Path, models: dict) -> int:
         seed=args.seed,
         noise={"offset_mm": offset, "jitter_mm": jitter, "fraction": fraction},
         strict_threshold=args.strict_threshold,
+        conditions=args.conditions,
         device=args.device,
     )
     paths = write_ideal_outputs(result, args.outdir, args.json)

@@ -157,17 +157,24 @@ def ideal_edits(
     return out
 
 
-def _runs(case, starts, models, edits, seed, noise, strict_threshold):
+def _runs(case, starts, models, edits, seed, noise, strict_threshold, conditions):
+    settings = {"clean": {}, "noisy": {"noise": noise}, "strict": {"strict_threshold": strict_threshold}}
     runs: dict[str, Any] = {}
     for start_name, start in starts.items():
         runs[start_name] = {}
         for name, model in models.items():
             runs[start_name][name] = {
-                "clean": ideal_edits(case, start, model, edits, seed),
-                "noisy": ideal_edits(case, start, model, edits, seed, noise=noise),
-                "strict": ideal_edits(case, start, model, edits, seed, strict_threshold=strict_threshold),
+                c: ideal_edits(case, start, model, edits, seed, **settings[c]) for c in conditions
             }
     return runs
+
+
+def _check_conditions(conditions: Sequence[str]) -> tuple[str, ...]:
+    conditions = tuple(conditions)
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if not conditions or unknown:
+        raise ValueError(f"conditions must be some of {list(CONDITIONS)}, got {list(conditions)}")
+    return conditions
 
 
 def evaluate_ideal_case(
@@ -179,9 +186,11 @@ def evaluate_ideal_case(
     seed: int = 0,
     noise: Mapping[str, float] | None = None,
     strict_threshold: float = STRICT_THRESHOLD,
+    conditions: Sequence[str] = CONDITIONS,
 ) -> dict[str, Any]:
     """The protocol on one case: ``initial`` is the segmentation model's prediction (the first start); the
     damaged start is :func:`damage_mask` of y with ``seed``. Returns the per-case values (module docstring)."""
+    conditions = _check_conditions(conditions)
     y = case.label != 0
     noise = DEFAULT_NOISE if noise is None else noise
     starts = {"segmentation": np.asarray(initial) != 0, "damaged": damage_mask(y, case.spacing, seed)}
@@ -193,7 +202,7 @@ def evaluate_ideal_case(
         }
     return {
         "segmentation": segmentation,
-        "runs": _runs(case, starts, models, edits, seed, noise, strict_threshold),
+        "runs": _runs(case, starts, models, edits, seed, noise, strict_threshold, conditions),
     }
 
 
@@ -254,6 +263,7 @@ def evaluate_ideal(
     seed: int = 0,
     noise: Mapping[str, float] | None = None,
     strict_threshold: float = STRICT_THRESHOLD,
+    conditions: Sequence[str] = CONDITIONS,
     device: str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -271,6 +281,7 @@ def evaluate_ideal(
     if not 0 < strict_threshold <= 1:
         raise ValueError(f"strict_threshold must be in (0, 1], got {strict_threshold}")
     noise = dict(DEFAULT_NOISE if noise is None else noise)
+    conditions = _check_conditions(conditions)
     folders = dataset_cases(dataset, None if split == "all" else split)
     if not folders:
         raise ValueError(f"the dataset {str(dataset)!r} has no case in split {split!r}")
@@ -291,6 +302,7 @@ def evaluate_ideal(
             seed=seed + i,
             noise=noise,
             strict_threshold=strict_threshold,
+            conditions=conditions,
         )
         per_case.append({"case": cid, **values})
         if log:
@@ -306,6 +318,7 @@ def evaluate_ideal(
             "seed": seed,
             "noise": noise,
             "strict_threshold": strict_threshold,
+            "conditions": list(conditions),
             "far_attention": FAR_A,
             "drop_tolerance": DROP_TOLERANCE,
             "damage": {"bites_mm": [10.0], "bumps_mm": [7.0]},
