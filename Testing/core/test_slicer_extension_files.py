@@ -1,8 +1,10 @@
 """Static checks of the Slicer side, no Slicer needed: CMake lists, module files, .ui files, icons.
 
-- Every file under a module folder (LossLab/, ICEEditing/, FetalParcellation/) is listed in that folder's
-  CMakeLists.txt (scripts and resources are listed explicitly, as Slicer's build wants), and every listed
-  file exists. When this fails, the message names the files to add or remove.
+- Every file under a module folder (LossLab/, ICEEditing/, FetalParcellation/) is installed by one of that
+  folder's ``slicerMacroBuildScriptedModule`` calls (a .py file through SCRIPTS, any other through RESOURCES;
+  the lists are evaluated as CMake would, ``${VAR}`` included), every listed file exists, and SCRIPTS hold
+  .py files only (CTK's real ``ctkMacroCompilePythonScript`` appends ".py" to anything else and the build
+  fails). When this fails, the message names the files to add, move or remove.
 - Each module file ``<Module>.py`` compiles, holds the classes Slicer looks for (``<Module>``,
   ``<Module>Widget``, ``<Module>Logic``, ``<Module>Test``) and no computation (no numpy / scipy / torch
   maths, no direct use of the core ``losslab``: that goes through the ``*Lib`` package).
@@ -44,27 +46,87 @@ def _present_files(folder: Path) -> set[str]:
     return out
 
 
-def _listed_files(cmake: Path) -> set[str]:
+_COMMAND = re.compile(r"(\w+)\s*\(([^()]*)\)", re.S)
+
+
+def scripted_modules(cmake: Path) -> list[dict]:
+    """The ``slicerMacroBuildScriptedModule`` calls of a CMakeLists.txt, as CMake evaluates them.
+
+    A small evaluator for the subset these files use: ``set(VAR item ...)`` (items may be ``${OTHER}``) and the
+    macro's keywords NAME / SCRIPTS / RESOURCES, in file order (so a variable set again between two calls has
+    its new value). Returns one ``{"NAME": str, "SCRIPTS": [...], "RESOURCES": [...]}`` per call.
+    """
     text = re.sub(r"#[^\n]*", "", cmake.read_text())
-    tokens = re.findall(r"[^\s()\"]+", text)
-    return {t for t in tokens if "$" not in t and "." in t and not t.startswith("-")}
+    variables: dict[str, list[str]] = {}
+
+    def expand(tokens):
+        out = []
+        for token in tokens:
+            whole = re.fullmatch(r"\$\{(\w+)\}", token)
+            if whole:
+                out += variables.get(whole.group(1), [])
+            else:
+                out.append(re.sub(r"\$\{(\w+)\}", lambda m: " ".join(variables.get(m.group(1), [])), token))
+        return out
+
+    calls = []
+    for command, arguments in _COMMAND.findall(text):
+        tokens = [t.strip('"') for t in arguments.split()]
+        if command.lower() == "set" and tokens:
+            variables[tokens[0]] = expand(tokens[1:])
+        elif command == "slicerMacroBuildScriptedModule":
+            call: dict = {"NAME": "", "SCRIPTS": [], "RESOURCES": []}
+            key = None
+            for token in expand(tokens):
+                if token in ("NAME", "SCRIPTS", "RESOURCES"):
+                    key = token
+                elif token in ("WITH_GENERIC_TESTS", "WITH_SUBDIR", "VERBOSE"):
+                    key = None
+                elif key == "NAME":
+                    call["NAME"] = token
+                elif key is not None:
+                    call[key].append(token)
+            calls.append(call)
+    return calls
+
+
+@pytest.mark.parametrize("folder", MODULE_FOLDERS, ids=lambda p: p.name)
+def test_scripts_lists_hold_python_files_only(folder):
+    """SCRIPTS takes .py files only: CTK's real ctkMacroCompilePythonScript (the macro Slicer's factory builds
+    with) appends ".py" to any other entry, and the build fails with "No rule to make target
+    '.../model.json.py'". Models, JSON, images and data go in RESOURCES."""
+    calls = scripted_modules(folder / "CMakeLists.txt")
+    assert calls, f"{folder.name}/CMakeLists.txt calls no slicerMacroBuildScriptedModule"
+    for call in calls:
+        assert call["NAME"] and call["SCRIPTS"], (
+            f"{folder.name}/CMakeLists.txt: a call without NAME or SCRIPTS"
+        )
+        not_python = [s for s in call["SCRIPTS"] if not s.endswith(".py")]
+        assert not not_python, (
+            f"{folder.name}/CMakeLists.txt: the SCRIPTS of {call['NAME']} hold non-Python files; move them to "
+            "its RESOURCES: " + " ".join(not_python)
+        )
 
 
 @pytest.mark.parametrize("folder", MODULE_FOLDERS, ids=lambda p: p.name)
 def test_cmake_lists_every_file_of_the_module_folder(folder):
+    """Every file of the module folder is installed by one of its slicerMacroBuildScriptedModule calls (a .py
+    file through SCRIPTS, any other through RESOURCES), and every listed file exists."""
     cmake = folder / "CMakeLists.txt"
     assert cmake.is_file(), f"{folder.name}/ has no CMakeLists.txt"
-    present, listed = _present_files(folder), _listed_files(cmake)
-    missing = sorted(present - listed)
+    calls = scripted_modules(cmake)
+    present = _present_files(folder)
+    scripts = {s for call in calls for s in call["SCRIPTS"]}
+    resources = {r for call in calls for r in call["RESOURCES"]}
+    listed = scripts | resources
+    missing_scripts = sorted(p for p in present - scripts if p.endswith(".py"))
+    missing_resources = sorted(p for p in present - resources if not p.endswith(".py"))
     stale = sorted(listed - present)
     message = []
-    if missing:
-        scripts = [m for m in missing if m.endswith(".py")]
-        resources = [m for m in missing if not m.endswith(".py")]
-        if scripts:
-            message.append("add to the SCRIPTS lists: " + " ".join(scripts))
-        if resources:
-            message.append("add to the RESOURCES lists: " + " ".join(resources))
+    if missing_scripts:
+        message.append("add to the SCRIPTS lists: " + " ".join(missing_scripts))
+    if missing_resources:
+        message.append("add to the RESOURCES lists: " + " ".join(missing_resources))
     if stale:
         message.append("remove (no such file): " + " ".join(stale))
     assert not message, f"{folder.name}/CMakeLists.txt is out of date: " + "; ".join(message)
