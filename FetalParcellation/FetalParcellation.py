@@ -42,13 +42,13 @@ class FetalParcellation(ScriptedLoadableModule):
         self.parent.title = _("Fetal Parcellation")
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LossLab developers"]
+        self.parent.contributors = ["LossLab developers (LossLab)"]
         self.parent.helpText = _(
             "Annotate some of the 8 fetal brain tissues of an MRI, declare which ones you annotated, and export "
             "the case as a label-set map to a dataset folder; train with leaf-Dice on such partial annotations; "
             "parcellate an MRI with a model or ensemble (8 tissue segments and the members' disagreement); "
             "compare with a reference (Dice, HD95 per tissue). "
-            '<a href="https://github.com/losslab/LossLab/blob/main/docs/fetal-slicer.md">Documentation</a>.'
+            '<a href="https://github.com/losslab/SlicerLossLab/blob/main/docs/fetal-slicer.md">Documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "Label-set losses and partial annotations: Fidon et al., 'Label-set loss functions for partial "

@@ -42,13 +42,13 @@ class ICEEditing(ScriptedLoadableModule):
         self.parent.title = _("ICE Editing")
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LossLab developers"]
+        self.parent.contributors = ["LossLab developers (LossLab)"]
         self.parent.helpText = _(
             "Correct the segmentation of a sparse ICE volume by drawing scribbles on its frames: the editing "
             "model changes the segment near the scribble and keeps it elsewhere; edits accumulate, and each "
             "can be undone and redone. Draw with the 'ICE Edit' effect of the Segment Editor, or apply a "
             "markups curve here. "
-            'See <a href="https://github.com/losslab/LossLab/blob/main/docs/ice-slicer.md">the documentation</a>.'
+            'See <a href="https://github.com/losslab/SlicerLossLab/blob/main/docs/ice-slicer.md">the documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "Implements the interactive editing of Shahin, Zhuang and El-Zehiry, 'From Sparse to Precise: A "

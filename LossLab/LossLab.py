@@ -44,13 +44,13 @@ class LossLab(ScriptedLoadableModule):
         self.parent.title = _("LossLab")
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LossLab developers"]
+        self.parent.contributors = ["LossLab developers (LossLab)"]
         self.parent.helpText = _(
             "Train a segmentation network on a dataset folder with any LossLab loss (Dice, mime, label-set, "
             "margin calibration, editing...) in a background process; segment a volume with a model or an "
             "ensemble; and show the gradient map of a loss for a segmentation and a prediction, with its "
             "dynamic range (the Dice-gradient paper's Fig. 1). "
-            'See <a href="https://github.com/losslab/LossLab/blob/main/docs/slicer.md">the documentation</a>.'
+            'See <a href="https://github.com/losslab/SlicerLossLab/blob/main/docs/slicer.md">the documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "LossLab implements losses of Kervadec et al. (mime, Dice gradient), Fidon et al. (label-set "
