@@ -18,12 +18,16 @@ from __future__ import annotations
 import ast
 import py_compile
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "Utilities"))
+from package_extension import scripted_modules  # noqa: E402  (CMake lists read as CMake evaluates them)
+
 MODULE_FOLDERS = [
     ROOT / name for name in ("LossLab", "ICEEditing", "FetalParcellation") if (ROOT / name).is_dir()
 ]
@@ -44,50 +48,6 @@ def _present_files(folder: Path) -> set[str]:
             continue
         out.add(rel.as_posix())
     return out
-
-
-_COMMAND = re.compile(r"(\w+)\s*\(([^()]*)\)", re.S)
-
-
-def scripted_modules(cmake: Path) -> list[dict]:
-    """The ``slicerMacroBuildScriptedModule`` calls of a CMakeLists.txt, as CMake evaluates them.
-
-    A small evaluator for the subset these files use: ``set(VAR item ...)`` (items may be ``${OTHER}``) and the
-    macro's keywords NAME / SCRIPTS / RESOURCES, in file order (so a variable set again between two calls has
-    its new value). Returns one ``{"NAME": str, "SCRIPTS": [...], "RESOURCES": [...]}`` per call.
-    """
-    text = re.sub(r"#[^\n]*", "", cmake.read_text())
-    variables: dict[str, list[str]] = {}
-
-    def expand(tokens):
-        out = []
-        for token in tokens:
-            whole = re.fullmatch(r"\$\{(\w+)\}", token)
-            if whole:
-                out += variables.get(whole.group(1), [])
-            else:
-                out.append(re.sub(r"\$\{(\w+)\}", lambda m: " ".join(variables.get(m.group(1), [])), token))
-        return out
-
-    calls = []
-    for command, arguments in _COMMAND.findall(text):
-        tokens = [t.strip('"') for t in arguments.split()]
-        if command.lower() == "set" and tokens:
-            variables[tokens[0]] = expand(tokens[1:])
-        elif command == "slicerMacroBuildScriptedModule":
-            call: dict = {"NAME": "", "SCRIPTS": [], "RESOURCES": []}
-            key = None
-            for token in expand(tokens):
-                if token in ("NAME", "SCRIPTS", "RESOURCES"):
-                    key = token
-                elif token in ("WITH_GENERIC_TESTS", "WITH_SUBDIR", "VERBOSE"):
-                    key = None
-                elif key == "NAME":
-                    call["NAME"] = token
-                elif key is not None:
-                    call[key].append(token)
-            calls.append(call)
-    return calls
 
 
 @pytest.mark.parametrize("folder", MODULE_FOLDERS, ids=lambda p: p.name)
