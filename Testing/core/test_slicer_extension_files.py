@@ -227,6 +227,26 @@ def _methods(cls: ast.ClassDef) -> dict[str, ast.FunctionDef]:
     return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
 
 
+def logic_methods(path: Path, tree: ast.Module, logic: ast.ClassDef) -> dict[str, ast.FunctionDef]:
+    """The methods of the module's Logic class, with those of the Lib class it extends: a base imported
+    ``from <Folder>Lib.<file> import <Base>`` is read from ``<module folder>/<Folder>Lib/<file>.py``."""
+    methods = {}
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0].endswith("Lib")
+        for alias in node.names
+    }
+    for base in logic.bases:
+        name = getattr(base, "id", None)
+        if name in imported:
+            source = path.parent / (imported[name].replace(".", "/") + ".py")
+            lib = ast.parse(source.read_text())
+            cls = next(n for n in lib.body if isinstance(n, ast.ClassDef) and n.name == name)
+            methods |= _methods(cls)
+    return methods | _methods(logic)
+
+
 def _logic_uses(node: ast.AST) -> set[str]:
     """Names ``X`` of every ``self.logic.X`` under ``node``."""
     return {
@@ -273,13 +293,31 @@ def test_widget_is_binding_only_and_calls_an_injectable_logic(path):
             pytest.fail(f"{path.name}:{node.lineno}: {name}Widget uses {node.id}: call the Logic instead")
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == f"{name}Logic":
             assert node in ast.walk(made[0].value), f"{path.name}:{node.lineno}: a Logic made outside setup"
-    defined = set(_methods(logic)) | {"getParameterNode"}
+    defined = set(logic_methods(path, tree, logic)) | {"getParameterNode"}
     unknown = _logic_uses(widget) - defined
     assert not unknown, f"{name}Widget calls self.logic.{sorted(unknown)}, which {name}Logic does not define"
     # every button handler goes through the Logic
     for method_name, method in _methods(widget).items():
         if method_name.startswith("on") and method_name.endswith("Button"):
             assert _logic_uses(method), f"{name}Widget.{method_name} does not call the Logic"
+
+
+@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.stem)
+def test_logic_reads_and_writes_only_parameter_node_fields(path):
+    """Every ``p.<name>`` of the Logic's methods (its own and its Lib base class's, where ``p`` is the
+    parameter node) is a field of the module's parameter node: the Lib logic and the .ui agree on names."""
+    tree = ast.parse(path.read_text())
+    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{path.stem}Logic")
+    fields = _parameter_fields(tree)
+    used = {
+        node.attr
+        for method in logic_methods(path, tree, logic).values()
+        if any(a.arg == "p" for a in method.args.args)
+        for node in ast.walk(method)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "p"
+    }
+    unknown = sorted(used - fields)
+    assert not unknown, f"{path.stem}Logic uses p.{unknown}, not fields of {path.stem}ParameterNode"
 
 
 @pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.stem)
