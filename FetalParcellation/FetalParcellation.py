@@ -6,10 +6,8 @@ docs/fetal-slicer.md. Painting is the Segment Editor's; parcellation by an ensem
 background PythonSlicer processes that the widget polls with a QTimer.
 """
 
-import logging
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -32,8 +30,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: the tissues' abbreviations, in label order; each has an "annotated<abbr>" check box and parameter
-TISSUE_KEYS = ("WM", "Vent", "Cer", "ECSF", "CGM", "DGM", "BS", "CC")
+from FetalParcellationLib.module_logic import TISSUE_KEYS, FetalParcellationModuleLogic
 
 
 class FetalParcellation(ScriptedLoadableModule):
@@ -211,15 +208,8 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._onSegmentation()
         running = self.job is not None and self.job.is_running
         training = self.trainingJob is not None and self.trainingJob.is_running
-        hasSession = bool(p and p.annotationSegmentation)
-        self.ui.createSessionButton.enabled = bool(p and p.inputVolume)
-        for button in (self.ui.setMaskButton, self.ui.validateButton, self.ui.exportButton):
-            button.enabled = hasSession
-        self.ui.runButton.enabled = bool(p and p.inputVolume and p.model) and not running
-        self.ui.stopButton.enabled = running
-        self.ui.metricsButton.enabled = bool(p and p.referenceSegmentation and p.parcellationSegmentation)
-        self.ui.trainButton.enabled = bool(p and str(p.datasetFolder) not in ("", ".")) and not training
-        self.ui.trainStopButton.enabled = training
+        for name, enabled in self.logic.buttonStates(p, running, training).items():
+            getattr(self.ui, name).enabled = enabled
 
     def _onSegmentation(self, caller=None, event=None) -> None:
         """The segments were painted or the tags changed: refresh the counts once the editing pauses."""
@@ -355,11 +345,19 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.trainingJob.request_stop()
 
 
-class FetalParcellationLogic(ScriptedLoadableModuleLogic):
-    """Slicer glue: installs dependencies on first use, then delegates to FetalParcellationLib."""
+class FetalParcellationLogic(ScriptedLoadableModuleLogic, FetalParcellationModuleLogic):
+    """Slicer's hooks for FetalParcellationLib.module_logic.FetalParcellationModuleLogic, which does the work:
+    slicer.mrmlScene, the first-use install, Slicer's temporary folder for new training runs."""
+
+    def __init__(self, scene=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        FetalParcellationModuleLogic.__init__(self, scene)
 
     def getParameterNode(self):
         return FetalParcellationParameterNode(super().getParameterNode())
+
+    def mrmlScene(self):
+        return self.scene if self.scene is not None else slicer.mrmlScene
 
     def ensureDependencies(self) -> None:
         """On first use: torch through SlicerPyTorch, then LossLab's Resources/requirements.txt by pip; no
@@ -372,186 +370,8 @@ class FetalParcellationLogic(ScriptedLoadableModuleLogic):
             ask_confirmation=not slicer.app.testingEnabled(),
         )
 
-    @staticmethod
-    def pythonExecutable() -> str:
-        """PythonSlicer: Slicer's Python without the GUI, which runs the background jobs."""
-        executable = shutil.which("PythonSlicer")
-        if executable is None:
-            raise RuntimeError(_("PythonSlicer was not found next to Slicer: cannot run in the background."))
-        return executable
-
-    @staticmethod
-    def _path(value) -> str:
-        text = str(value) if value is not None else ""
-        return "" if text in ("", ".") else text
-
-    def modelNames(self):
-        """Registered model names (empty until the dependencies are installed)."""
-        try:
-            from FetalParcellationLib import available_models
-
-            return available_models()
-        except ImportError:
-            return []
-
-    # Annotation ----------------------------------------------------------------------------------------
-
-    def session(self, p):
-        """The chosen session, as it is (choosing a segmentation never adds segments to it: Create does)."""
-        from FetalParcellationLib import AnnotationSession
-
-        if p.annotationSegmentation is None:
-            raise ValueError(_("Create or choose an annotation session (segmentation) first."))
-        return AnnotationSession(slicer.mrmlScene, p.annotationSegmentation, p.inputVolume)
-
-    def createSession(self, p):
-        self.ensureDependencies()
-        from FetalParcellationLib import AnnotationSession
-
-        session = AnnotationSession.create(
-            slicer.mrmlScene, p.inputVolume, segmentation_node=p.annotationSegmentation
-        )
-        session.prepare_segment_editor()  # the mask overlaps the tissues: the editor must allow overlap
-        p.annotationSegmentation = session.segmentation_node
-        self.readDeclaration(p)
-        return session
-
-    def readDeclaration(self, p) -> None:
-        """Segment tags -> the "annotated" check boxes."""
-        annotated = set(self.session(p).annotated())
-        for label, key in enumerate(TISSUE_KEYS, start=1):
-            setattr(p, f"annotated{key}", label in annotated)
-
-    def writeDeclaration(self, p, annotated=None) -> None:
-        """The "annotated" check boxes (or the ``annotated`` abbreviations) -> segment tags (saved with the
-        .seg.nrrd)."""
-        if annotated is None:
-            annotated = [key for key in TISSUE_KEYS if getattr(p, f"annotated{key}")]
-        self.session(p).set_declaration(annotated)
-
-    def setBrainMask(self, p) -> int:
-        session = self.session(p)
-        if p.maskSegmentation is not None:
-            ids = vtk.vtkStringArray()
-            p.maskSegmentation.GetSegmentation().GetSegmentIDs(ids)
-            if ids.GetNumberOfValues() == 0:
-                raise ValueError(_("The mask segmentation has no segment."))
-            return session.set_brain_mask(p.maskSegmentation, ids.GetValue(0))
-        if p.maskLabelmap is not None:
-            return session.set_brain_mask(p.maskLabelmap)
-        raise ValueError(
-            _("Choose a brain mask (a segmentation or a labelmap), or paint the 'brain mask' segment.")
-        )
-
-    def refreshSummary(self, p):
-        """Fill the summary table (tissue, painted voxels, annotated) and return the validation problems."""
-        from LossLabLib import mrml_io
-
-        session = self.session(p)
-        p.summaryTable = mrml_io.table_from_rows(
-            slicer.mrmlScene,
-            session.summary_rows(),
-            columns=("Tissue", "Name", "Painted voxels", "Annotated"),
-            node=p.summaryTable,
-            name="Fetal annotation summary",
-        )
-        return session.problems()
-
-    def exportCase(self, p):
-        from FetalParcellationLib import export_case
-
-        folder = self._path(p.datasetFolder)
-        if not folder:
-            raise ValueError(_("Choose the dataset folder to export to."))
-        caseId = p.caseId.strip() or (p.inputVolume.GetName() if p.inputVolume else "")
-        return export_case(self.session(p), folder, caseId, volume_node=p.inputVolume)
-
-    def importCase(self, p):
-        self.ensureDependencies()
-        from FetalParcellationLib import import_case
-
-        result = import_case(slicer.mrmlScene, self._path(p.datasetFolder), p.caseId.strip())
-        result.session.prepare_segment_editor()
-        p.inputVolume = result.volume_node
-        p.annotationSegmentation = result.session.segmentation_node
-        return result
-
-    # Parcellation, metrics, training --------------------------------------------------------------------
-
-    def _mask(self, p):
-        if p.annotationSegmentation is not None:
-            session = self.session(p)
-            if session.brain_mask().any():
-                return p.annotationSegmentation, session.mask_segment_id
-        return None, None
-
-    def startParcellation(self, p, pythonExecutable=None):
-        """The model (a registered name or a model folder / checkpoint) on the MRI, in a background process."""
-        self.ensureDependencies()
-        from FetalParcellationLib import ParcellationLogic
-
-        mask, maskId = self._mask(p)
-        logic = ParcellationLogic(slicer.mrmlScene, device=p.device)
-        return logic.start(
-            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
-            python_executable=pythonExecutable or self.pythonExecutable(),
-        )  # fmt: skip
-
-    def loadParcellation(self, p, job):
-        from FetalParcellationLib import ParcellationLogic
-
-        result = ParcellationLogic(slicer.mrmlScene).load_job(
-            job, p.parcellationSegmentation, p.disagreementVolume
-        )
-        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
-        return result
-
-    def runParcellation(self, p, progress=None):
-        """The same in this process (blocks; for one small model, scripts and the self-test)."""
-        self.ensureDependencies()
-        from FetalParcellationLib import ParcellationLogic
-
-        mask, maskId = self._mask(p)
-        result = ParcellationLogic(slicer.mrmlScene, progress, device=p.device).run(
-            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
-            output_segmentation=p.parcellationSegmentation, output_uncertainty=p.disagreementVolume,
-        )  # fmt: skip
-        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
-        return result
-
-    def computeMetrics(self, p, progress=None):
-        self.ensureDependencies()
-        from FetalParcellationLib import tissue_metrics
-
-        result = tissue_metrics(
-            slicer.mrmlScene, p.referenceSegmentation, p.parcellationSegmentation,
-            reference_volume=p.inputVolume, output_table=p.metricsTable, progress=progress,
-        )  # fmt: skip
-        p.metricsTable = result.table_node
-        return result
-
-    def startTraining(self, p, pythonExecutable=None):
-        """Leaf-Dice (by default) training on the dataset folder; without an output folder, each run gets a
-        new one in Slicer's temporary folder (never next to the data)."""
-        self.ensureDependencies()
-        from FetalParcellationLib import start_training
-
-        output = self._path(p.trainingOutputFolder) or str(
-            Path(slicer.app.temporaryPath) / "FetalParcellation" / time.strftime("fetal-%Y%m%d-%H%M%S")
-        )
-        logging.info("FetalParcellation: training in %s", output)
-        return start_training(
-            self._path(p.datasetFolder), output, loss=p.trainingLoss, epochs=p.epochs, members=p.members,
-            device=p.device, python_executable=pythonExecutable or self.pythonExecutable(),
-        )  # fmt: skip
-
-    def registerModel(self, p, job) -> str:
-        """Write the finished run's model card; the model is then chosen by its folder path."""
-        from FetalParcellationLib import register_trained_model
-
-        register_trained_model(job, Path(job.output_dir).name)
-        p.model = str(job.output_dir)
-        return p.model
+    def temporaryFolder(self) -> str:
+        return slicer.app.temporaryPath
 
 
 class FetalParcellationTest(ScriptedLoadableModuleTest):

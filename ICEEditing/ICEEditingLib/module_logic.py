@@ -31,31 +31,31 @@ class ICEEditingModuleLogic:
 
     # Hooks (the module file overrides them in Slicer) ------------------------------------------------------
 
-    def mrmlScene(self):  # noqa: N802 (Slicer's naming, as the module file)
+    def mrmlScene(self):
         if self.scene is None:
             raise ValueError("no MRML scene: pass one to the Logic")
         return self.scene
 
-    def ensureDependencies(self) -> None:  # noqa: N802
+    def ensureDependencies(self) -> None:
         """Install what is missing on first use (Slicer: torch and requirements.txt); nothing here."""
 
-    def redSliceNodes(self):  # noqa: N802
+    def redSliceNodes(self):
         """(slice node, slice composite node) of the view that shows the frames (Slicer: the red view)."""
         raise ValueError("no slice view to show the frame in")
 
-    def editorNode(self):  # noqa: N802
+    def editorNode(self):
         """The Segment Editor's parameter node, whose masking settings the edits honour (None: none)."""
         return None
 
     # Case and frames ---------------------------------------------------------------------------------------
 
-    def sceneClosed(self) -> None:  # noqa: N802
+    def sceneClosed(self) -> None:
         """Forget the loaded case and the editing sessions (their nodes are gone)."""
         self.sceneCase = None
         if self.sessions is not None:
             self.sessions.clear()
 
-    def modelNames(self, field: str) -> list:  # noqa: N802
+    def modelNames(self, field: str) -> list:
         """Model names for a combo box ("segmentModel" or "editModel"); the defaults before torch is there."""
         import ICEEditingLib
 
@@ -75,7 +75,7 @@ class ICEEditingModuleLogic:
             "canRedo": bool(session and session.can_redo),
         }
 
-    def buttonStates(self, p) -> dict:  # noqa: N802
+    def buttonStates(self, p) -> dict:
         """{button name in the .ui: enabled} for the parameter node ``p`` (None: no parameter node yet)."""
         state = self.state(p)
         frames = state["frames"] > 0
@@ -95,13 +95,13 @@ class ICEEditingModuleLogic:
         p.frame = 0
         return f"Loaded {sceneCase.n_frames} frames"
 
-    def loadSample(self, p, progress=None) -> str:  # noqa: N802
+    def loadSample(self, p, progress=None) -> str:
         self.ensureDependencies()
         from ICEEditingLib import sample_data
 
         return self._loaded(p, sample_data.load_sample(self.mrmlScene(), progress=progress))
 
-    def loadCase(self, p, progress=None) -> str:  # noqa: N802
+    def loadCase(self, p, progress=None) -> str:
         self.ensureDependencies()
         import ICEEditingLib
 
@@ -126,7 +126,7 @@ class ICEEditingModuleLogic:
         )
         return f"Segmented with {p.segmentModel}: segment '{p.segmentId}'"
 
-    def stepFrame(self, p, step: int) -> str:  # noqa: N802
+    def stepFrame(self, p, step: int) -> str:
         """Align the frames' view with frame ``p.frame + step`` (clamped to the frames)."""
         import ICEEditingLib
 
@@ -175,7 +175,7 @@ class ICEEditingModuleLogic:
             session.set_undo_levels(p.undoLevels)
         return session
 
-    def applyCurve(self, p, progress=None) -> str:  # noqa: N802
+    def applyCurve(self, p, progress=None) -> str:
         """Edit the segment with the scribble curve (console: set p.scribbleCurve, then call this)."""
         self.ensureDependencies()
         session = self.session(p, progress)

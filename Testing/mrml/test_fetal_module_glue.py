@@ -1,5 +1,5 @@
-"""The glue of FetalParcellation/FetalParcellation.py (FetalParcellationLogic) against the real
-FetalParcellationLib on real MRML, and the .ui's bindings.
+"""The glue of FetalParcellation/FetalParcellation.py: its Logic's work (FetalParcellationLib.module_logic)
+against the real FetalParcellationLib on real MRML, the module's self-test, and the .ui's bindings.
 
 Desktop Slicer's Qt side (qt, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper, slicer.i18n) is not
 in slicer-core: minimal stand-ins are put in ``sys.modules`` for the import only, so that the Logic methods the
@@ -27,6 +27,7 @@ import slicer  # noqa: E402
 import slicer.util  # noqa: E402
 from fetal_cases import array, load_volume, write_small_case  # noqa: E402
 
+from FetalParcellationLib.module_logic import FetalParcellationModuleLogic  # noqa: E402
 from losslab import models  # noqa: E402
 from losslab.engine import save_checkpoint  # noqa: E402
 from losslab.labelsets import ABBREVIATIONS, LABEL_NAMES  # noqa: E402
@@ -134,8 +135,7 @@ def test_logic_glue_session_export_import_parcellation_metrics_training(
 ):
     scene = mrml.scene
     monkeypatch.setenv(models.ENV_ROOT, str(random_ensemble.parent))
-    logic = module_file.FetalParcellationLogic()
-    logic.ensureDependencies = lambda: None  # the packages are here; Slicer installs them on first Apply
+    logic = FetalParcellationModuleLogic(scene)  # the module's Logic without Slicer's hooks
     assert logic.modelNames() == ["fetal-random"]
     f = write_small_case("GA29_operated", tmp_path / "case", spacing=4.8)
     volume = load_volume(scene, f["srr"], "GA29")

@@ -1,10 +1,9 @@
 """The glue of ICEEditing/ICEEditing.py: its Logic is ICEEditingLib's module logic (test_ice_module_logic.py)
-with Slicer's hooks, and its Widget runs against a strict fake Logic (each button calls the Logic method it is
+with Slicer's hooks (test_module_logic_hooks.py), and its Widget runs against a strict fake Logic (each button calls the Logic method it is
 bound to, and shows what it returns)."""
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
@@ -21,23 +20,6 @@ UI = FOLDER / "Resources" / "UI" / "ICEEditing.ui"
 @pytest.fixture
 def module_file(monkeypatch):
     return load_module(monkeypatch, "ICEEditing", FOLDER)
-
-
-def test_the_module_logic_is_the_lib_logic_with_slicers_hooks(module_file, mrml, monkeypatch):
-    """ICEEditingLogic adds only Slicer's hooks to ICEEditingLib's ICEEditingModuleLogic (tested in
-    test_ice_module_logic.py): the scene, the first-use install, the Segment Editor's masking settings."""
-    import slicer.util
-
-    from ICEEditingLib.module_logic import ICEEditingModuleLogic
-
-    logic = module_file.ICEEditingLogic(mrml.scene)
-    assert isinstance(logic, ICEEditingModuleLogic) and logic.mrmlScene() is mrml.scene
-    assert logic.editorNode() is None  # no Segment Editor widget headless: the session's own masking
-    installs = []
-    monkeypatch.setattr(slicer.util, "pip_install", lambda r: installs.append(r), raising=False)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(testingEnabled=lambda: True), raising=False)
-    logic.ensureDependencies()  # everything is installed here: nothing to do, no prompt
-    assert installs == []
 
 
 class FakeICEEditingLogic(StrictFakeLogic):

@@ -1,0 +1,240 @@
+"""What the FetalParcellation module's buttons do, on a parameter node: the body of ``FetalParcellationLogic``.
+
+``FetalParcellation/FetalParcellation.py`` keeps the Slicer names (``FetalParcellationLogic`` subclasses
+:class:`FetalParcellationModuleLogic` and ``ScriptedLoadableModuleLogic``) and supplies what only desktop
+Slicer has, through hooks: :meth:`~FetalParcellationModuleLogic.ensureDependencies` (the first-use install),
+:meth:`~FetalParcellationModuleLogic.temporaryFolder` (where runs without an output folder go) and the scene.
+``p`` is the module's parameter node, or any object with its fields.
+
+No Qt, no ``slicer.app``: it runs on slicer-core (Testing/mrml/test_fetal_module_glue.py). Imports of the core
+are deferred to the methods, so that the module file imports this before torch is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+#: the tissues' abbreviations, in label order (losslab.labelsets.ABBREVIATIONS); each has an
+#: "annotated<abbr>" check box and parameter
+TISSUE_KEYS = ("WM", "Vent", "Cer", "ECSF", "CGM", "DGM", "BS", "CC")
+
+
+def _path(value) -> str:
+    text = str(value) if value is not None else ""
+    return "" if text in ("", ".") else text
+
+
+class FetalParcellationModuleLogic:
+    """Annotation sessions (create, declare, brain mask, summary, export / import), parcellation by a model or
+    ensemble (background or in process), per-tissue metrics and leaf-Dice training, on ``scene``."""
+
+    def __init__(self, scene=None) -> None:
+        self.scene = scene
+
+    # Hooks (the module file overrides them in Slicer) ------------------------------------------------------
+
+    def mrmlScene(self):
+        if self.scene is None:
+            raise ValueError("no MRML scene: pass one to the Logic")
+        return self.scene
+
+    def ensureDependencies(self) -> None:
+        """Install what is missing on first use (Slicer: torch and requirements.txt); nothing here."""
+
+    def temporaryFolder(self) -> str:
+        """Where a training run without an output folder goes (Slicer: its temporary folder)."""
+        import tempfile
+
+        return tempfile.gettempdir()
+
+    def pythonExecutable(self) -> str:
+        """The Python of the background jobs: PythonSlicer."""
+        from LossLabLib.jobs import slicer_python
+
+        return slicer_python("run in the background")
+
+    def modelNames(self):
+        """Registered model names (empty until the dependencies are installed)."""
+        try:
+            from FetalParcellationLib import available_models
+
+            return available_models()
+        except ImportError:
+            return []
+
+    def buttonStates(self, p, running: bool = False, training: bool = False) -> dict:
+        """{button name in the .ui: enabled}, given whether a parcellation / a training job is running."""
+        hasSession = bool(p and p.annotationSegmentation)
+        return {
+            "createSessionButton": bool(p and p.inputVolume),
+            "setMaskButton": hasSession,
+            "validateButton": hasSession,
+            "exportButton": hasSession,
+            "runButton": bool(p and p.inputVolume and p.model) and not running,
+            "stopButton": running,
+            "metricsButton": bool(p and p.referenceSegmentation and p.parcellationSegmentation),
+            "trainButton": bool(p and str(p.datasetFolder) not in ("", ".")) and not training,
+            "trainStopButton": training,
+        }
+
+    # Annotation --------------------------------------------------------------------------------------------
+
+    def session(self, p):
+        """The chosen session, as it is (choosing a segmentation never adds segments to it: Create does)."""
+        from FetalParcellationLib import AnnotationSession
+
+        if p.annotationSegmentation is None:
+            raise ValueError("Create or choose an annotation session (segmentation) first.")
+        return AnnotationSession(self.mrmlScene(), p.annotationSegmentation, p.inputVolume)
+
+    def createSession(self, p):
+        self.ensureDependencies()
+        from FetalParcellationLib import AnnotationSession
+
+        session = AnnotationSession.create(
+            self.mrmlScene(), p.inputVolume, segmentation_node=p.annotationSegmentation
+        )
+        session.prepare_segment_editor()  # the mask overlaps the tissues: the editor must allow overlap
+        p.annotationSegmentation = session.segmentation_node
+        self.readDeclaration(p)
+        return session
+
+    def readDeclaration(self, p) -> None:
+        """Segment tags -> the "annotated" check boxes."""
+        annotated = set(self.session(p).annotated())
+        for label, key in enumerate(TISSUE_KEYS, start=1):
+            setattr(p, f"annotated{key}", label in annotated)
+
+    def writeDeclaration(self, p, annotated=None) -> None:
+        """The "annotated" check boxes (or the ``annotated`` abbreviations) -> segment tags (saved with the
+        .seg.nrrd)."""
+        if annotated is None:
+            annotated = [key for key in TISSUE_KEYS if getattr(p, f"annotated{key}")]
+        self.session(p).set_declaration(annotated)
+
+    def setBrainMask(self, p) -> int:
+        session = self.session(p)
+        if p.maskSegmentation is not None:
+            import vtk
+
+            ids = vtk.vtkStringArray()
+            p.maskSegmentation.GetSegmentation().GetSegmentIDs(ids)
+            if ids.GetNumberOfValues() == 0:
+                raise ValueError("The mask segmentation has no segment.")
+            return session.set_brain_mask(p.maskSegmentation, ids.GetValue(0))
+        if p.maskLabelmap is not None:
+            return session.set_brain_mask(p.maskLabelmap)
+        raise ValueError(
+            "Choose a brain mask (a segmentation or a labelmap), or paint the 'brain mask' segment."
+        )
+
+    def refreshSummary(self, p):
+        """Fill the summary table (tissue, painted voxels, annotated) and return the validation problems."""
+        from LossLabLib import mrml_io
+
+        session = self.session(p)
+        p.summaryTable = mrml_io.table_from_rows(
+            self.mrmlScene(),
+            session.summary_rows(),
+            columns=("Tissue", "Name", "Painted voxels", "Annotated"),
+            node=p.summaryTable,
+            name="Fetal annotation summary",
+        )
+        return session.problems()
+
+    def exportCase(self, p):
+        from FetalParcellationLib import export_case
+
+        folder = _path(p.datasetFolder)
+        if not folder:
+            raise ValueError("Choose the dataset folder to export to.")
+        caseId = p.caseId.strip() or (p.inputVolume.GetName() if p.inputVolume else "")
+        return export_case(self.session(p), folder, caseId, volume_node=p.inputVolume)
+
+    def importCase(self, p):
+        self.ensureDependencies()
+        from FetalParcellationLib import import_case
+
+        result = import_case(self.mrmlScene(), _path(p.datasetFolder), p.caseId.strip())
+        result.session.prepare_segment_editor()
+        p.inputVolume = result.volume_node
+        p.annotationSegmentation = result.session.segmentation_node
+        return result
+
+    # Parcellation, metrics, training -----------------------------------------------------------------------
+
+    def _mask(self, p):
+        if p.annotationSegmentation is not None:
+            session = self.session(p)
+            if session.brain_mask().any():
+                return p.annotationSegmentation, session.mask_segment_id
+        return None, None
+
+    def startParcellation(self, p, pythonExecutable=None):
+        """The model (a registered name or a model folder / checkpoint) on the MRI, in a background process."""
+        self.ensureDependencies()
+        from FetalParcellationLib import ParcellationLogic
+
+        mask, maskId = self._mask(p)
+        return ParcellationLogic(self.mrmlScene(), device=p.device).start(
+            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
+            python_executable=pythonExecutable or self.pythonExecutable(),
+        )  # fmt: skip
+
+    def loadParcellation(self, p, job):
+        from FetalParcellationLib import ParcellationLogic
+
+        result = ParcellationLogic(self.mrmlScene()).load_job(
+            job, p.parcellationSegmentation, p.disagreementVolume
+        )
+        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
+        return result
+
+    def runParcellation(self, p, progress=None):
+        """The same in this process (blocks; for one small model, scripts and the self-test)."""
+        self.ensureDependencies()
+        from FetalParcellationLib import ParcellationLogic
+
+        mask, maskId = self._mask(p)
+        result = ParcellationLogic(self.mrmlScene(), progress, device=p.device).run(
+            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
+            output_segmentation=p.parcellationSegmentation, output_uncertainty=p.disagreementVolume,
+        )  # fmt: skip
+        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
+        return result
+
+    def computeMetrics(self, p, progress=None):
+        self.ensureDependencies()
+        from FetalParcellationLib import tissue_metrics
+
+        result = tissue_metrics(
+            self.mrmlScene(), p.referenceSegmentation, p.parcellationSegmentation,
+            reference_volume=p.inputVolume, output_table=p.metricsTable, progress=progress,
+        )  # fmt: skip
+        p.metricsTable = result.table_node
+        return result
+
+    def startTraining(self, p, pythonExecutable=None):
+        """Leaf-Dice (by default) training on the dataset folder; without an output folder, each run gets a
+        new one in the temporary folder (never next to the data)."""
+        self.ensureDependencies()
+        from FetalParcellationLib import start_training
+
+        output = _path(p.trainingOutputFolder) or str(
+            Path(self.temporaryFolder()) / "FetalParcellation" / time.strftime("fetal-%Y%m%d-%H%M%S")
+        )
+        logging.info("FetalParcellation: training in %s", output)
+        return start_training(
+            _path(p.datasetFolder), output, loss=p.trainingLoss, epochs=p.epochs, members=p.members,
+            device=p.device, python_executable=pythonExecutable or self.pythonExecutable(),
+        )  # fmt: skip
+
+    def registerModel(self, p, job) -> str:
+        """Write the finished run's model card; the model is then chosen by its folder path."""
+        from FetalParcellationLib import register_trained_model
+
+        register_trained_model(job, Path(job.output_dir).name)
+        p.model = str(job.output_dir)
+        return p.model
