@@ -108,8 +108,6 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self.job = None
-        self.trainingJob = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._observedSegmentation = None
@@ -152,9 +150,7 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.removeObservers()
         self.timer.stop()
         self.summaryTimer.stop()
-        for job in (self.job, self.trainingJob):
-            if job is not None and job.is_running:
-                job.stop(timeout=10)
+        self.logic.stopJobs(timeout=10)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -206,9 +202,7 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 finally:
                     self._updatingDeclaration = False
                 self._onSegmentation()
-        running = self.job is not None and self.job.is_running
-        training = self.trainingJob is not None and self.trainingJob.is_running
-        for name, enabled in self.logic.buttonStates(p, running, training).items():
+        for name, enabled in self.logic.buttonStates(p).items():
             getattr(self.ui, name).enabled = enabled
 
     def _onSegmentation(self, caller=None, event=None) -> None:
@@ -279,48 +273,32 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onRun(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start the parcellation."), waitCursor=True):
-            self.job = self.logic.startParcellation(self._parameterNode)
+            self.logic.startParcellation(self._parameterNode)
             self.ui.statusLabel.text = _("Parcellation started")
             self.timer.start()
         self._onParameters()
 
     def onStop(self) -> None:
-        if self.job is not None:
-            self.job.request_stop()
-            self.ui.statusLabel.text = self.job.status()
+        self.ui.statusLabel.text = self.logic.stopParcellation()
 
     def onTimer(self) -> None:
-        for job in (self.job, self.trainingJob):
-            if job is not None and not job.finished:
-                job.poll()
-        job = self.job
-        if job is not None:
-            self.ui.progressBar.value = int(round(100 * job.progress))
-            self.ui.statusLabel.text = job.status()
-            if job.finished:
-                self.job = None
-                if not job.error and not job.stopped:
-                    with slicer.util.tryWithErrorDisplay(
-                        _("Failed to load the parcellation."), waitCursor=True
-                    ):
-                        self.logic.loadParcellation(self._parameterNode, job)
-                        slicer.util.setSliceViewerLayers(
-                            foreground=self._parameterNode.disagreementVolume, foregroundOpacity=0.5
-                        )
-                elif job.error:
-                    slicer.util.errorDisplay(_("Parcellation failed: ") + str(job.error.get("message")))
-        training = self.trainingJob
-        if training is not None:
-            self.ui.trainingStatusLabel.text = training.status()
-            if training.finished:
-                self.trainingJob = None
-                if training.error:
-                    slicer.util.errorDisplay(_("Training failed: ") + str(training.error.get("message")))
-                elif training.model_path is not None:
-                    with slicer.util.tryWithErrorDisplay(_("Failed to register the model."), waitCursor=True):
-                        name = self.logic.registerModel(self._parameterNode, training)
-                        self.ui.modelComboBox.addItem(name)
-        if self.job is None and self.trainingJob is None:
+        tick = self.logic.pollJobs()
+        if tick.status is not None:
+            self.ui.progressBar.value = int(round(100 * tick.progress))
+            self.ui.statusLabel.text = tick.status
+        if tick.parcellated is not None:
+            with slicer.util.tryWithErrorDisplay(_("Failed to load the parcellation."), waitCursor=True):
+                self.logic.loadParcellation(self._parameterNode, tick.parcellated)
+                p = self._parameterNode
+                slicer.util.setSliceViewerLayers(foreground=p.disagreementVolume, foregroundOpacity=0.5)
+        if tick.trainingStatus is not None:
+            self.ui.trainingStatusLabel.text = tick.trainingStatus
+        if tick.trained is not None:
+            with slicer.util.tryWithErrorDisplay(_("Failed to register the model."), waitCursor=True):
+                self.ui.modelComboBox.addItem(self.logic.registerModel(self._parameterNode, tick.trained))
+        for message in tick.errors:
+            slicer.util.errorDisplay(message)
+        if not tick.active:
             self.timer.stop()
         self._onParameters()
 
@@ -333,16 +311,13 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onTrain(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            self.trainingJob = self.logic.startTraining(self._parameterNode)
-            self.ui.trainingStatusLabel.text = _("Training started in {path}").format(
-                path=self.trainingJob.output_dir
-            )
+            job = self.logic.startTraining(self._parameterNode)
+            self.ui.trainingStatusLabel.text = _("Training started in {path}").format(path=job.output_dir)
             self.timer.start()
         self._onParameters()
 
     def onTrainStop(self) -> None:
-        if self.trainingJob is not None:
-            self.trainingJob.request_stop()
+        self.logic.stopTraining()
 
 
 class FetalParcellationLogic(ScriptedLoadableModuleLogic, FetalParcellationModuleLogic):

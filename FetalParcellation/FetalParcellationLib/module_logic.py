@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: the tissues' abbreviations, in label order (losslab.labelsets.ABBREVIATIONS); each has an
@@ -26,12 +27,36 @@ def _path(value) -> str:
     return "" if text in ("", ".") else text
 
 
+@dataclass
+class JobsTick:
+    """What one tick of the jobs' timer has to show (:meth:`FetalParcellationModuleLogic.pollJobs`)."""
+
+    #: the running (or just finished) parcellation's progress in [0, 1] and status line; None: no job
+    progress: float = 0.0
+    status: str | None = None
+    #: the training job's status line; None: no job
+    trainingStatus: str | None = None
+    #: a parcellation job that has just finished well: load it (:meth:`loadParcellation`)
+    parcellated: object = None
+    #: a training job that has just finished with a model: register it (:meth:`registerModel`)
+    trained: object = None
+    #: failures of jobs that have just ended, one message each, parcellation first
+    errors: list = field(default_factory=list)
+    #: whether a job is still running (the timer goes on)
+    active: bool = False
+
+
 class FetalParcellationModuleLogic:
     """Annotation sessions (create, declare, brain mask, summary, export / import), parcellation by a model or
-    ensemble (background or in process), per-tissue metrics and leaf-Dice training, on ``scene``."""
+    ensemble (background or in process), per-tissue metrics and leaf-Dice training, on ``scene``.
+
+    It keeps the background jobs it started (:attr:`parcellationJob`, :attr:`trainingJob`) until
+    :meth:`pollJobs` has reported them finished."""
 
     def __init__(self, scene=None) -> None:
         self.scene = scene
+        self.parcellationJob = None
+        self.trainingJob = None
 
     # Hooks (the module file overrides them in Slicer) ------------------------------------------------------
 
@@ -64,8 +89,10 @@ class FetalParcellationModuleLogic:
         except ImportError:
             return []
 
-    def buttonStates(self, p, running: bool = False, training: bool = False) -> dict:
-        """{button name in the .ui: enabled}, given whether a parcellation / a training job is running."""
+    def buttonStates(self, p) -> dict:
+        """{button name in the .ui: enabled}, for the parameter node and the jobs running."""
+        running = self.parcellationJob is not None and self.parcellationJob.is_running
+        training = self.trainingJob is not None and self.trainingJob.is_running
         hasSession = bool(p and p.annotationSegmentation)
         return {
             "createSessionButton": bool(p and p.inputVolume),
@@ -178,10 +205,11 @@ class FetalParcellationModuleLogic:
         from FetalParcellationLib import ParcellationLogic
 
         mask, maskId = self._mask(p)
-        return ParcellationLogic(self.mrmlScene(), device=p.device).start(
+        self.parcellationJob = ParcellationLogic(self.mrmlScene(), device=p.device).start(
             p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
             python_executable=pythonExecutable or self.pythonExecutable(),
         )  # fmt: skip
+        return self.parcellationJob
 
     def loadParcellation(self, p, job):
         from FetalParcellationLib import ParcellationLogic
@@ -226,10 +254,58 @@ class FetalParcellationModuleLogic:
             Path(self.temporaryFolder()) / "FetalParcellation" / time.strftime("fetal-%Y%m%d-%H%M%S")
         )
         logging.info("FetalParcellation: training in %s", output)
-        return start_training(
+        self.trainingJob = start_training(
             _path(p.datasetFolder), output, loss=p.trainingLoss, epochs=p.epochs, members=p.members,
             device=p.device, python_executable=pythonExecutable or self.pythonExecutable(),
         )  # fmt: skip
+        return self.trainingJob
+
+    # The background jobs ------------------------------------------------------------------------------------
+
+    def stopParcellation(self) -> str:
+        """Stop button: ask the parcellation to stop; returns its status line ("" without a job)."""
+        if self.parcellationJob is None:
+            return ""
+        self.parcellationJob.request_stop()
+        return self.parcellationJob.status()
+
+    def stopTraining(self) -> None:
+        if self.trainingJob is not None:
+            self.trainingJob.request_stop()
+
+    def stopJobs(self, timeout: float = 10) -> None:
+        """End the running jobs (the module panel is being destroyed): a clean stop, killed after ``timeout``."""
+        for job in (self.parcellationJob, self.trainingJob):
+            if job is not None and job.is_running:
+                job.stop(timeout=timeout)
+
+    def pollJobs(self) -> JobsTick:
+        """One tick of the jobs' timer: poll the running jobs and say what to show; a job that has finished is
+        reported once (to load, to register, or its failure) and then forgotten."""
+        tick = JobsTick()
+        for job in (self.parcellationJob, self.trainingJob):
+            if job is not None and not job.finished:
+                job.poll()
+        job = self.parcellationJob
+        if job is not None:
+            tick.progress, tick.status = job.progress, job.status()
+            if job.finished:
+                self.parcellationJob = None
+                if not job.error and not job.stopped:
+                    tick.parcellated = job
+                elif job.error:
+                    tick.errors.append("Parcellation failed: " + str(job.error.get("message")))
+        training = self.trainingJob
+        if training is not None:
+            tick.trainingStatus = training.status()
+            if training.finished:
+                self.trainingJob = None
+                if training.error:
+                    tick.errors.append("Training failed: " + str(training.error.get("message")))
+                elif training.model_path is not None:
+                    tick.trained = training
+        tick.active = self.parcellationJob is not None or self.trainingJob is not None
+        return tick
 
     def registerModel(self, p, job) -> str:
         """Write the finished run's model card; the model is then chosen by its folder path."""
