@@ -17,14 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from LossLabLib.module_logic import ModuleLogicBase, panel_path
+
 #: the tissues' abbreviations, in label order (losslab.labelsets.ABBREVIATIONS); each has an
 #: "annotated<abbr>" check box and parameter
 TISSUE_KEYS = ("WM", "Vent", "Cer", "ECSF", "CGM", "DGM", "BS", "CC")
-
-
-def _path(value) -> str:
-    text = str(value) if value is not None else ""
-    return "" if text in ("", ".") else text
 
 
 @dataclass
@@ -46,7 +43,7 @@ class JobsTick:
     active: bool = False
 
 
-class FetalParcellationModuleLogic:
+class FetalParcellationModuleLogic(ModuleLogicBase):
     """Annotation sessions (create, declare, brain mask, summary, export / import), parcellation by a model or
     ensemble (background or in process), per-tissue metrics and leaf-Dice training, on ``scene``.
 
@@ -54,31 +51,9 @@ class FetalParcellationModuleLogic:
     :meth:`pollJobs` has reported them finished."""
 
     def __init__(self, scene=None) -> None:
-        self.scene = scene
+        super().__init__(scene)
         self.parcellationJob = None
         self.trainingJob = None
-
-    # Hooks (the module file overrides them in Slicer) ------------------------------------------------------
-
-    def mrmlScene(self):
-        if self.scene is None:
-            raise ValueError("no MRML scene: pass one to the Logic")
-        return self.scene
-
-    def ensureDependencies(self) -> None:
-        """Install what is missing on first use (Slicer: torch and requirements.txt); nothing here."""
-
-    def temporaryFolder(self) -> str:
-        """Where a training run without an output folder goes (Slicer: its temporary folder)."""
-        import tempfile
-
-        return tempfile.gettempdir()
-
-    def pythonExecutable(self) -> str:
-        """The Python of the background jobs: PythonSlicer."""
-        from LossLabLib.jobs import slicer_python
-
-        return slicer_python("run in the background")
 
     def modelNames(self):
         """Registered model names (empty until the dependencies are installed)."""
@@ -174,7 +149,7 @@ class FetalParcellationModuleLogic:
     def exportCase(self, p):
         from FetalParcellationLib import export_case
 
-        folder = _path(p.datasetFolder)
+        folder = panel_path(p.datasetFolder)
         if not folder:
             raise ValueError("Choose the dataset folder to export to.")
         caseId = p.caseId.strip() or (p.inputVolume.GetName() if p.inputVolume else "")
@@ -184,7 +159,7 @@ class FetalParcellationModuleLogic:
         self.ensureDependencies()
         from FetalParcellationLib import import_case
 
-        result = import_case(self.mrmlScene(), _path(p.datasetFolder), p.caseId.strip())
+        result = import_case(self.mrmlScene(), panel_path(p.datasetFolder), p.caseId.strip())
         result.session.prepare_segment_editor()
         p.inputVolume = result.volume_node
         p.annotationSegmentation = result.session.segmentation_node
@@ -250,12 +225,12 @@ class FetalParcellationModuleLogic:
         self.ensureDependencies()
         from FetalParcellationLib import start_training
 
-        output = _path(p.trainingOutputFolder) or str(
+        output = panel_path(p.trainingOutputFolder) or str(
             Path(self.temporaryFolder()) / "FetalParcellation" / time.strftime("fetal-%Y%m%d-%H%M%S")
         )
         logging.info("FetalParcellation: training in %s", output)
         self.trainingJob = start_training(
-            _path(p.datasetFolder), output, loss=p.trainingLoss, epochs=p.epochs, members=p.members,
+            panel_path(p.datasetFolder), output, loss=p.trainingLoss, epochs=p.epochs, members=p.members,
             device=p.device, python_executable=pythonExecutable or self.pythonExecutable(),
         )  # fmt: skip
         return self.trainingJob

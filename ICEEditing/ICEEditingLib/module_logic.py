@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 
+from LossLabLib.module_logic import ModuleLogicBase
 
-class ICEEditingModuleLogic:
+
+class ICEEditingModuleLogic(ModuleLogicBase):
     """Load a case (the sample or a folder), segment it, step through its frames, and edit a segment with
     scribble curves (multi-level undo / redo), on ``scene``.
 
@@ -25,19 +27,11 @@ class ICEEditingModuleLogic:
     """
 
     def __init__(self, scene=None) -> None:
-        self.scene = scene
+        super().__init__(scene)
         self.sceneCase = None
         self.sessions = None
 
-    # Hooks (the module file overrides them in Slicer) ------------------------------------------------------
-
-    def mrmlScene(self):
-        if self.scene is None:
-            raise ValueError("no MRML scene: pass one to the Logic")
-        return self.scene
-
-    def ensureDependencies(self) -> None:
-        """Install what is missing on first use (Slicer: torch and requirements.txt); nothing here."""
+    # Hooks of ICE editing (the module file overrides them in Slicer) --------------------------------------
 
     def redSliceNodes(self):
         """(slice node, slice composite node) of the view that shows the frames (Slicer: the red view)."""

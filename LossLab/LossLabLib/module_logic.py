@@ -6,6 +6,9 @@
 (where runs without an output folder go) and the scene. ``p`` is the module's parameter node, or any object
 with its fields.
 
+:class:`ModuleLogicBase` (the scene and those hooks) and :func:`panel_path` serve the other modules' Lib logics
+too (``ICEEditingLib.module_logic``, ``FetalParcellationLib.module_logic``).
+
 No Qt, no ``slicer.app``: it runs on slicer-core (Testing/mrml/test_losslab_module_glue.py). Imports of torch
 and the core are deferred to the methods, so that the module file imports this before torch is installed.
 """
@@ -16,18 +19,22 @@ import logging
 from pathlib import Path
 
 
-def _path(value) -> str:
+def panel_path(value) -> str:
+    """A path field of a parameter node as text; "" when unset (``None``, ``""`` or ``Path(".")``)."""
     text = str(value) if value is not None else ""
     return "" if text in ("", ".") else text
 
 
-class LossLabModuleLogic:
-    """Training in a background process (with its curves), inference and the gradient lab, on ``scene``."""
+class ModuleLogicBase:
+    """What the Lib logics of the modules share: the scene, and the hooks that the module files override in
+    Slicer (:meth:`mrmlScene`, :meth:`ensureDependencies`, :meth:`temporaryFolder`) or may
+    (:meth:`pythonExecutable`)."""
+
+    #: what cannot be done without PythonSlicer (the message of :meth:`pythonExecutable`)
+    backgroundTask = "run in the background"
 
     def __init__(self, scene=None) -> None:
         self.scene = scene
-
-    # Hooks (the module file overrides them in Slicer) ------------------------------------------------------
 
     def mrmlScene(self):
         if self.scene is None:
@@ -38,16 +45,22 @@ class LossLabModuleLogic:
         """Install what is missing on first use (Slicer: torch and requirements.txt); nothing here."""
 
     def temporaryFolder(self) -> str:
-        """Where a training run without an output folder goes (Slicer: its temporary folder)."""
+        """Where a run without an output folder goes (Slicer: its temporary folder)."""
         import tempfile
 
         return tempfile.gettempdir()
 
     def pythonExecutable(self) -> str:
-        """The Python of the training worker: PythonSlicer."""
+        """The Python of the background jobs: PythonSlicer."""
         from LossLabLib.jobs import slicer_python
 
-        return slicer_python("train in the background")
+        return slicer_python(self.backgroundTask)
+
+
+class LossLabModuleLogic(ModuleLogicBase):
+    """Training in a background process (with its curves), inference and the gradient lab, on ``scene``."""
+
+    backgroundTask = "train in the background"
 
     # The panel's sections ----------------------------------------------------------------------------------
 
@@ -74,11 +87,11 @@ class LossLabModuleLogic:
         self.ensureDependencies()
         import LossLabLib
 
-        output = _path(p.outputFolder) or str(
+        output = panel_path(p.outputFolder) or str(
             LossLabLib.training.new_run_folder(Path(self.temporaryFolder()) / "LossLab")
         )
         job = LossLabLib.TrainingJob.create(
-            _path(p.datasetFolder),
+            panel_path(p.datasetFolder),
             output,
             preset=p.networkPreset,
             loss=p.trainLoss,
@@ -119,7 +132,7 @@ class LossLabModuleLogic:
         import LossLabLib
 
         logic = LossLabLib.InferenceLogic(self.mrmlScene(), progress, device=p.device)
-        result = logic.run(_path(p.modelPath), p.inputVolume, output_segmentation=p.outputSegmentation)
+        result = logic.run(panel_path(p.modelPath), p.inputVolume, output_segmentation=p.outputSegmentation)
         p.outputSegmentation = result.segmentation_node
         return result
 
@@ -133,7 +146,7 @@ class LossLabModuleLogic:
             loss=p.labLoss,
             loss_options=p.labLossOptions,
             volume=p.inputVolume,
-            model_path=None if fromSegmentation else _path(p.modelPath),
+            model_path=None if fromSegmentation else panel_path(p.modelPath),
             prediction_segmentation=p.labPredictionSegmentation,
             wrt=p.labWrt,
             class_index=p.labClassIndex,

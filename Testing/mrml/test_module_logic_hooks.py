@@ -19,21 +19,17 @@ import slicer.util  # noqa: E402
 from module_stand_ins import load_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+#: (module = folder, Lib module, Lib class, whether it starts runs in the temporary folder)
 MODULES = [
-    ("LossLab", "LossLab", "LossLabLib.module_logic", "LossLabModuleLogic"),
-    ("ICEEditing", "ICEEditing", "ICEEditingLib.module_logic", "ICEEditingModuleLogic"),
-    (
-        "FetalParcellation",
-        "FetalParcellation",
-        "FetalParcellationLib.module_logic",
-        "FetalParcellationModuleLogic",
-    ),
+    ("LossLab", "LossLabLib.module_logic", "LossLabModuleLogic", True),
+    ("ICEEditing", "ICEEditingLib.module_logic", "ICEEditingModuleLogic", False),
+    ("FetalParcellation", "FetalParcellationLib.module_logic", "FetalParcellationModuleLogic", True),
 ]
 
 
-@pytest.mark.parametrize("name, folder, lib, base", MODULES, ids=[m[0] for m in MODULES])
-def test_module_logic_is_the_lib_logic_with_slicers_hooks(name, folder, lib, base, mrml, monkeypatch):
-    module_file = load_module(monkeypatch, name, ROOT / folder)
+@pytest.mark.parametrize("name, lib, base, runs", MODULES, ids=[m[0] for m in MODULES])
+def test_module_logic_is_the_lib_logic_with_slicers_hooks(name, lib, base, runs, mrml, monkeypatch):
+    module_file = load_module(monkeypatch, name, ROOT / name)
     cls = getattr(module_file, f"{name}Logic")
     lib_class = getattr(importlib.import_module(lib), base)
     assert issubclass(cls, lib_class)
@@ -50,5 +46,5 @@ def test_module_logic_is_the_lib_logic_with_slicers_hooks(name, folder, lib, bas
     monkeypatch.setattr(slicer.util, "pip_install", installs.append, raising=False)
     logic.ensureDependencies()  # everything is installed here: nothing to install, no prompt
     assert installs == []
-    if hasattr(lib_class, "temporaryFolder"):
+    if runs:  # new runs go to Slicer's temporary folder
         assert logic.temporaryFolder() == "/slicer/temporary"
