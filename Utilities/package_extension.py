@@ -414,8 +414,13 @@ def check_imports(package: Package, python: str) -> list[str]:
     """Unpack the package and import the core (and, with slicer-core, the Lib packages) from it alone."""
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(package.path) as t:
-            t.extractall(tmp, filter="data")
+        if package.path.suffix == ".zip":  # cpack's generator on Windows
+            with zipfile.ZipFile(package.path) as z:
+                z.extractall(tmp)
+        else:
+            with tarfile.open(package.path) as t:
+                # the "data" filter (no links out, no devices) where this Python has it (3.10.12+, 3.11.4+)
+                t.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         modules = Path(tmp) / package.scripted_modules_root()
         code = (
             "import importlib, importlib.util, sys; sys.path.insert(0, sys.argv[1]); names = ['losslab', "
