@@ -6,10 +6,8 @@ docs/fetal-slicer.md. Painting is the Segment Editor's; parcellation by an ensem
 background PythonSlicer processes that the widget polls with a QTimer.
 """
 
-import logging
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -32,8 +30,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: the tissues' abbreviations, in label order; each has an "annotated<abbr>" check box and parameter
-TISSUE_KEYS = ("WM", "Vent", "Cer", "ECSF", "CGM", "DGM", "BS", "CC")
+from FetalParcellationLib.module_logic import TISSUE_KEYS, FetalParcellationModuleLogic
 
 
 class FetalParcellation(ScriptedLoadableModule):
@@ -42,13 +39,13 @@ class FetalParcellation(ScriptedLoadableModule):
         self.parent.title = _("Fetal Parcellation")
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LossLab developers"]
+        self.parent.contributors = ["LossLab developers (LossLab)"]
         self.parent.helpText = _(
             "Annotate some of the 8 fetal brain tissues of an MRI, declare which ones you annotated, and export "
             "the case as a label-set map to a dataset folder; train with leaf-Dice on such partial annotations; "
             "parcellate an MRI with a model or ensemble (8 tissue segments and the members' disagreement); "
             "compare with a reference (Dice, HD95 per tissue). "
-            '<a href="https://github.com/losslab/LossLab/blob/main/docs/fetal-slicer.md">Documentation</a>.'
+            '<a href="https://github.com/losslab/SlicerLossLab/blob/main/docs/fetal-slicer.md">Documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "Label-set losses and partial annotations: Fidon et al., 'Label-set loss functions for partial "
@@ -111,8 +108,6 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self.job = None
-        self.trainingJob = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._observedSegmentation = None
@@ -155,9 +150,7 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.removeObservers()
         self.timer.stop()
         self.summaryTimer.stop()
-        for job in (self.job, self.trainingJob):
-            if job is not None and job.is_running:
-                job.stop(timeout=10)
+        self.logic.stopJobs(timeout=10)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -209,17 +202,8 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 finally:
                     self._updatingDeclaration = False
                 self._onSegmentation()
-        running = self.job is not None and self.job.is_running
-        training = self.trainingJob is not None and self.trainingJob.is_running
-        hasSession = bool(p and p.annotationSegmentation)
-        self.ui.createSessionButton.enabled = bool(p and p.inputVolume)
-        for button in (self.ui.setMaskButton, self.ui.validateButton, self.ui.exportButton):
-            button.enabled = hasSession
-        self.ui.runButton.enabled = bool(p and p.inputVolume and p.model) and not running
-        self.ui.stopButton.enabled = running
-        self.ui.metricsButton.enabled = bool(p and p.referenceSegmentation and p.parcellationSegmentation)
-        self.ui.trainButton.enabled = bool(p and str(p.datasetFolder) not in ("", ".")) and not training
-        self.ui.trainStopButton.enabled = training
+        for name, enabled in self.logic.buttonStates(p).items():
+            getattr(self.ui, name).enabled = enabled
 
     def _onSegmentation(self, caller=None, event=None) -> None:
         """The segments were painted or the tags changed: refresh the counts once the editing pauses."""
@@ -289,48 +273,32 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onRun(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start the parcellation."), waitCursor=True):
-            self.job = self.logic.startParcellation(self._parameterNode)
+            self.logic.startParcellation(self._parameterNode)
             self.ui.statusLabel.text = _("Parcellation started")
             self.timer.start()
         self._onParameters()
 
     def onStop(self) -> None:
-        if self.job is not None:
-            self.job.request_stop()
-            self.ui.statusLabel.text = self.job.status()
+        self.ui.statusLabel.text = self.logic.stopParcellation()
 
     def onTimer(self) -> None:
-        for job in (self.job, self.trainingJob):
-            if job is not None and not job.finished:
-                job.poll()
-        job = self.job
-        if job is not None:
-            self.ui.progressBar.value = int(round(100 * job.progress))
-            self.ui.statusLabel.text = job.status()
-            if job.finished:
-                self.job = None
-                if not job.error and not job.stopped:
-                    with slicer.util.tryWithErrorDisplay(
-                        _("Failed to load the parcellation."), waitCursor=True
-                    ):
-                        self.logic.loadParcellation(self._parameterNode, job)
-                        slicer.util.setSliceViewerLayers(
-                            foreground=self._parameterNode.disagreementVolume, foregroundOpacity=0.5
-                        )
-                elif job.error:
-                    slicer.util.errorDisplay(_("Parcellation failed: ") + str(job.error.get("message")))
-        training = self.trainingJob
-        if training is not None:
-            self.ui.trainingStatusLabel.text = training.status()
-            if training.finished:
-                self.trainingJob = None
-                if training.error:
-                    slicer.util.errorDisplay(_("Training failed: ") + str(training.error.get("message")))
-                elif training.model_path is not None:
-                    with slicer.util.tryWithErrorDisplay(_("Failed to register the model."), waitCursor=True):
-                        name = self.logic.registerModel(self._parameterNode, training)
-                        self.ui.modelComboBox.addItem(name)
-        if self.job is None and self.trainingJob is None:
+        tick = self.logic.pollJobs()
+        if tick.status is not None:
+            self.ui.progressBar.value = int(round(100 * tick.progress))
+            self.ui.statusLabel.text = tick.status
+        if tick.parcellated is not None:
+            with slicer.util.tryWithErrorDisplay(_("Failed to load the parcellation."), waitCursor=True):
+                self.logic.loadParcellation(self._parameterNode, tick.parcellated)
+                p = self._parameterNode
+                slicer.util.setSliceViewerLayers(foreground=p.disagreementVolume, foregroundOpacity=0.5)
+        if tick.trainingStatus is not None:
+            self.ui.trainingStatusLabel.text = tick.trainingStatus
+        if tick.trained is not None:
+            with slicer.util.tryWithErrorDisplay(_("Failed to register the model."), waitCursor=True):
+                self.ui.modelComboBox.addItem(self.logic.registerModel(self._parameterNode, tick.trained))
+        for message in tick.errors:
+            slicer.util.errorDisplay(message)
+        if not tick.active:
             self.timer.stop()
         self._onParameters()
 
@@ -343,23 +311,28 @@ class FetalParcellationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onTrain(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            self.trainingJob = self.logic.startTraining(self._parameterNode)
-            self.ui.trainingStatusLabel.text = _("Training started in {path}").format(
-                path=self.trainingJob.output_dir
-            )
+            job = self.logic.startTraining(self._parameterNode)
+            self.ui.trainingStatusLabel.text = _("Training started in {path}").format(path=job.output_dir)
             self.timer.start()
         self._onParameters()
 
     def onTrainStop(self) -> None:
-        if self.trainingJob is not None:
-            self.trainingJob.request_stop()
+        self.logic.stopTraining()
 
 
-class FetalParcellationLogic(ScriptedLoadableModuleLogic):
-    """Slicer glue: installs dependencies on first use, then delegates to FetalParcellationLib."""
+class FetalParcellationLogic(ScriptedLoadableModuleLogic, FetalParcellationModuleLogic):
+    """Slicer's hooks for FetalParcellationLib.module_logic.FetalParcellationModuleLogic, which does the work:
+    slicer.mrmlScene, the first-use install, Slicer's temporary folder for new training runs."""
+
+    def __init__(self, scene=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        FetalParcellationModuleLogic.__init__(self, scene)
 
     def getParameterNode(self):
         return FetalParcellationParameterNode(super().getParameterNode())
+
+    def mrmlScene(self):
+        return self.scene if self.scene is not None else slicer.mrmlScene
 
     def ensureDependencies(self) -> None:
         """On first use: torch through SlicerPyTorch, then LossLab's Resources/requirements.txt by pip; no
@@ -372,186 +345,8 @@ class FetalParcellationLogic(ScriptedLoadableModuleLogic):
             ask_confirmation=not slicer.app.testingEnabled(),
         )
 
-    @staticmethod
-    def pythonExecutable() -> str:
-        """PythonSlicer: Slicer's Python without the GUI, which runs the background jobs."""
-        executable = shutil.which("PythonSlicer")
-        if executable is None:
-            raise RuntimeError(_("PythonSlicer was not found next to Slicer: cannot run in the background."))
-        return executable
-
-    @staticmethod
-    def _path(value) -> str:
-        text = str(value) if value is not None else ""
-        return "" if text in ("", ".") else text
-
-    def modelNames(self):
-        """Registered model names (empty until the dependencies are installed)."""
-        try:
-            from FetalParcellationLib import available_models
-
-            return available_models()
-        except ImportError:
-            return []
-
-    # Annotation ----------------------------------------------------------------------------------------
-
-    def session(self, p):
-        """The chosen session, as it is (choosing a segmentation never adds segments to it: Create does)."""
-        from FetalParcellationLib import AnnotationSession
-
-        if p.annotationSegmentation is None:
-            raise ValueError(_("Create or choose an annotation session (segmentation) first."))
-        return AnnotationSession(slicer.mrmlScene, p.annotationSegmentation, p.inputVolume)
-
-    def createSession(self, p):
-        self.ensureDependencies()
-        from FetalParcellationLib import AnnotationSession
-
-        session = AnnotationSession.create(
-            slicer.mrmlScene, p.inputVolume, segmentation_node=p.annotationSegmentation
-        )
-        session.prepare_segment_editor()  # the mask overlaps the tissues: the editor must allow overlap
-        p.annotationSegmentation = session.segmentation_node
-        self.readDeclaration(p)
-        return session
-
-    def readDeclaration(self, p) -> None:
-        """Segment tags -> the "annotated" check boxes."""
-        annotated = set(self.session(p).annotated())
-        for label, key in enumerate(TISSUE_KEYS, start=1):
-            setattr(p, f"annotated{key}", label in annotated)
-
-    def writeDeclaration(self, p, annotated=None) -> None:
-        """The "annotated" check boxes (or the ``annotated`` abbreviations) -> segment tags (saved with the
-        .seg.nrrd)."""
-        if annotated is None:
-            annotated = [key for key in TISSUE_KEYS if getattr(p, f"annotated{key}")]
-        self.session(p).set_declaration(annotated)
-
-    def setBrainMask(self, p) -> int:
-        session = self.session(p)
-        if p.maskSegmentation is not None:
-            ids = vtk.vtkStringArray()
-            p.maskSegmentation.GetSegmentation().GetSegmentIDs(ids)
-            if ids.GetNumberOfValues() == 0:
-                raise ValueError(_("The mask segmentation has no segment."))
-            return session.set_brain_mask(p.maskSegmentation, ids.GetValue(0))
-        if p.maskLabelmap is not None:
-            return session.set_brain_mask(p.maskLabelmap)
-        raise ValueError(
-            _("Choose a brain mask (a segmentation or a labelmap), or paint the 'brain mask' segment.")
-        )
-
-    def refreshSummary(self, p):
-        """Fill the summary table (tissue, painted voxels, annotated) and return the validation problems."""
-        from LossLabLib import mrml_io
-
-        session = self.session(p)
-        p.summaryTable = mrml_io.table_from_rows(
-            slicer.mrmlScene,
-            session.summary_rows(),
-            columns=("Tissue", "Name", "Painted voxels", "Annotated"),
-            node=p.summaryTable,
-            name="Fetal annotation summary",
-        )
-        return session.problems()
-
-    def exportCase(self, p):
-        from FetalParcellationLib import export_case
-
-        folder = self._path(p.datasetFolder)
-        if not folder:
-            raise ValueError(_("Choose the dataset folder to export to."))
-        caseId = p.caseId.strip() or (p.inputVolume.GetName() if p.inputVolume else "")
-        return export_case(self.session(p), folder, caseId, volume_node=p.inputVolume)
-
-    def importCase(self, p):
-        self.ensureDependencies()
-        from FetalParcellationLib import import_case
-
-        result = import_case(slicer.mrmlScene, self._path(p.datasetFolder), p.caseId.strip())
-        result.session.prepare_segment_editor()
-        p.inputVolume = result.volume_node
-        p.annotationSegmentation = result.session.segmentation_node
-        return result
-
-    # Parcellation, metrics, training --------------------------------------------------------------------
-
-    def _mask(self, p):
-        if p.annotationSegmentation is not None:
-            session = self.session(p)
-            if session.brain_mask().any():
-                return p.annotationSegmentation, session.mask_segment_id
-        return None, None
-
-    def startParcellation(self, p, pythonExecutable=None):
-        """The model (a registered name or a model folder / checkpoint) on the MRI, in a background process."""
-        self.ensureDependencies()
-        from FetalParcellationLib import ParcellationLogic
-
-        mask, maskId = self._mask(p)
-        logic = ParcellationLogic(slicer.mrmlScene, device=p.device)
-        return logic.start(
-            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
-            python_executable=pythonExecutable or self.pythonExecutable(),
-        )  # fmt: skip
-
-    def loadParcellation(self, p, job):
-        from FetalParcellationLib import ParcellationLogic
-
-        result = ParcellationLogic(slicer.mrmlScene).load_job(
-            job, p.parcellationSegmentation, p.disagreementVolume
-        )
-        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
-        return result
-
-    def runParcellation(self, p, progress=None):
-        """The same in this process (blocks; for one small model, scripts and the self-test)."""
-        self.ensureDependencies()
-        from FetalParcellationLib import ParcellationLogic
-
-        mask, maskId = self._mask(p)
-        result = ParcellationLogic(slicer.mrmlScene, progress, device=p.device).run(
-            p.model, p.inputVolume, mask=mask, mask_segment_id=maskId,
-            output_segmentation=p.parcellationSegmentation, output_uncertainty=p.disagreementVolume,
-        )  # fmt: skip
-        p.parcellationSegmentation, p.disagreementVolume = result.segmentation_node, result.uncertainty_node
-        return result
-
-    def computeMetrics(self, p, progress=None):
-        self.ensureDependencies()
-        from FetalParcellationLib import tissue_metrics
-
-        result = tissue_metrics(
-            slicer.mrmlScene, p.referenceSegmentation, p.parcellationSegmentation,
-            reference_volume=p.inputVolume, output_table=p.metricsTable, progress=progress,
-        )  # fmt: skip
-        p.metricsTable = result.table_node
-        return result
-
-    def startTraining(self, p, pythonExecutable=None):
-        """Leaf-Dice (by default) training on the dataset folder; without an output folder, each run gets a
-        new one in Slicer's temporary folder (never next to the data)."""
-        self.ensureDependencies()
-        from FetalParcellationLib import start_training
-
-        output = self._path(p.trainingOutputFolder) or str(
-            Path(slicer.app.temporaryPath) / "FetalParcellation" / time.strftime("fetal-%Y%m%d-%H%M%S")
-        )
-        logging.info("FetalParcellation: training in %s", output)
-        return start_training(
-            self._path(p.datasetFolder), output, loss=p.trainingLoss, epochs=p.epochs, members=p.members,
-            device=p.device, python_executable=pythonExecutable or self.pythonExecutable(),
-        )  # fmt: skip
-
-    def registerModel(self, p, job) -> str:
-        """Write the finished run's model card; the model is then chosen by its folder path."""
-        from FetalParcellationLib import register_trained_model
-
-        register_trained_model(job, Path(job.output_dir).name)
-        p.model = str(job.output_dir)
-        return p.model
+    def temporaryFolder(self) -> str:
+        return slicer.app.temporaryPath
 
 
 class FetalParcellationTest(ScriptedLoadableModuleTest):

@@ -5,7 +5,6 @@ data registered), parameter node, widget, logic glue and self-test. Every comput
 (scene.py, scribble.py, session.py, effect.py) and losslab; see docs/ice-slicer.md.
 """
 
-import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -28,11 +27,10 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from ICEEditingLib.module_logic import ICEEditingModuleLogic
+
 # Combo boxes filled from the model registry (their text is kept in str fields of the parameter node)
-COMBO_FIELDS = {
-    "segmentModelComboBox": "segmentModel",
-    "editModelComboBox": "editModel",
-}
+COMBO_FIELDS = {"segmentModelComboBox": "segmentModel", "editModelComboBox": "editModel"}
 EFFECT_SOURCE = os.path.join(os.path.dirname(__file__), "SegmentEditorICEEditLib", "SegmentEditorEffect.py")
 
 
@@ -42,13 +40,13 @@ class ICEEditing(ScriptedLoadableModule):
         self.parent.title = _("ICE Editing")
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LossLab developers"]
+        self.parent.contributors = ["LossLab developers (LossLab)"]
         self.parent.helpText = _(
             "Correct the segmentation of a sparse ICE volume by drawing scribbles on its frames: the editing "
             "model changes the segment near the scribble and keeps it elsewhere; edits accumulate, and each "
             "can be undone and redone. Draw with the 'ICE Edit' effect of the Segment Editor, or apply a "
             "markups curve here. "
-            'See <a href="https://github.com/losslab/LossLab/blob/main/docs/ice-slicer.md">the documentation</a>.'
+            'See <a href="https://github.com/losslab/SlicerLossLab/blob/main/docs/ice-slicer.md">the documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "Implements the interactive editing of Shahin, Zhuang and El-Zehiry, 'From Sparse to Precise: A "
@@ -176,88 +174,66 @@ class ICEEditingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             setattr(self._parameterNode, field, text)
 
     def _updateButtons(self, caller=None, event=None) -> None:
-        p = self._parameterNode
-        state = self.logic.state(p)
-        self.ui.segmentButton.enabled = bool(p and p.inputVolume)
-        for name in ("previousFrameButton", "nextFrameButton", "showFrameButton"):
-            getattr(self.ui, name).enabled = state["frames"] > 0
-        self.ui.applyCurveButton.enabled = bool(p and p.segmentation and p.scribbleCurve and p.inputVolume)
-        self.ui.undoButton.enabled = state["canUndo"]
-        self.ui.redoButton.enabled = state["canRedo"]
+        for name, enabled in self.logic.buttonStates(self._parameterNode).items():
+            getattr(self.ui, name).enabled = enabled
 
     def _onProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(round(100 * fraction))
         self.ui.statusLabel.text = message
         slicer.app.processEvents()
 
-    def _showHistory(self, text: str) -> None:
-        self.ui.historyTableView.setMRMLTableNode(self._parameterNode.historyTable)
-        self.ui.statusLabel.text = text
+    def _run(self, failure: str, method, *args, history: bool = False, **kwargs) -> None:
+        """Call a Logic method on the parameter node and show the text it returns (errors in a dialog)."""
+        with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
+            text = method(self._parameterNode, *args, **kwargs)
+            if history:
+                self.ui.historyTableView.setMRMLTableNode(self._parameterNode.historyTable)
+            self.ui.statusLabel.text = text
         self._updateButtons()
 
     def onLoadSampleButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to load the sample ICE case."), waitCursor=True):
-            self.ui.statusLabel.text = self.logic.loadSample(self._parameterNode, progress=self._onProgress)
-        self._updateButtons()
+        self._run(_("Failed to load the sample ICE case."), self.logic.loadSample, progress=self._onProgress)
 
     def onLoadCaseButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to load the ICE case."), waitCursor=True):
-            self.ui.statusLabel.text = self.logic.loadCase(self._parameterNode, progress=self._onProgress)
-        self._updateButtons()
+        self._run(_("Failed to load the ICE case."), self.logic.loadCase, progress=self._onProgress)
 
     def onSegmentButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to segment the ICE volume."), waitCursor=True):
-            self.ui.statusLabel.text = self.logic.segment(self._parameterNode, progress=self._onProgress)
-        self._updateButtons()
+        self._run(_("Failed to segment the ICE volume."), self.logic.segment, progress=self._onProgress)
 
     def onPreviousFrameButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the frame."), waitCursor=True):
-            self.ui.statusLabel.text = self.logic.stepFrame(self._parameterNode, -1)
+        self._run(_("Failed to show the frame."), self.logic.stepFrame, -1)
 
     def onNextFrameButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the frame."), waitCursor=True):
-            self.ui.statusLabel.text = self.logic.stepFrame(self._parameterNode, 1)
+        self._run(_("Failed to show the frame."), self.logic.stepFrame, 1)
 
     def onShowFrameButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the frame."), waitCursor=True):
-            self.ui.statusLabel.text = self.logic.stepFrame(self._parameterNode, 0)
+        self._run(_("Failed to show the frame."), self.logic.stepFrame, 0)
 
     def onApplyCurveButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to apply the edit."), waitCursor=True):
-            self._showHistory(self.logic.applyCurve(self._parameterNode, progress=self._onProgress))
+        self._run(
+            _("Failed to apply the edit."), self.logic.applyCurve, history=True, progress=self._onProgress
+        )
 
     def onUndoButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Nothing to undo."), waitCursor=True):
-            self._showHistory(self.logic.undo(self._parameterNode))
+        self._run(_("Nothing to undo."), self.logic.undo, history=True)
 
     def onRedoButton(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Nothing to redo."), waitCursor=True):
-            self._showHistory(self.logic.redo(self._parameterNode))
+        self._run(_("Nothing to redo."), self.logic.redo, history=True)
 
 
-class ICEEditingLogic(ScriptedLoadableModuleLogic):
-    """Slicer glue: installs dependencies on first use, then delegates to ICEEditingLib.
-
-    ``scene`` is slicer.mrmlScene unless given (tests pass a headless scene); ``redSliceNodes`` gives the
-    red view's slice and composite nodes (the layout manager's in Slicer).
-    """
+class ICEEditingLogic(ScriptedLoadableModuleLogic, ICEEditingModuleLogic):
+    """Slicer's hooks for ICEEditingLib.module_logic.ICEEditingModuleLogic, which does the work: the scene
+    (slicer.mrmlScene unless given: tests pass a headless one), the first-use install, the red view and the
+    Segment Editor's masking settings."""
 
     def __init__(self, scene=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.scene = scene
-        self.sceneCase = None
-        self.sessions = None
+        ICEEditingModuleLogic.__init__(self, scene)
 
     def getParameterNode(self):
         return ICEEditingParameterNode(super().getParameterNode())
 
-    def sceneClosed(self) -> None:
-        """Forget the loaded case and the editing sessions (their nodes are gone)."""
-        self.sceneCase = None
-        if self.sessions is not None:
-            self.sessions.clear()
-
-    def _scene(self):
+    def mrmlScene(self):
         return self.scene if self.scene is not None else slicer.mrmlScene
 
     def ensureDependencies(self) -> None:
@@ -271,79 +247,9 @@ class ICEEditingLogic(ScriptedLoadableModuleLogic):
             ask_confirmation=not slicer.app.testingEnabled(),
         )
 
-    def modelNames(self, field: str) -> list:
-        """Model names for a combo box ("segmentModel" or "editModel"); the defaults before torch is there."""
-        import ICEEditingLib
-
-        kind = "segmentation" if field == "segmentModel" else "editing"
-        try:
-            return ICEEditingLib.available_models(kind)
-        except ImportError:
-            default = "DEFAULT_SEGMENTATION_MODEL" if kind == "segmentation" else "DEFAULT_EDITING_MODEL"
-            return [getattr(ICEEditingLib, default)]
-
-    def state(self, p) -> dict:
-        """What the buttons need: the number of frames loaded, and whether undo / redo are possible."""
-        session = self._currentSession(p)
-        return {
-            "frames": self.sceneCase.n_frames if self.sceneCase is not None else 0,
-            "canUndo": bool(session and session.can_undo),
-            "canRedo": bool(session and session.can_redo),
-        }
-
-    def _loaded(self, p, sceneCase) -> str:
-        self.sceneCase = sceneCase
-        p.inputVolume = sceneCase.volume_node
-        p.frame = 0
-        return _("Loaded {n} frames").format(n=sceneCase.n_frames)
-
-    def loadSample(self, p, progress=None) -> str:
-        self.ensureDependencies()
-        from ICEEditingLib import sample_data
-
-        return self._loaded(p, sample_data.load_sample(self._scene(), progress=progress))
-
-    def loadCase(self, p, progress=None) -> str:
-        self.ensureDependencies()
-        import ICEEditingLib
-
-        folder = str(p.caseFolder) if p.caseFolder is not None else ""
-        if folder in ("", "."):
-            raise ValueError(_("Choose a case folder written by 'losslab ice simulate' (cases/<id>)."))
-        return self._loaded(p, ICEEditingLib.load_case(self._scene(), folder, progress=progress))
-
-    def segment(self, p, progress=None) -> str:
-        """y_init: the segmentation model (by name) on the input volume -> a new segmentation to edit."""
-        self.ensureDependencies()
-        import ICEEditingLib
-
-        source = self.sceneCase if self.sceneCase is not None else p.inputVolume
-        p.segmentation, p.segmentId = ICEEditingLib.initial_segmentation(
-            self._scene(),
-            source,
-            p.segmentModel,
-            device=p.device,
-            segmentation_node=p.segmentation,
-            progress=progress,
-        )
-        return _("Segmented with {model}: segment '{segment}'").format(
-            model=p.segmentModel, segment=p.segmentId
-        )
-
     def redSliceNodes(self):
         widget = slicer.app.layoutManager().sliceWidget("Red")
         return widget.mrmlSliceNode(), widget.sliceLogic().GetSliceCompositeNode()
-
-    def stepFrame(self, p, step: int) -> str:
-        """Align the red view with frame ``p.frame + step`` (clamped to the frames)."""
-        import ICEEditingLib
-
-        if self.sceneCase is None:
-            raise ValueError(_("Load an ICE case first: frames come with the case."))
-        p.frame = min(max(0, p.frame + int(step)), self.sceneCase.n_frames - 1)
-        sliceNode, compositeNode = self.redSliceNodes()
-        ICEEditingLib.align_slice_node(sliceNode, self.sceneCase, p.frame, compositeNode)
-        return _("Frame {k} of {n}").format(k=p.frame, n=self.sceneCase.n_frames)
 
     def editorNode(self):
         """The Segment Editor's parameter node, whose masking settings module edits honour (None headless)."""
@@ -351,64 +257,6 @@ class ICEEditingLogic(ScriptedLoadableModuleLogic):
             return slicer.modules.segmenteditor.widgetRepresentation().self().editor.mrmlSegmentEditorNode()
         except AttributeError:
             return None
-
-    def _currentSession(self, p):
-        if p is None or self.sessions is None or not (p.segmentation and p.inputVolume and p.segmentId):
-            return None
-        return (
-            self.sessions.get(
-                self._scene(), p.segmentation, p.segmentId, p.inputVolume, p.editModel, device=p.device
-            )
-            if self.sessions.has(p.segmentation, p.segmentId, p.inputVolume, p.editModel, p.device)
-            else None
-        )
-
-    def session(self, p, progress=None):
-        """The editing session of the parameter node's segment (one per segment; options from ``p``)."""
-        import ICEEditingLib
-
-        if self.sessions is None:
-            self.sessions = ICEEditingLib.effect.SessionCache()
-        session = self.sessions.get(
-            self._scene(),
-            p.segmentation,
-            p.segmentId,
-            p.inputVolume,
-            p.editModel,
-            device=p.device,
-            cas=self.sceneCase
-            if self.sceneCase is not None and self.sceneCase.volume_node is p.inputVolume
-            else None,
-            undo_levels=p.undoLevels,
-            history_table=p.historyTable,
-        )
-        session.writer.copy_masking_from(self.editorNode())  # the Segment Editor's masking settings
-        session.progress = progress
-        session.sigma_mm = p.sigmaMm if p.sigmaMm > 0 else None
-        session.strict_threshold = p.strictThreshold if p.strictLocal else None
-        session.adapt_sigma = p.adaptSigma
-        if session.undo_levels != p.undoLevels:
-            session.set_undo_levels(p.undoLevels)
-        return session
-
-    def applyCurve(self, p, progress=None) -> str:
-        """Edit the segment with the scribble curve (console: set p.scribbleCurve, then call this)."""
-        self.ensureDependencies()
-        session = self.session(p, progress)
-        record = session.edit_from_curve(p.scribbleCurve)
-        p.historyTable = session.history_table
-        logging.info("ICEEditing: %s", record.summary())
-        return record.summary()
-
-    def undo(self, p) -> str:
-        session = self.session(p)
-        record = session.undo()
-        return _("Undone: edit {index}").format(index=record.index)
-
-    def redo(self, p) -> str:
-        session = self.session(p)
-        record = session.redo()
-        return _("Redone: edit {index}").format(index=record.index)
 
 
 class ICEEditingTest(ScriptedLoadableModuleTest):
@@ -429,10 +277,8 @@ class ICEEditingTest(ScriptedLoadableModuleTest):
         logic = ICEEditingLogic()
         p = logic.getParameterNode()
         logic.loadSample(p)
-        label = slicer.util.loadLabelVolume(str(logic.sceneCase.folder / "label.nii.gz"))
-        p.segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-        slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(label, p.segmentation)
-        p.segmentId = p.segmentation.GetSegmentation().GetNthSegmentID(0)
+        case = logic.sceneCase
+        p.segmentation, p.segmentId = ICEEditingLib.initial_from_mask(slicer.mrmlScene, case, case.case.label)
         frame = logic.sceneCase.frames_with_contours()[0]
         p.scribbleCurve = logic.sceneCase.cas_curves[frame][0]
         p.frame = frame

@@ -6,7 +6,6 @@ is in LossLabLib (training.py, inference.py, gradient_lab.py) and losslab; see d
 Training runs in a background PythonSlicer process that the widget polls with a QTimer.
 """
 
-import logging
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +29,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from LossLabLib.module_logic import LossLabModuleLogic
+
 # Combo boxes filled from the registries (no parameter-node connector: their text is kept in str fields)
 COMBO_FIELDS = {
     "presetComboBox": "networkPreset",
@@ -44,13 +45,13 @@ class LossLab(ScriptedLoadableModule):
         self.parent.title = _("LossLab")
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LossLab developers"]
+        self.parent.contributors = ["LossLab developers (LossLab)"]
         self.parent.helpText = _(
             "Train a segmentation network on a dataset folder with any LossLab loss (Dice, mime, label-set, "
             "margin calibration, editing...) in a background process; segment a volume with a model or an "
             "ensemble; and show the gradient map of a loss for a segmentation and a prediction, with its "
             "dynamic range (the Dice-gradient paper's Fig. 1). "
-            'See <a href="https://github.com/losslab/LossLab/blob/main/docs/slicer.md">the documentation</a>.'
+            'See <a href="https://github.com/losslab/SlicerLossLab/blob/main/docs/slicer.md">the documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "LossLab implements losses of Kervadec et al. (mime, Dice gradient), Fidon et al. (label-set "
@@ -251,11 +252,19 @@ class LossLabWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
 
 
-class LossLabLogic(ScriptedLoadableModuleLogic):
-    """Slicer glue: installs dependencies on first use, then delegates to LossLabLib."""
+class LossLabLogic(ScriptedLoadableModuleLogic, LossLabModuleLogic):
+    """Slicer's hooks for LossLabLib.module_logic.LossLabModuleLogic, which does the work: slicer.mrmlScene, the
+    first-use install, Slicer's temporary folder for new training runs."""
+
+    def __init__(self, scene=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        LossLabModuleLogic.__init__(self, scene)
 
     def getParameterNode(self):
         return LossLabParameterNode(super().getParameterNode())
+
+    def mrmlScene(self):
+        return self.scene if self.scene is not None else slicer.mrmlScene
 
     def ensureDependencies(self) -> None:
         """On first use: torch through SlicerPyTorch, then Resources/requirements.txt by pip; no prompt while
@@ -268,112 +277,8 @@ class LossLabLogic(ScriptedLoadableModuleLogic):
             ask_confirmation=not slicer.app.testingEnabled(),
         )
 
-    def choices(self):
-        """(network presets, loss names) from the registries; ImportError without torch."""
-        from LossLabLib import dependencies, training
-
-        if not dependencies.torch_available():
-            raise ImportError("torch is not installed yet")
-
-        return training.network_presets(), training.loss_names()
-
-    def lossHelp(self, name: str) -> str:
-        try:
-            from LossLabLib import training
-
-            return training.loss_options_text(name)
-        except (ImportError, ValueError):
-            return ""
-
-    @staticmethod
-    def pythonExecutable() -> str:
-        """PythonSlicer: Slicer's Python without the GUI, which runs the training worker."""
-        executable = shutil.which("PythonSlicer")
-        if executable is None:
-            raise RuntimeError(
-                _("PythonSlicer was not found next to Slicer: cannot train in the background.")
-            )
-        return executable
-
-    @staticmethod
-    def _path(value) -> str:
-        text = str(value) if value is not None else ""
-        return "" if text in ("", ".") else text
-
-    def startTraining(self, p, pythonExecutable=None):
-        """Start a LossLabLib.TrainingJob from the Train fields; without an output folder, each run gets a
-        new one in Slicer's temporary folder (LossLab/run-<time>, named in the log), never next to the data."""
-        self.ensureDependencies()
-        import LossLabLib
-
-        output = self._path(p.outputFolder) or str(
-            LossLabLib.training.new_run_folder(Path(slicer.app.temporaryPath) / "LossLab")
-        )
-        job = LossLabLib.TrainingJob.create(
-            self._path(p.datasetFolder),
-            output,
-            preset=p.networkPreset,
-            loss=p.trainLoss,
-            loss_options=p.trainLossOptions,
-            epochs=p.epochs,
-            device=p.device,
-            python_executable=pythonExecutable or self.pythonExecutable(),
-        )
-        logging.info("LossLab: training in %s", output)
-        return job.start()
-
-    def pollTraining(self, p, job):
-        """One tick of the training timer: the job's update (LossLabLib.jobs.JobUpdate: new log lines,
-        progress, status, finished, error) and the curves chart when new epochs arrived (else None); once
-        training is done, the model goes into the Infer section's model path."""
-        update = job.update()
-        chart = self.updateCurves(p, job) if p is not None and update.new_epochs else None
-        if p is not None and update.finished and job.model_path is not None:
-            p.modelPath = job.model_path
-        return update, chart
-
-    def stopTraining(self, job, timeout=None) -> str:
-        """Stop button: a clean stop after the current batch, or (second press) end it now; with ``timeout``,
-        stop and wait that long (then kill). Returns the job's status line."""
-        if timeout is None:
-            return job.stop_or_kill()
-        if job.is_running:
-            job.stop(timeout=timeout)
-        return job.status()
-
-    def updateCurves(self, p, job):
-        """Write the job's per-epoch curves into the parameter node's table and chart (created once)."""
-        p.trainingTable, p.trainingChart = job.fill_curves(slicer.mrmlScene, p.trainingTable, p.trainingChart)
-        return p.trainingChart
-
-    def infer(self, p, progress=None):
-        self.ensureDependencies()
-        import LossLabLib
-
-        logic = LossLabLib.InferenceLogic(slicer.mrmlScene, progress, device=p.device)
-        result = logic.run(self._path(p.modelPath), p.inputVolume, output_segmentation=p.outputSegmentation)
-        p.outputSegmentation = result.segmentation_node
-        return result
-
-    def gradientLab(self, p, progress=None):
-        self.ensureDependencies()
-        import LossLabLib
-
-        fromSegmentation = p.labPredictionSegmentation is not None
-        result = LossLabLib.GradientLabLogic(slicer.mrmlScene, progress, device=p.device).compute(
-            p.targetSegmentation,
-            loss=p.labLoss,
-            loss_options=p.labLossOptions,
-            volume=p.inputVolume,
-            model_path=None if fromSegmentation else self._path(p.modelPath),
-            prediction_segmentation=p.labPredictionSegmentation,
-            wrt=p.labWrt,
-            class_index=p.labClassIndex,
-            output_volume=p.labOutputVolume,
-            output_table=p.labOutputTable,
-        )
-        p.labOutputVolume, p.labOutputTable = result.volume_node, result.table_node
-        return result
+    def temporaryFolder(self) -> str:
+        return slicer.app.temporaryPath
 
 
 class LossLabTest(ScriptedLoadableModuleTest):

@@ -35,7 +35,7 @@ class SegmentationMetrics(ScriptedLoadableModule):
         self.parent.title = _("Segmentation Metrics")
         self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["LossLab developers"]
+        self.parent.contributors = ["LossLab developers (LossLab)"]
         self.parent.helpText = _(
             "Compare a segment with a reference: Dice, IoU, Hausdorff distance, HD95 and ASSD in mm. "
             "Given the segmentation before an edit and the scribble (a markups curve), also the editing "

@@ -12,7 +12,8 @@ calls :mod:`losslab.labelsets` for every computation. Parts:
   background job, into 8 tissue segments and a disagreement volume;
 - :func:`tissue_metrics` (:mod:`.metrics`): per-tissue Dice / HD95 against a reference, as a table;
 - :func:`start_training` (:mod:`.training`): leaf-Dice training on a dataset folder (a TrainingJob);
-- :mod:`.sample_data`: the CC0 atlas case registered with SampleData.
+- :mod:`.sample_data`: the CC0 atlas case registered with SampleData;
+- :mod:`.module_logic`: what the FetalParcellation module's buttons do (sessions, jobs, button states).
 
 The package imports its parts lazily (on first use of a name), so that ``FetalParcellationLib.sample_data``,
 which Slicer reads at startup to register the sample case, needs none of the Python dependencies that are

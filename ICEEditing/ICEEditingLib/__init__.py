@@ -4,8 +4,8 @@ Scribble editing of sparse intracardiac echo (ICE) segmentations (ice-editing-sh
 into a scene (:mod:`.scene`), turn a scribble drawn in any slice view into grid voxels (:mod:`.scribble`),
 and edit a segment with an editing model through the Segment Editor's write path, with an edit history and
 multi-level undo / redo (:mod:`.session`); :mod:`.effect` is what the effect calls on each stroke;
-:mod:`.sample_data` the bundled sample case. The editing step itself is
-:meth:`losslab.ice.EditingModel.edit`.
+:mod:`.sample_data` the bundled sample case; :mod:`.module_logic` what the ICEEditing module's buttons do.
+The editing step itself is :meth:`losslab.ice.EditingModel.edit`.
 
 It takes the scene as an argument, never touches Qt, ``slicer.app`` or ``slicer.mrmlScene``, and so runs
 unchanged in desktop Slicer and on the ``slicer-core`` wheel (how the tests run it). Names load lazily.
@@ -44,7 +44,7 @@ _EXPORTS = {
     "sample_case_folder": "sample_data",
     "verify_sample": "sample_data",
 }
-_SUBMODULES = ("effect", "sample_data", "scene", "scribble", "session")
+_SUBMODULES = ("effect", "module_logic", "sample_data", "scene", "scribble", "session")
 
 
 def __getattr__(name: str):

@@ -8,8 +8,9 @@ desktop Slicer and on the ``slicer-core`` wheel (how the tests run it).
 The LossLab module's parts: :class:`SubprocessJob` (any long job in a background Python process,
 streaming JSON-lines events), :class:`TrainingJob` (training through it, curves as a table and a plot
 chart), :class:`InferenceLogic` (a model on a volume -> a segmentation node) and :class:`GradientLabLogic`
-(a loss's gradient map as a volume, with its dynamic range); :mod:`LossLabLib.dependencies` installs what
-the modules need on the first Apply. They import torch only when they run, so importing this package needs
+(a loss's gradient map as a volume, with its dynamic range); :mod:`LossLabLib.module_logic` what the LossLab
+module's buttons do (and the base of the other modules' Lib logics); :mod:`LossLabLib.dependencies` installs
+what the modules need on the first Apply. They import torch only when they run, so importing this package needs
 no torch. Its parts load lazily, on first use of a name (``LossLabLib.TrainingJob``...), so that
 :mod:`LossLabLib.dependencies` can be imported, and install the rest, before scipy or torch are there.
 """
@@ -56,6 +57,7 @@ _SUBMODULES = (
     "gradient_lab",
     "inference",
     "jobs",
+    "module_logic",
     "mrml_io",
     "sample_data",
     "segmentation_metrics",

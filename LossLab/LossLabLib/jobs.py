@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JobUpdate", "SubprocessJob", "core_folder", "python_command", "wait_for"]
+__all__ = ["JobUpdate", "SubprocessJob", "core_folder", "python_command", "slicer_python", "wait_for"]
 
 #: stderr lines kept for error messages (the whole output also goes to :attr:`SubprocessJob.log`)
 STDERR_TAIL = 200
@@ -66,6 +67,18 @@ def python_command(
     """``[python, "-m", module, *args]`` with ``python_executable`` (default ``sys.executable``; pass
     ``PythonSlicer`` in Slicer)."""
     return [str(python_executable or sys.executable), "-m", module, *(str(a) for a in args)]
+
+
+def slicer_python(task: str = "run in the background") -> str:
+    """``PythonSlicer`` (Slicer's Python without the GUI, which runs the background jobs), found on ``PATH``.
+
+    Raises:
+        RuntimeError: not found, naming what cannot be done without it (``task``).
+    """
+    executable = shutil.which("PythonSlicer")
+    if executable is None:
+        raise RuntimeError(f"PythonSlicer was not found next to Slicer: cannot {task}.")
+    return executable
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Static checks of the Slicer side, no Slicer needed: CMake lists, module files, .ui files, icons.
 
-- Every file under a module folder (LossLab/, ICEEditing/, FetalParcellation/) is listed in that folder's
-  CMakeLists.txt (scripts and resources are listed explicitly, as Slicer's build wants), and every listed
-  file exists. When this fails, the message names the files to add or remove.
+- Every file under a module folder (LossLab/, ICEEditing/, FetalParcellation/) is installed by one of that
+  folder's ``slicerMacroBuildScriptedModule`` calls (a .py file through SCRIPTS, any other through RESOURCES;
+  the lists are evaluated as CMake would, ``${VAR}`` included), every listed file exists, and SCRIPTS hold
+  .py files only (CTK's real ``ctkMacroCompilePythonScript`` appends ".py" to anything else and the build
+  fails). When this fails, the message names the files to add, move or remove.
 - Each module file ``<Module>.py`` compiles, holds the classes Slicer looks for (``<Module>``,
   ``<Module>Widget``, ``<Module>Logic``, ``<Module>Test``) and no computation (no numpy / scipy / torch
   maths, no direct use of the core ``losslab``: that goes through the ``*Lib`` package).
@@ -16,12 +18,16 @@ from __future__ import annotations
 import ast
 import py_compile
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "Utilities"))
+from package_extension import scripted_modules  # noqa: E402  (CMake lists read as CMake evaluates them)
+
 MODULE_FOLDERS = [
     ROOT / name for name in ("LossLab", "ICEEditing", "FetalParcellation") if (ROOT / name).is_dir()
 ]
@@ -44,27 +50,43 @@ def _present_files(folder: Path) -> set[str]:
     return out
 
 
-def _listed_files(cmake: Path) -> set[str]:
-    text = re.sub(r"#[^\n]*", "", cmake.read_text())
-    tokens = re.findall(r"[^\s()\"]+", text)
-    return {t for t in tokens if "$" not in t and "." in t and not t.startswith("-")}
+@pytest.mark.parametrize("folder", MODULE_FOLDERS, ids=lambda p: p.name)
+def test_scripts_lists_hold_python_files_only(folder):
+    """SCRIPTS takes .py files only: CTK's real ctkMacroCompilePythonScript (the macro Slicer's factory builds
+    with) appends ".py" to any other entry, and the build fails with "No rule to make target
+    '.../model.json.py'". Models, JSON, images and data go in RESOURCES."""
+    calls = scripted_modules(folder / "CMakeLists.txt")
+    assert calls, f"{folder.name}/CMakeLists.txt calls no slicerMacroBuildScriptedModule"
+    for call in calls:
+        assert call["NAME"] and call["SCRIPTS"], (
+            f"{folder.name}/CMakeLists.txt: a call without NAME or SCRIPTS"
+        )
+        not_python = [s for s in call["SCRIPTS"] if not s.endswith(".py")]
+        assert not not_python, (
+            f"{folder.name}/CMakeLists.txt: the SCRIPTS of {call['NAME']} hold non-Python files; move them to "
+            "its RESOURCES: " + " ".join(not_python)
+        )
 
 
 @pytest.mark.parametrize("folder", MODULE_FOLDERS, ids=lambda p: p.name)
 def test_cmake_lists_every_file_of_the_module_folder(folder):
+    """Every file of the module folder is installed by one of its slicerMacroBuildScriptedModule calls (a .py
+    file through SCRIPTS, any other through RESOURCES), and every listed file exists."""
     cmake = folder / "CMakeLists.txt"
     assert cmake.is_file(), f"{folder.name}/ has no CMakeLists.txt"
-    present, listed = _present_files(folder), _listed_files(cmake)
-    missing = sorted(present - listed)
+    calls = scripted_modules(cmake)
+    present = _present_files(folder)
+    scripts = {s for call in calls for s in call["SCRIPTS"]}
+    resources = {r for call in calls for r in call["RESOURCES"]}
+    listed = scripts | resources
+    missing_scripts = sorted(p for p in present - scripts if p.endswith(".py"))
+    missing_resources = sorted(p for p in present - resources if not p.endswith(".py"))
     stale = sorted(listed - present)
     message = []
-    if missing:
-        scripts = [m for m in missing if m.endswith(".py")]
-        resources = [m for m in missing if not m.endswith(".py")]
-        if scripts:
-            message.append("add to the SCRIPTS lists: " + " ".join(scripts))
-        if resources:
-            message.append("add to the RESOURCES lists: " + " ".join(resources))
+    if missing_scripts:
+        message.append("add to the SCRIPTS lists: " + " ".join(missing_scripts))
+    if missing_resources:
+        message.append("add to the RESOURCES lists: " + " ".join(missing_resources))
     if stale:
         message.append("remove (no such file): " + " ".join(stale))
     assert not message, f"{folder.name}/CMakeLists.txt is out of date: " + "; ".join(message)
@@ -205,6 +227,26 @@ def _methods(cls: ast.ClassDef) -> dict[str, ast.FunctionDef]:
     return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
 
 
+def logic_methods(path: Path, tree: ast.Module, logic: ast.ClassDef) -> dict[str, ast.FunctionDef]:
+    """The methods of the module's Logic class, with those of the Lib class it extends: a base imported
+    ``from <Folder>Lib.<file> import <Base>`` is read from ``<module folder>/<Folder>Lib/<file>.py``."""
+    methods = {}
+    imported = {
+        alias.asname or alias.name: node.module
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0].endswith("Lib")
+        for alias in node.names
+    }
+    for base in logic.bases:
+        name = getattr(base, "id", None)
+        if name in imported:
+            source = path.parent / (imported[name].replace(".", "/") + ".py")
+            lib = ast.parse(source.read_text())
+            cls = next(n for n in lib.body if isinstance(n, ast.ClassDef) and n.name == name)
+            methods |= _methods(cls)
+    return methods | _methods(logic)
+
+
 def _logic_uses(node: ast.AST) -> set[str]:
     """Names ``X`` of every ``self.logic.X`` under ``node``."""
     return {
@@ -251,13 +293,31 @@ def test_widget_is_binding_only_and_calls_an_injectable_logic(path):
             pytest.fail(f"{path.name}:{node.lineno}: {name}Widget uses {node.id}: call the Logic instead")
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == f"{name}Logic":
             assert node in ast.walk(made[0].value), f"{path.name}:{node.lineno}: a Logic made outside setup"
-    defined = set(_methods(logic)) | {"getParameterNode"}
+    defined = set(logic_methods(path, tree, logic)) | {"getParameterNode"}
     unknown = _logic_uses(widget) - defined
     assert not unknown, f"{name}Widget calls self.logic.{sorted(unknown)}, which {name}Logic does not define"
     # every button handler goes through the Logic
     for method_name, method in _methods(widget).items():
         if method_name.startswith("on") and method_name.endswith("Button"):
             assert _logic_uses(method), f"{name}Widget.{method_name} does not call the Logic"
+
+
+@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.stem)
+def test_logic_reads_and_writes_only_parameter_node_fields(path):
+    """Every ``p.<name>`` of the Logic's methods (its own and its Lib base class's, where ``p`` is the
+    parameter node) is a field of the module's parameter node: the Lib logic and the .ui agree on names."""
+    tree = ast.parse(path.read_text())
+    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{path.stem}Logic")
+    fields = _parameter_fields(tree)
+    used = {
+        node.attr
+        for method in logic_methods(path, tree, logic).values()
+        if any(a.arg == "p" for a in method.args.args)
+        for node in ast.walk(method)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "p"
+    }
+    unknown = sorted(used - fields)
+    assert not unknown, f"{path.stem}Logic uses p.{unknown}, not fields of {path.stem}ParameterNode"
 
 
 @pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.stem)

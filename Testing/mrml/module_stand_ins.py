@@ -58,6 +58,9 @@ class FakeTimer:
     def setInterval(self, ms):  # noqa: N802
         self.interval = ms
 
+    def setSingleShot(self, single):  # noqa: N802
+        self.single_shot = single
+
     def connect(self, signal, slot):
         self.slots[signal] = slot
 

@@ -24,7 +24,7 @@ from LossLabLib.dependencies import (
 #: the requirements of the fake environments below
 REQUIREMENTS = ["scipy>=1.10", "slicerio>=1.0", "tqdm>=4.60", "matplotlib>=3.6"]
 #: LossLab/Resources/requirements.txt
-SHIPPED_REQUIREMENTS = [*REQUIREMENTS, "edt>=3.0"]
+SHIPPED_REQUIREMENTS = [*REQUIREMENTS, "edt>=3.0", "monai>=1.3"]
 
 
 class FakeEnvironment:

@@ -28,3 +28,5 @@ def test_console_snippets_of_the_slicer_docs_run(mrml, capsys):
     assert "['background', 'class1', 'class2']" in out and "dynamic range: Dice" in out
     assert namespace["table"].GetNumberOfRows() == 2
     assert namespace["dice"].dynamic_range_db < namespace["ce"].dynamic_range_db
+    # the Lib class behind the LossLab module's Logic, used directly
+    assert "['class1', 'class2'] True" in out

@@ -1,5 +1,5 @@
-"""The glue of FetalParcellation/FetalParcellation.py (FetalParcellationLogic) against the real
-FetalParcellationLib on real MRML, and the .ui's bindings.
+"""The glue of FetalParcellation/FetalParcellation.py: its Logic's work (FetalParcellationLib.module_logic)
+against the real FetalParcellationLib on real MRML, the module's self-test, and the .ui's bindings.
 
 Desktop Slicer's Qt side (qt, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper, slicer.i18n) is not
 in slicer-core: minimal stand-ins are put in ``sys.modules`` for the import only, so that the Logic methods the
@@ -23,10 +23,14 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 torch = pytest.importorskip("torch")
 
+import module_stand_ins  # noqa: E402
 import slicer  # noqa: E402
 import slicer.util  # noqa: E402
 from fetal_cases import array, load_volume, write_small_case  # noqa: E402
+from module_stand_ins import StrictFakeLogic  # noqa: E402
 
+from FetalParcellationLib import module_logic  # noqa: E402
+from FetalParcellationLib.module_logic import FetalParcellationModuleLogic  # noqa: E402
 from losslab import models  # noqa: E402
 from losslab.engine import save_checkpoint  # noqa: E402
 from losslab.labelsets import ABBREVIATIONS, LABEL_NAMES  # noqa: E402
@@ -134,14 +138,15 @@ def test_logic_glue_session_export_import_parcellation_metrics_training(
 ):
     scene = mrml.scene
     monkeypatch.setenv(models.ENV_ROOT, str(random_ensemble.parent))
-    logic = module_file.FetalParcellationLogic()
-    logic.ensureDependencies = lambda: None  # the packages are here; Slicer installs them on first Apply
+    logic = FetalParcellationModuleLogic(scene)  # the module's Logic without Slicer's hooks
     assert logic.modelNames() == ["fetal-random"]
     f = write_small_case("GA29_operated", tmp_path / "case", spacing=4.8)
     volume = load_volume(scene, f["srr"], "GA29")
     parcellation = array(f["parcellation"])
     p = _parameters(module_file, inputVolume=volume, datasetFolder=Path("."), trainingOutputFolder=Path("."))
 
+    states = logic.buttonStates(p)
+    assert states["createSessionButton"] and not states["exportButton"] and not states["runButton"]
     session = logic.createSession(p)
     assert p.annotationSegmentation is session.segmentation_node and not p.annotatedWM
     editor = scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
@@ -184,8 +189,12 @@ def test_logic_glue_session_export_import_parcellation_metrics_training(
 
     p.model = "fetal-random"
     job = logic.startParcellation(p, pythonExecutable=sys.executable)
+    assert logic.parcellationJob is job
     assert job.wait(300) == 0, job.log
-    parc = logic.loadParcellation(p, job)
+    tick = logic.pollJobs()  # the Widget's timer: the finished job is handed over once, then forgotten
+    assert tick.parcellated is job and tick.errors == [] and tick.status and not tick.active
+    assert logic.parcellationJob is None and logic.pollJobs().status is None
+    parc = logic.loadParcellation(p, tick.parcellated)
     assert (
         p.parcellationSegmentation is parc.segmentation_node and p.disagreementVolume is parc.uncertainty_node
     )
@@ -202,8 +211,11 @@ def test_logic_glue_session_export_import_parcellation_metrics_training(
     p.trainingOutputFolder, p.epochs = tmp_path / "run", 1
     training = logic.startTraining(p, pythonExecutable=sys.executable)
     assert training.config["loss"]["name"] == "leaf_dice" and training.config["epochs"] == 1
+    assert logic.buttonStates(p)["trainStopButton"] == training.is_running
     training.stop(timeout=60)
     assert not training.is_running
+    tick = logic.pollJobs()
+    assert tick.trainingStatus and tick.trained is None and not tick.active and logic.trainingJob is None
 
 
 def test_module_self_test_runs_headless(module_file, mrml, tmp_path, monkeypatch):
@@ -220,3 +232,147 @@ def test_module_self_test_runs_headless(module_file, mrml, tmp_path, monkeypatch
         "WM",
         "Vent",
     ]
+
+
+class FakeFetalLogic(StrictFakeLogic):
+    """Strict: only these methods exist; each returns a marker the Widget must show."""
+
+    def __init__(self, parameters):
+        super().__init__()
+        self.parameters = parameters
+        self.tick = None
+
+    def getParameterNode(self):
+        self._record("getParameterNode")
+        return self.parameters
+
+    def modelNames(self):
+        self._record("modelNames")
+        return ["fetal-model"]
+
+    def buttonStates(self, p):
+        self._record("buttonStates")
+        return {"runButton": True, "stopButton": False}
+
+    def readDeclaration(self, p):
+        self._record("readDeclaration")
+
+    def writeDeclaration(self, p, annotated=None):
+        self._record("writeDeclaration", annotated)
+
+    def refreshSummary(self, p):
+        self._record("refreshSummary")
+        return ["Vent (2) is painted but not declared"]
+
+    def createSession(self, p):
+        self._record("createSession")
+
+    def setBrainMask(self, p):
+        self._record("setBrainMask")
+        return 1234
+
+    def exportCase(self, p):
+        self._record("exportCase")
+        return types.SimpleNamespace(case_id="case01", manifest="/data/dataset.json")
+
+    def importCase(self, p):
+        self._record("importCase")
+
+    def startParcellation(self, p):
+        self._record("startParcellation")
+
+    def stopParcellation(self):
+        self._record("stopParcellation")
+        return "stopping"
+
+    def pollJobs(self):
+        self._record("pollJobs")
+        return self.tick
+
+    def loadParcellation(self, p, job):
+        self._record("loadParcellation", job)
+
+    def registerModel(self, p, job):
+        self._record("registerModel", job)
+        return "/runs/fetal-new"
+
+    def computeMetrics(self, p, progress=None):
+        self._record("computeMetrics")
+        return types.SimpleNamespace(table_node="metrics table")
+
+    def startTraining(self, p):
+        self._record("startTraining")
+        return types.SimpleNamespace(output_dir="/runs/fetal-new")
+
+    def stopTraining(self):
+        self._record("stopTraining")
+
+    def stopJobs(self, timeout=None):
+        self._record("stopJobs", timeout)
+
+
+def test_widget_buttons_and_timer_call_their_logic_methods(mrml, monkeypatch):
+    """FetalParcellationWidget against a strict fake Logic (module_stand_ins.py): each button calls the Logic
+    method it is bound to and shows what it returns; the timer shows the jobs' tick, loads a finished
+    parcellation, registers a trained model, shows failures and stops when no job runs."""
+    module_file = module_stand_ins.load_module(monkeypatch, "FetalParcellation", MODULE.parent)
+    rec = module_stand_ins.patch_slicer_gui(monkeypatch, UI)
+    params = module_stand_ins.FakeParameterNode(
+        module_file.FetalParcellationParameterNode,
+        annotationSegmentation=mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode"),
+        model="fetal-model",
+    )
+    fake = FakeFetalLogic(params)
+    monkeypatch.setattr(module_file.FetalParcellationWidget, "logicFactory", lambda: fake)
+    widget = module_file.FetalParcellationWidget()
+    widget.setup()
+    ui = widget.ui
+    assert ui.modelComboBox.called("addItems") == [((["fetal-model"],), {})]
+    assert (
+        "readDeclaration" in fake.names() and ui.runButton.enabled is True and ui.stopButton.enabled is False
+    )
+    for key in module_file.TISSUE_KEYS:
+        getattr(ui, f"annotated{key}CheckBox").checked = key in ("WM", "CC")
+    for button, method, label, shown in (
+        ("createSessionButton", "createSession", "statusLabel", "Session ready"),
+        ("setMaskButton", "setBrainMask", "statusLabel", "Brain mask: 1234 voxels"),
+        ("exportButton", "exportCase", "statusLabel", "Exported case01 to /data/dataset.json"),
+        ("validateButton", "refreshSummary", "problemsLabel", "Vent (2) is painted but not declared"),
+        ("runButton", "startParcellation", "statusLabel", "Parcellation started"),
+        ("stopButton", "stopParcellation", "statusLabel", "stopping"),
+        ("trainButton", "startTraining", "trainingStatusLabel", "Training started in /runs/fetal-new"),
+        ("trainStopButton", "stopTraining", None, None),
+        ("importButton", "importCase", None, None),
+        ("metricsButton", "computeMetrics", None, None),
+    ):
+        fake.calls.clear()
+        getattr(ui, button).emit("clicked(bool)")
+        assert method in fake.names(), f"{button} did not call {method}: {fake.names()}"
+        if label:
+            assert getattr(ui, label).text.startswith(shown), getattr(ui, label).text
+    assert ui.metricsTableView.called("setMRMLTableNode")[-1] == (("metrics table",), {})
+    fake.calls.clear()
+    ui.annotatedWMCheckBox.emit("toggled(bool)", True)
+    assert fake.calls == [("writeDeclaration", (["WM", "CC"],), {})]  # the boxes as they are
+
+    parcellation, trained = object(), object()
+    fake.tick = module_logic.JobsTick(
+        progress=1.0, status="done", trainingStatus="trained", parcellated=parcellation, trained=trained,
+        errors=["Training failed: boom"], active=False,
+    )  # fmt: skip
+    widget.timer.start()
+    fake.calls.clear()
+    widget.onTimer()
+    assert ("loadParcellation", (parcellation,), {}) in fake.calls
+    assert ("registerModel", (trained,), {}) in fake.calls
+    assert ui.modelComboBox.called("addItem")[-1] == (("/runs/fetal-new",), {})
+    assert (
+        ui.progressBar.value == 100
+        and ui.statusLabel.text == "done"
+        and ui.trainingStatusLabel.text == "trained"
+    )
+    assert rec.called("errorDisplay") == [(("Training failed: boom",), {})]
+    assert not widget.timer.active
+    fake.calls.clear()
+    widget.cleanup()
+    assert fake.calls == [("stopJobs", (10,), {})]  # the running jobs end with the panel

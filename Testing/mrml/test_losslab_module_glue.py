@@ -4,8 +4,9 @@ Desktop Slicer's Qt side (qt, slicer.ScriptedLoadableModule, slicer.parameterNod
 not in slicer-core: the stand-ins of module_stand_ins.py are put in ``sys.modules`` for the import only, so
 that:
 
-- the Logic methods the Widget calls (startTraining, pollTraining, stopTraining, infer, gradientLab) run for
-  real here, with a parameter object holding exactly the fields of LossLabParameterNode;
+- the Logic methods the Widget calls (startTraining, pollTraining, stopTraining, infer, gradientLab; their
+  code is LossLabLib.module_logic.LossLabModuleLogic) run for real here, with a parameter object holding
+  exactly the fields of LossLabParameterNode;
 - the Widget runs against a strict fake Logic injected through ``LossLabWidget.logicFactory``: each handler
   (Train, Stop, the timer, Infer, Gradient, the loss menus) must call the Logic method it is bound to and
   show what it returns; a handler that does the work itself, or calls another Logic method, fails.
@@ -29,7 +30,6 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 pytest.importorskip("torch")
 
-import slicer  # noqa: E402
 from module_stand_ins import (  # noqa: E402
     MODULE_DIR,
     FakeParameterNode,
@@ -44,6 +44,7 @@ from losslab.losses import available_losses  # noqa: E402
 from losslab.nets import available_presets  # noqa: E402
 from LossLabLib import mrml_io  # noqa: E402
 from LossLabLib.jobs import JobUpdate  # noqa: E402
+from LossLabLib.module_logic import LossLabModuleLogic  # noqa: E402
 from LossLabLib.training import make_example_dataset  # noqa: E402
 
 MODULE = MODULE_DIR / "LossLab.py"
@@ -60,8 +61,7 @@ def _parameters(mod, **values):
 
 
 def test_logic_glue_trains_infers_and_runs_the_gradient_lab(module_file, scene, tmp_path, monkeypatch):
-    logic = module_file.LossLabLogic()
-    logic.ensureDependencies = lambda: None  # the packages are here; Slicer installs them on first Apply
+    logic = LossLabModuleLogic(scene)  # the module's Logic without Slicer's hooks
     data = make_example_dataset(tmp_path / "data")
     p = _parameters(
         module_file,
@@ -107,8 +107,9 @@ def test_logic_glue_trains_infers_and_runs_the_gradient_lab(module_file, scene, 
     p.labPredictionSegmentation, p.labWrt = result.segmentation_node, "logits"
     assert logic.gradientLab(p).wrt == "logits"
 
-    # without an output folder, each run gets a new one under Slicer's temporary folder, never the data's
-    monkeypatch.setattr(slicer.app, "temporaryPath", str(tmp_path / "slicer-tmp"), raising=False)
+    # without an output folder, each run gets a new one under the temporary folder (Slicer's, through the
+    # module file's hook: test_module_logic_hooks.py), never the data's
+    monkeypatch.setattr(logic, "temporaryFolder", lambda: str(tmp_path / "slicer-tmp"))
     p.outputFolder = Path(".")
     first = logic.startTraining(p, pythonExecutable=sys.executable)
     first.kill()

@@ -84,7 +84,7 @@ def run_training(command: str, train_fn, resume_hint: str) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     """``losslab train`` (see :func:`run_training` for Ctrl-C / SIGTERM)."""
-    from ..engine.trainer import run
+    from ..engine.ensemble import run
 
     return run_training(
         "losslab train",

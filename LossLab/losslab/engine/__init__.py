@@ -16,17 +16,9 @@ from .checkpoint import RunFolderError, load_checkpoint, read_ensemble_manifest,
 from .config import DEFAULTS, ConfigError, apply_overrides, load_config, validate_config
 from .data import DatasetError, Manifest, VolumeDataset, load_manifest, split_cases
 from .device import select_device
+from .ensemble import ensemble_configs, run, train_ensemble
 from .inference import Prediction, Predictor, ensemble_members, load_predictor, predict, predict_logits
-from .trainer import (
-    TrainingDiverged,
-    TrainResult,
-    build_loss,
-    dice_per_class,
-    ensemble_configs,
-    run,
-    train,
-    train_ensemble,
-)
+from .trainer import TrainingDiverged, TrainResult, build_loss, dice_per_class, train
 
 __all__ = [
     "DEFAULTS",

@@ -1,5 +1,9 @@
 """Ensembles: N independent runs (seeds ``seed + k``, own random splits) in ``output_dir/member{k}``,
-listed by ``output_dir/ensemble.json`` (the folder that :func:`losslab.engine.load_predictor` takes)."""
+listed by ``output_dir/ensemble.json`` (the folder that :func:`losslab.engine.load_predictor` takes), and
+:func:`run`, which trains one model or an ensemble as the config says.
+
+This module sits above :mod:`losslab.engine.trainer` (it calls :func:`~losslab.engine.trainer.train` per
+member); the trainer never imports it, so the two form no import cycle."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from ..io import write_text
 from .checkpoint import RunFolderError, read_ensemble_manifest, run_files
 from .config import load_config
 from .reporting import ProgressCallback
+from .trainer import TrainResult, train
 
 
 def ensemble_configs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -113,8 +118,6 @@ def train_ensemble(
     when a member's training returns (not before: a start that fails leaves an old ensemble's index whole).
     The output folder is checked first (:func:`plan_members`). Returns the members' ``TrainResult``s.
     """
-    from .trainer import train
-
     cfg = load_config(config, overrides)
     members = ensemble_configs(cfg)
     plan = plan_members(cfg, resume=resume, overwrite=overwrite)
@@ -139,4 +142,18 @@ def train_ensemble(
     return results
 
 
-__all__ = ["ensemble_configs", "plan_members", "train_ensemble", "write_ensemble_index"]
+def run(
+    config: str | os.PathLike | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    **kwargs: Any,
+) -> list[TrainResult]:
+    """Train a single model or an ensemble, as ``ensemble.members`` says (what ``losslab train`` does).
+
+    Keywords as :func:`train` (``resume``, ``overwrite``, ``progress``, ``stop``)."""
+    cfg = load_config(config, overrides)
+    if cfg["ensemble"]["members"] > 1:
+        return train_ensemble(cfg, **kwargs)
+    return [train(cfg, **kwargs)]
+
+
+__all__ = ["ensemble_configs", "plan_members", "run", "train_ensemble", "write_ensemble_index"]

@@ -28,8 +28,9 @@ exactly what the uninterrupted run did (bit for bit on CPU), and every DDP rank 
 for the same sample as a single process would.
 
 The code is split by job: :mod:`.builders` (loss, optimizer, scheduler, network), :mod:`.reporting`
-(progress, curves), :mod:`.ensemble` (members, ``ensemble.json``), :mod:`.checkpoint` (checkpoints, the run
-folder); this module holds the loop.
+(progress, curves), :mod:`.checkpoint` (checkpoints, the run folder); this module holds the loop of one run.
+:mod:`.ensemble` sits above it (members, ``ensemble.json``, and :func:`~losslab.engine.ensemble.run`, which
+trains one model or an ensemble as the config says); nothing here imports it.
 """
 
 from __future__ import annotations
@@ -78,7 +79,6 @@ from .data import (
     training_batch,
 )
 from .device import amp_dtype, autocast, select_device
-from .ensemble import ensemble_configs, train_ensemble, write_ensemble_index
 from .inference import predict_logits
 from .reporting import ProgressCallback, Reporter, plot_curves
 
@@ -636,20 +636,6 @@ def _validate(model, val_set, loss_fn, loss_inputs, manifest, cfg, device, dtype
     }
 
 
-def run(
-    config: str | os.PathLike | Mapping[str, Any],
-    overrides: Iterable[str] = (),
-    **kwargs: Any,
-) -> list[TrainResult]:
-    """Train a single model or an ensemble, as ``ensemble.members`` says (what ``losslab train`` does).
-
-    Keywords as :func:`train` (``resume``, ``overwrite``, ``progress``, ``stop``)."""
-    cfg = load_config(config, overrides)
-    if cfg["ensemble"]["members"] > 1:
-        return train_ensemble(cfg, **kwargs)
-    return [train(cfg, **kwargs)]
-
-
 __all__ = [
     "LOGIT_LIMIT",
     "LOSS_GROWTH",
@@ -661,11 +647,7 @@ __all__ = [
     "build_scheduler",
     "check_divergence",
     "dice_per_class",
-    "ensemble_configs",
     "model_info",
     "plot_curves",
-    "run",
     "train",
-    "train_ensemble",
-    "write_ensemble_index",
 ]

@@ -86,7 +86,7 @@ def _work(args: argparse.Namespace, stream, stop: threading.Event) -> int:
 
     from .config import ConfigError
     from .data import DatasetError
-    from .trainer import run
+    from .ensemble import run
 
     code = 0
     try:
