@@ -36,12 +36,26 @@ def test_demo_segments_and_edits_with_the_shipped_models(tmp_path, capsys):
         assert [r["edit"] for r in rows] == [1, 2, 3]
         assert len({r["frame"] for r in rows}) == 3  # a new CAS contour each time
         for r in rows:
-            assert {"D_overall_p95", "D_near_p95", "D_far_p95", "cas_to_prediction_p95", "changes"} <= set(r)
+            assert {
+                "D_overall_p95",
+                "D_near_p95",
+                "D_far_p95",
+                "cas_to_prediction_p95",
+                "dice_vs_y",
+                "changes",
+            } <= set(r)
+    # the ideal user (y's own contour on the worst frame) beside the CAS sequence, from the same y_init
+    assert set(report["ideal_user"]) == set(EDITING_MODELS)
+    for run in report["ideal_user"].values():
+        assert len(run["dice_vs_y"]) == 4 and run["dice_vs_y"][0] == pytest.approx(
+            report["segmentation"]["dice_vs_y"]
+        )
     # the first edit is the same contour for both models: the furthest from y_init
     assert len({rows[0]["frame"] for rows in report["edits"].values()}) == 1
     assert report["segmentation"]["dice_vs_y"] > 0.5, "the shipped segmentation model segments the LA"
     text = (out / "report.md").read_text()
     assert "| edit |" in text and "ice-editing-64" in text
+    assert "How to read this" in text and "higher is better" in text and "An ideal user" in text
     assert (out / "report.png").stat().st_size > 10_000
     assert "report written to" in capsys.readouterr().out
 
