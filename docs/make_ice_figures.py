@@ -6,7 +6,8 @@ Writes ice-frames.png (frames of the sweep, raw and with the CAS contour and y's
 ice-sparse-volume.png (x in three views with y's outline), ice-cas-vs-y.png (CAS contour voxels against y,
 and the distribution of their distance to y with the default realism and with it off) and
 ice-interactions.png (a training interaction on the worst frame, its u, and the test-time choice), and
-prints the figures it measured.
+ice-atria.png (atria of the wide prior, make_atrium, beside the earlier phantom family), and prints the
+figures it measured.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from losslab.ice import (  # noqa: E402
     Grid,
     SimulationConfig,
     furthest_cas_interaction,
+    make_atrium,
     make_phantom,
+    sample_atrium,
     sample_on_frames,
     simulate_case,
     training_interaction,
@@ -189,11 +192,59 @@ def interactions_figure(case, out: Path) -> Path:
     return path
 
 
+def _depth_shaded(mask: np.ndarray, axis: int, flip: bool) -> np.ndarray:
+    """A projection of a mask along an array axis, each pixel shaded by the depth of the first voxel seen."""
+    m = np.flip(mask, axis) if flip else mask
+    hit = m.any(axis=axis)
+    depth = np.argmax(m, axis=axis).astype(float)
+    shade = 1.0 - 0.7 * depth / mask.shape[axis]
+    return np.where(hit, shade, np.nan)
+
+
+def atria_figure(out: Path, n: int = 10) -> Path:
+    """Atria of the wide prior (seeds 0..n-1) and two phantoms, seen from anterior and from above (64^3)."""
+    grid = Grid.cube(64, 2.2048)
+    shapes = [(f"atrium seed {s}", make_atrium(grid, s), sample_atrium(s)) for s in range(n)]
+    shapes += [(f"phantom seed {s}", make_phantom(grid, s), None) for s in (85, 86)]
+    cols = 6
+    rows = 2 * int(np.ceil(len(shapes) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.4 * rows))
+    for k, (name, mask, params) in enumerate(shapes):
+        r, c = 2 * (k // cols), k % cols
+        # arrays (k, j, i) = (S, P, L): from anterior look along +j (flip), from above along -k
+        anterior = _depth_shaded(mask, 1, flip=False)[::-1, ::-1]
+        above = _depth_shaded(mask, 0, flip=True)[:, ::-1]
+        for row, view in ((r, anterior), (r + 1, above)):
+            axes[row, c].imshow(view, cmap="bone", vmin=0, vmax=1)
+            axes[row, c].set_axis_off()
+        ml = mask.sum() * 2.2048**3 / 1000
+        if params:
+            veins = "common L trunk" if params["left_pattern"] == "common trunk" else "4 ostia"
+            veins += " + R middle" if params["right_middle"] else ""
+            title = f"{name}: {ml:.0f} ml\n{veins}, {params['laa']['type']}"
+        else:
+            title = f"{name} (held out): {ml:.0f} ml"
+        axes[r, c].set_title(title, fontsize=7)
+    for k in range(len(shapes), (rows // 2) * cols):
+        axes[2 * (k // cols), k % cols].set_axis_off()
+        axes[2 * (k // cols) + 1, k % cols].set_axis_off()
+    fig.suptitle(
+        "Left atria of the wide prior (make_atrium) and the earlier phantom family: from anterior "
+        "(R on the left, S up) and from above (R on the left, A up)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = save_figure(fig, out / "ice-atria.png", dpi=80)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "images")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(atria_figure(args.out))
     grid = Grid.cube()
     anatomy = make_phantom(grid, args.seed)
     case = simulate_case(anatomy, grid, SimulationConfig(), seed=args.seed)
