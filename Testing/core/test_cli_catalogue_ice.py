@@ -112,10 +112,21 @@ def simulate_overwrite_reads_its_anatomy_from_outdir(ws):
 
 
 def simulate_phantom_larger_than_the_grid(ws):
-    return ["ice", "simulate", ws / "new", "--cases", "1", "--size", "32", "--spacing", "0.5"], [
-        "does not fit",
+    # the procedural phantom (the atrium prior, the default, refuses a grid too small on its own)
+    argv = [
+        "ice",
+        "simulate",
+        ws / "new",
+        "--cases",
+        "1",
+        "--size",
+        "32",
         "--spacing",
+        "0.5",
+        "--prior",
+        "phantom",
     ]
+    return argv, ["phantom", "does not fit", "--spacing"]
 
 
 def simulate_size_2000(ws):
@@ -408,13 +419,13 @@ def test_two_concurrent_runs_into_one_folder_do_not_mix(tmp_path):
     assert len(refused.strip().splitlines()) == 1 and "Traceback" not in refused
     raw = json.loads((outdir / "dataset.json").read_text())
     winner = raw["ice"]["seed"]
-    from losslab.ice import Grid, SimulationConfig, make_phantom, simulate_case
+    from losslab.ice import Grid, SimulationConfig, make_atrium, simulate_case
     from losslab.ice.dataset import read_case
 
     grid = Grid.cube(24, 5.88)
     for i, cid in enumerate(["ice000", "ice001"]):
         case = read_case(outdir / "cases" / cid)
-        fresh = simulate_case(make_phantom(grid, winner + i), grid, SimulationConfig(), seed=winner + i)
+        fresh = simulate_case(make_atrium(grid, winner + i), grid, SimulationConfig(), seed=winner + i)
         assert np.array_equal(case.label, fresh.label) and np.allclose(case.image, fresh.image, atol=1e-6)
 
 
