@@ -24,7 +24,7 @@ Conventions:
   renamed. A failure (a full disk that ITK does not report, a write error) raises :class:`WriteError` (an
   ``OSError``) and leaves any previous file byte-identical. The temporary name carries the writer's process
   id (``.<name>.<pid>.<random>.tmp<suffix>``): a later write of the same file removes what a killed writer
-  (kill -9, power loss) left behind.
+  (kill -9, power loss) left behind (POSIX; on Windows they stay).
 - Outputs of a command (:func:`check_outputs`): no output may be one of its inputs, also through ``..``,
   symbolic links or hard links (:func:`same_file`), nor another output; an existing output needs the
   command's ``--overwrite``; the output's folder must be writable. All checked before any work.
@@ -613,26 +613,38 @@ def check_output_folder(
     writable_folder(folder / "x")
 
 
+def _lock_nonblocking(handle) -> None:
+    """An exclusive lock on an open file, or ``OSError`` at once when another process holds it: ``flock``
+    on POSIX, ``msvcrt.locking`` on Windows (both released when the process ends)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, busy: str = "another process is writing this folder now"):
-    """Hold the exclusive right to write ``folder`` while inside: a ``flock`` on ``.<name>.lock`` beside it
-    (the kernel releases it when the process ends, even on kill -9; the file is removed on exit). Two
+    """Hold the exclusive right to write ``folder`` while inside: a lock on ``.<name>.lock`` beside it
+    (``flock``; the kernel releases it when the process ends, even on kill -9; the file is removed on exit). Two
     commands writing one folder at once (two ``losslab train`` into one output_dir, two ``ice simulate``
     into one dataset) would mix their files; the second is refused at once.
 
     Raises:
         BlockingIOError: the folder is held by another process (``busy`` says what; the folder is named).
     """
-    import fcntl
-
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock_path = folder.parent / f".{folder.name}.lock"
     while True:
         handle = open(lock_path, "a+")  # noqa: SIM115 (held for the whole block)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            _lock_nonblocking(handle)
+        except OSError:  # held by another process
             handle.close()
             raise BlockingIOError(
                 errno.EWOULDBLOCK, f"{busy}; wait for it to finish, or choose another folder", str(folder)
@@ -721,6 +733,7 @@ def atomic_write(
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (POSIX: signal 0 probes without sending anything)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -735,7 +748,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     (``.<name>.<pid>.*.tmp*`` of a process that no longer runs); returns what it removed. Files of a live
     writer, and those of other names, are left alone."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: no probe, no removal
+        return removed
     prefix = f".{path.name}."
     with contextlib.suppress(OSError):
         for entry in os.scandir(path.parent):

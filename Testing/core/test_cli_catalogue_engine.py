@@ -354,14 +354,14 @@ def test_all_empty_labels_train_with_a_warning(store, tmp_path, capsys):
 def test_an_interrupted_run_prints_the_exact_command_to_resume(store, tmp_path, capsys, monkeypatch):
     """`continue with: losslab train cfg.json --resume` dropped the overrides the run was started with: run
     literally, it resumed another (finished) run in the config's own output_dir."""
-    import losslab.engine.trainer as trainer
+    import losslab.engine.ensemble as ensemble
     from losslab.cli import main
     from losslab.engine.trainer import TrainResult
 
     def stopped(config, overrides=(), **kwargs):
         return [TrainResult(tmp_path / "b", None, [{}], 1, stopped=True, epochs_done=1)]
 
-    monkeypatch.setattr(trainer, "run", stopped)
+    monkeypatch.setattr(ensemble, "run", stopped)
     config, _ = _workspace(tmp_path, store)
     code = main(["train", str(config), "output_dir=runs/b", "optimizer.lr=0.02"])
     err = capsys.readouterr().err
