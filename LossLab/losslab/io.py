@@ -22,20 +22,27 @@ Conventions:
 - Writes are atomic and verified: the file is written next to its destination under a temporary name,
   read back and compared with what was meant (data and geometry; size and gzip stream first), then
   renamed. A failure (a full disk that ITK does not report, a write error) raises :class:`WriteError` (an
-  ``OSError``) and leaves any previous file byte-identical.
+  ``OSError``) and leaves any previous file byte-identical. The temporary name carries the writer's process
+  id (``.<name>.<pid>.<random>.tmp<suffix>``): a later write of the same file removes what a killed writer
+  (kill -9, power loss) left behind (POSIX; on Windows they stay).
+- Outputs of a command (:func:`check_outputs`): no output may be one of its inputs, also through ``..``,
+  symbolic links or hard links (:func:`same_file`), nor another output; an existing output needs the
+  command's ``--overwrite``; the output's folder must be writable. All checked before any work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -201,6 +208,7 @@ def _check_nifti(path: Path, gzipped: bool) -> _NiftiData:
         datatype, bitpix = struct.unpack(endian + "2h", data[70:74])
         offset = int(struct.unpack(endian + "f", data[108:112])[0])
         slope, inter = struct.unpack(endian + "2f", data[112:120])
+        pixdim = struct.unpack(endian + "8f", data[76:108])
         offset = max(offset, 348)
     else:
         if len(data) < 540:
@@ -209,9 +217,17 @@ def _check_nifti(path: Path, gzipped: bool) -> _NiftiData:
         dims = struct.unpack(endian + "8q", data[16:80])
         offset = max(int(struct.unpack(endian + "q", data[168:176])[0]), 540)
         slope, inter = struct.unpack(endian + "2d", data[176:192])
+        pixdim = struct.unpack(endian + "8d", data[104:168])
     ndim = int(dims[0])
     if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1 : ndim + 1]):
         raise ValueError(f"{path}: the NIfTI header is damaged (dims {tuple(dims)})")
+    spatial = [float(v) for v in pixdim[1 : min(ndim, 3) + 1]]
+    if any(not np.isfinite(v) or v == 0 for v in spatial):
+        # ITK reads a zero (or NaN) voxel size as 1 mm: every distance would be silently wrong
+        raise ValueError(
+            f"{path}: the NIfTI header gives the voxel size {tuple(spatial)} (pixdim); a zero or undefined "
+            "voxel size cannot be measured in mm: fix the header (e.g. set the spacing in Slicer or nibabel)"
+        )
     extent = [int(d) for d in dims[1 : ndim + 1]]
     expected = offset + int(np.prod(extent, dtype=np.int64)) * (int(bitpix) // 8)
     if len(data) < expected:
@@ -277,6 +293,28 @@ def check_file(path: str | os.PathLike) -> None:
         _check_nrrd(path)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """While inside, what C libraries print straight to the process's stderr (ITK's warnings, the NIfTI
+    library's ``** ERROR: NWAD: wrote only 0 of ... bytes`` on a full disk) is dropped: the checks around
+    each read and write report problems in one line of their own. Python's ``sys.stderr`` is untouched."""
+    fd = 2  # the process's stderr, where C code writes, whatever Python's sys.stderr is now
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no stderr at all: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
+
+
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
@@ -295,6 +333,8 @@ def read_image(path: str | os.PathLike, allow_vector: bool = False) -> Image:
             which file).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected an image file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     suffix = _suffix(path)
@@ -306,7 +346,8 @@ def read_image(path: str | os.PathLike, allow_vector: bool = False) -> Image:
     if suffix == SEG_SUFFIX:
         return _read_seg_nrrd(path)
     try:
-        img = sitk.ReadImage(str(path))
+        with _native_stderr_silenced():
+            img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ValueError(f"{path}: cannot read the image ({str(exc).strip().splitlines()[-1]})") from None
     if img.GetNumberOfComponentsPerPixel() != 1 and not allow_vector:
@@ -445,6 +486,185 @@ def read_label_map(
     return image
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same resolved path (``..``, symbolic links), or, when
+    both exist, the same inode (hard links)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
+
+
+def writable_folder(path: str | os.PathLike) -> Path:
+    """The nearest existing folder above ``path`` (where it would be created), checked to be writable.
+
+    Raises:
+        NotADirectoryError: that nearest existing path is a file.
+        PermissionError: the folder cannot be written (read-only file system, permissions).
+    """
+    existing = Path(path).parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            errno.ENOTDIR, "is a file, not a folder: nothing can be created in it", str(existing)
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            errno.EACCES, "the folder cannot be written (read-only or no permission)", str(existing)
+        )
+    return existing
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike | None],
+    inputs: Mapping[str, str | os.PathLike | None] | Sequence[str | os.PathLike],
+    *,
+    overwrite: bool | None = None,
+) -> None:
+    """Refuse, before any work, outputs that would destroy an input or another output, or that cannot be
+    written: the one rule of every command that writes.
+
+    Args:
+        outputs: ``{what: path}`` of the files to write (None skipped); ``what`` names the output in messages
+            ("label map", "--json").
+        inputs: the files read, as a list or ``{role: path}`` (None skipped).
+        overwrite: ``False``: an existing output is refused (the command's ``--overwrite`` allows it);
+            ``None``: not checked (library calls that replace their outputs by design).
+
+    Raises:
+        ValueError: an output that is an input (also through ``..``, symbolic or hard links) or another
+            output, or exists without ``overwrite``. IsADirectoryError: an output is a folder.
+            NotADirectoryError / PermissionError: its folder cannot be written.
+    """
+    sources = list(inputs.values()) if isinstance(inputs, Mapping) else list(inputs)
+    sources = [Path(s) for s in sources if s is not None]
+    named = [(what, Path(p)) for what, p in outputs.items() if p is not None]
+    for what, out in named:
+        if out.is_dir():
+            raise IsADirectoryError(
+                errno.EISDIR,
+                f"the {what} output is a folder; give a file name (such as seg.nii.gz)",
+                str(out),
+            )
+        for source in sources:
+            if same_file(out, source):
+                raise ValueError(
+                    f"the {what} output {str(out)!r} is the input {str(source)!r}: writing it would destroy "
+                    "the input; choose another output path"
+                )
+    for i, (what_a, a) in enumerate(named):
+        for what_b, b in named[i + 1 :]:
+            if same_file(a, b):
+                raise ValueError(
+                    f"the {what_a} output and the {what_b} output are the same file {str(a)!r}; give two paths"
+                )
+    for what, out in named:
+        if overwrite is False and (out.exists() or out.is_symlink()):
+            raise ValueError(
+                f"the {what} output {str(out)!r} exists already: pass --overwrite to replace it, or choose "
+                "another path"
+            )
+        writable_folder(out)
+
+
+def check_output_folder(
+    folder: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False
+) -> None:
+    """Refuse, before any work, an output folder that would mix or destroy files: the folder form of
+    :func:`check_outputs`. Nothing is written or deleted here.
+
+    Args:
+        folder: where the command writes (created later if missing).
+        inputs: folders the command reads: the output folder may not be one of them, lie inside one, or hold
+            one (its files could be replaced).
+        overwrite: the command's ``--overwrite``: write into a folder that already holds files (the command's
+            own files are replaced, the others left alone). Without it the folder must be new or empty, so an
+            earlier run's report or a file of the user's is never replaced unasked.
+
+    Raises:
+        NotADirectoryError: ``folder`` is a file. ValueError: it overlaps an input folder, or holds files
+        without ``overwrite`` (the message lists a few and names ``--overwrite``).
+        PermissionError: it cannot be written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(folder))
+    target = folder.resolve()
+    for source in inputs:
+        src = Path(source).resolve()
+        if target == src or src in target.parents or target in src.parents:
+            relation = "is" if target == src else ("lies inside" if src in target.parents else "holds")
+            raise ValueError(
+                f"the output folder {str(folder)!r} {relation} the input folder {str(source)!r}: writing there "
+                "could replace what it reads; choose a separate folder"
+            )
+    if folder.is_dir() and not overwrite:
+        present = sorted(p.name for p in folder.iterdir())
+        if present:
+            shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+            raise ValueError(
+                f"{folder} already holds files ({shown}): choose a new or empty folder, or pass --overwrite to "
+                "write there anyway (its files of the same names are replaced, the others left alone)"
+            )
+    writable_folder(folder / "x")
+
+
+def _lock_nonblocking(handle) -> None:
+    """An exclusive lock on an open file, or ``OSError`` at once when another process holds it: ``flock``
+    on POSIX, ``msvcrt.locking`` on Windows (both released when the process ends)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, busy: str = "another process is writing this folder now"):
+    """Hold the exclusive right to write ``folder`` while inside: a lock on ``.<name>.lock`` beside it
+    (``flock``; the kernel releases it when the process ends, even on kill -9; the file is removed on exit). Two
+    commands writing one folder at once (two ``losslab train`` into one output_dir, two ``ice simulate``
+    into one dataset) would mix their files; the second is refused at once.
+
+    Raises:
+        BlockingIOError: the folder is held by another process (``busy`` says what; the folder is named).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = folder.parent / f".{folder.name}.lock"
+    while True:
+        handle = open(lock_path, "a+")  # noqa: SIM115 (held for the whole block)
+        try:
+            _lock_nonblocking(handle)
+        except OSError:  # held by another process
+            handle.close()
+            raise BlockingIOError(
+                errno.EWOULDBLOCK, f"{busy}; wait for it to finish, or choose another folder", str(folder)
+            ) from None
+        # the previous holder may have removed the file between our open and our lock: lock the current one
+        try:
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
+        yield lock_path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        handle.close()
+
+
 def _new_file_mode() -> int:
     """The mode a new file gets from the process's umask (0666 & ~umask), read without changing it for long."""
     mask = os.umask(0)
@@ -483,8 +703,11 @@ def atomic_write(
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = SEG_SUFFIX if path.name.lower().endswith(SEG_SUFFIX) else "".join(path.suffixes[-2:])
+    remove_stale_temporaries(path)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=path.parent
+        )
     except OSError as exc:
         raise _named(exc, path, "cannot create a file in the folder") from exc
     os.close(fd)
@@ -507,6 +730,39 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (POSIX: signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writers of ``path`` killed before their rename left beside it
+    (``.<name>.<pid>.*.tmp*`` of a process that no longer runs); returns what it removed. Files of a live
+    writer, and those of other names, are left alone."""
+    path = Path(path)
+    removed: list[Path] = []
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: no probe, no removal
+        return removed
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            name = entry.name
+            if not name.startswith(prefix) or ".tmp" not in name:
+                continue
+            pid = name[len(prefix) :].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _named(exc: OSError, path: Path, doing: str = "") -> OSError:
@@ -588,7 +844,8 @@ def write_image(
         img.SetOrigin(geometry.origin)
         img.SetDirection(geometry.direction)
         try:
-            sitk.WriteImage(img, str(tmp), useCompression=compress)
+            with _native_stderr_silenced():
+                sitk.WriteImage(img, str(tmp), useCompression=compress)
         except RuntimeError as exc:
             lines = [ln.strip() for ln in str(exc).replace(str(tmp), str(path)).splitlines() if ln.strip()]
             reason = lines[-1] if lines else "unknown error"
@@ -669,6 +926,56 @@ def check_same_grid(a: Image, b: Image, names: tuple[str, str] = ("first", "seco
             + "; ".join(problems)
             + ". Resample one onto the other first."
         )
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file's content; a binary file (a gzip archive, an image) is a ``ValueError`` that names
+    the file and ``what`` it should have been, not a codec error without a name.
+
+    Raises:
+        FileNotFoundError: no such file. IsADirectoryError: a folder. ValueError: not UTF-8 text.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; expected a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        kind = "a gzip file" if data[:2] == b"\x1f\x8b" else "binary data"
+        raise ValueError(
+            f"{what} {path} is not a UTF-8 text file (byte {exc.start} is 0x{data[exc.start]:02x}: {kind}?)"
+        ) from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Parse a JSON file; every problem (missing, binary, empty, malformed) is one error naming the file
+    and ``what`` it is (a dataset manifest, frames.json, ...)."""
+    import json
+
+    text = read_text(path, what)
+    if not text.strip():
+        raise ValueError(f"{what} {path} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN / infinite float (numpy's too) replaced by ``None``: standard JSON, which
+    has no NaN or Infinity (``json.dumps`` writes them by default, and strict readers refuse the file)."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

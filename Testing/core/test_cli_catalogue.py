@@ -288,7 +288,7 @@ def case_dmap_disk_full_unreported(tmp, mp, stack):
         Path(path).write_bytes(data[: len(data) // 2])
 
     mp.setattr(sitk, "WriteImage", truncated)
-    return [*argv, "--dmap", str(dmap)]
+    return [*argv, "--dmap", str(dmap), "--overwrite"]  # a failed write leaves the old file whole
 
 
 def case_dmap_disk_full_raised(tmp, mp, stack):
@@ -300,7 +300,7 @@ def case_dmap_disk_full_raised(tmp, mp, stack):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     mp.setattr(sitk, "WriteImage", full)
-    return [*argv, "--dmap", str(dmap)]
+    return [*argv, "--dmap", str(dmap), "--overwrite"]  # a failed write leaves the old file whole
 
 
 def case_dmap_nrrd_write_error(tmp, mp, stack):
@@ -315,7 +315,7 @@ def case_dmap_nrrd_write_error(tmp, mp, stack):
         )
 
     mp.setattr(sitk, "WriteImage", fails)
-    return [*argv, "--dmap", str(dmap)]
+    return [*argv, "--dmap", str(dmap), "--overwrite"]  # a failed write leaves the old file whole
 
 
 def case_dmap_real_full_disk(tmp, mp, stack):
@@ -323,7 +323,7 @@ def case_dmap_real_full_disk(tmp, mp, stack):
     full = stack.enter_context(_tmpfs(tmp / "full", "2m"))
     dmap = _previous_dmap(full)
     _fill(full)
-    return [*argv, "--dmap", str(dmap)]
+    return [*argv, "--dmap", str(dmap), "--overwrite"]  # a failed write leaves the old file whole
 
 
 def case_dmap_read_only_folder(tmp, mp, stack):
@@ -333,7 +333,7 @@ def case_dmap_read_only_folder(tmp, mp, stack):
     done = subprocess.run(["mount", "-o", "remount,ro", str(ro)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot remount read-only ({done.stderr.strip()})")
-    return [*argv, "--dmap", str(dmap)]
+    return [*argv, "--dmap", str(dmap), "--overwrite"]  # a failed write leaves the old file whole
 
 
 def case_dmap_permission_denied(tmp, mp, stack):
@@ -346,7 +346,7 @@ def case_dmap_permission_denied(tmp, mp, stack):
         raise PermissionError(errno.EACCES, "Permission denied", str(dir))
 
     mp.setattr(tempfile, "mkstemp", denied)
-    return [*argv, "--dmap", str(dmap)]
+    return [*argv, "--dmap", str(dmap), "--overwrite"]  # a failed write leaves the old file whole
 
 
 def case_interrupted(tmp, mp, stack):
@@ -396,7 +396,125 @@ def _check_empty_cas(out: str) -> None:
         assert report["editing"][region]["mean"] is None, (region, report["editing"][region])
 
 
+# ---------------------------------------------------------------------------------------------- issue 22
+def _no_work(mp, module: str, name: str) -> None:
+    """Make ``module.name`` fail the case if called: the refusal must come before that work."""
+    import importlib
+
+    def called(*args, **kwargs):
+        raise AssertionError(f"{module}.{name} ran before the refusal")
+
+    mp.setattr(importlib.import_module(module), name, called)
+
+
+def case_reference_is_a_folder(tmp, mp, stack):
+    _, cmp = _pair(tmp)
+    (tmp / "ref_folder").mkdir()
+    return ["metrics", str(tmp / "ref_folder"), str(cmp)]
+
+
+def case_zero_voxel_size_in_the_header(tmp, mp, stack):
+    import struct
+
+    _, cmp = _pair(tmp)
+    ref = _sitk_write(tmp / "ref.nii", _mask(), compress=False)
+    data = bytearray(ref.read_bytes())
+    data[84:88] = struct.pack("<f", 0.0)  # pixdim[2]: ITK reads a zero voxel size as 1 mm
+    ref.write_bytes(bytes(data))
+    return ["metrics", str(ref), str(cmp)]
+
+
+def case_dmap_exists_without_overwrite(tmp, mp, stack):
+    argv = _editing_inputs(tmp)
+    return [*argv, "--dmap", str(_previous_dmap(tmp))]
+
+
+def case_sample_data_negative_seed(tmp, mp, stack):
+    return ["sample-data", str(tmp / "out"), "--seed", "-1"]
+
+
+def case_demo_negative_seed(tmp, mp, stack):
+    _no_work(mp, "losslab.ice.demo", "run_demo")
+    return ["demo", "-o", str(tmp / "out"), "--seed", "-1"]
+
+
+def case_demo_on_cuda_without_a_gpu(tmp, mp, stack):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _no_work(mp, "losslab.ice.demo", "run_demo")
+    return ["demo", "-o", str(tmp / "out"), "--device", "cuda"]
+
+
+def _read_only(tmp: Path, stack) -> Path:
+    ro = stack.enter_context(_tmpfs(tmp / "ro", "1m"))
+    done = subprocess.run(["mount", "-o", "remount,ro", str(ro)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot remount read-only ({done.stderr.strip()})")
+    return ro
+
+
+def case_demo_into_a_read_only_folder(tmp, mp, stack):
+    _no_work(mp, "losslab.ice.demo", "run_demo")
+    return ["demo", "-o", str(_read_only(tmp, stack) / "demo")]
+
+
+def case_infer_into_a_read_only_folder(tmp, mp, stack):
+    _no_work(mp, "losslab.engine.inference", "load_predictor")
+    image = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.float32))
+    image.SetSpacing((2.2048, 2.2048, 2.2048))
+    sitk.WriteImage(image, str(tmp / "x.nii.gz"))
+    return [
+        "infer",
+        "ice-segmentation-64",
+        str(tmp / "x.nii.gz"),
+        "-o",
+        str(_read_only(tmp, stack) / "seg.nii.gz"),
+    ]
+
+
+def case_demo_over_the_users_report(tmp, mp, stack):
+    _no_work(mp, "losslab.ice.demo", "run_demo")
+    (tmp / "out").mkdir()
+    (tmp / "out" / "report.md").write_text("my own report")
+    return ["demo", "-o", str(tmp / "out")]
+
+
+def case_models_root_that_does_not_exist(tmp, mp, stack):
+    return ["models", "--root", str(tmp / "nonexistent")]
+
+
+#: the issue-22 cases of this catalogue and their class on the issue
+ISSUE22 = {
+    "a folder where a file goes": "message",
+    "zero voxel size in a NIfTI header": "wrong",
+    "--dmap exists, no --overwrite": "loss",
+    "sample-data --seed -1": "message",
+    "demo --seed -1": "message",
+    "demo on CUDA without a GPU": "message",
+    "demo into a read-only folder (real)": "message",
+    "infer into a read-only folder (real)": "message",
+    "models --root that does not exist": "message",
+    "demo over the user's report.md": "loss",
+}
+
+
 CASES = {
+    "a folder where a file goes": (case_reference_is_a_folder, 2, ["ref_folder", "is a folder"]),
+    "zero voxel size in a NIfTI header": (case_zero_voxel_size_in_the_header, 2, ["ref.nii", "voxel size"]),
+    "--dmap exists, no --overwrite": (case_dmap_exists_without_overwrite, 2, ["d.nii.gz", "--overwrite"]),
+    "sample-data --seed -1": (case_sample_data_negative_seed, 2, ["--seed", "-1"]),
+    "demo --seed -1": (case_demo_negative_seed, 2, ["--seed", "-1"]),
+    "demo on CUDA without a GPU": (case_demo_on_cuda_without_a_gpu, 2, ["--device", "CUDA is not available"]),
+    "demo into a read-only folder (real)": (case_demo_into_a_read_only_folder, 2, ["ro", "read-only"]),
+    "infer into a read-only folder (real)": (case_infer_into_a_read_only_folder, 2, ["ro", "read-only"]),
+    "models --root that does not exist": (
+        case_models_root_that_does_not_exist,
+        2,
+        ["nonexistent", "no such folder"],
+    ),
+    "demo over the user's report.md": (case_demo_over_the_users_report, 2, ["report.md", "--overwrite"]),
     "missing reference": (case_missing_reference, 2, ["reference", "nope.nii.gz"]),
     "missing --cas file": (case_missing_cas, 2, ["cas", "cas.nii.gz"]),
     "unsupported file type": (case_unsupported_type, 2, ["cmp.txt", "unsupported"]),
@@ -426,7 +544,7 @@ CASES = {
     "disk full, ENOSPC (faked)": (case_dmap_disk_full_raised, 2, ["d.nii.gz", "No space left"]),
     "NRRD write error": (case_dmap_nrrd_write_error, 2, ["d.nrrd"]),
     "disk full (real tmpfs)": (case_dmap_real_full_disk, 2, ["d.nii.gz"]),
-    "read-only output folder (real)": (case_dmap_read_only_folder, 2, ["ro", "Read-only"]),
+    "read-only output folder (real)": (case_dmap_read_only_folder, 2, ["ro", "read-only"]),
     "permission denied (faked)": (case_dmap_permission_denied, 2, ["Permission denied"]),
     "Ctrl-C": (case_interrupted, 130, ["interrupted"]),
     "sample-data into a used folder": (case_sample_data_into_a_used_folder, 2, ["notes.txt", "--overwrite"]),
@@ -478,9 +596,17 @@ def test_catalogue(name, tmp_path, monkeypatch, capsys):
         assert not new, f"files left behind: {sorted(new)}"
 
 
-def test_catalogue_subprocess_interrupt(tmp_path):
-    """A real SIGINT to a ``losslab metrics`` process: one line, exit 130, no traceback. The metrics are
-    replaced by a sleep inside the child so that the signal surely arrives while the command runs."""
+@pytest.mark.parametrize(
+    ("signame", "code", "line"),
+    [
+        ("SIGINT", 130, "losslab metrics: interrupted"),
+        ("SIGTERM", 143, "losslab metrics: terminated (SIGTERM)"),
+    ],
+)
+def test_catalogue_subprocess_interrupt(tmp_path, signame, code, line):
+    """A real SIGINT (Ctrl-C) or SIGTERM to a ``losslab metrics`` process: one line, exit 130 / 143, no
+    traceback (SIGTERM exited 143 without a word before issue 22). The metrics are replaced by a sleep
+    inside the child so that the signal surely arrives while the command runs."""
     import signal
 
     argv = _editing_inputs(tmp_path)
@@ -504,10 +630,10 @@ def test_catalogue_subprocess_interrupt(tmp_path):
     )
     try:
         assert proc.stdout.readline().strip() == "computing"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert [ln for ln in err.splitlines() if ln.strip()] == ["losslab metrics: interrupted"]
+    assert [ln for ln in err.splitlines() if ln.strip()] == [line]

@@ -95,7 +95,83 @@ def _hardlink(ws: Workspace) -> str:
     return str(link)
 
 
+def _existing_output(ws: Workspace) -> str:
+    (ws.folder / "seg.nii.gz").write_bytes(b"my earlier segmentation")
+    return ws.p("seg.nii.gz")
+
+
+def _big_image(ws: Workspace) -> str:
+    array = np.random.default_rng(2).normal(size=(64, 64, 64)).astype(np.float32)
+    return str(_write(ws.folder / "big.nii.gz", array))
+
+
+def _corrupted_registered_copy(ws: Workspace) -> str:
+    from losslab import models as registry
+
+    folder = ws.folder / "ice-seg"
+    shutil.copytree(registry.get_card("ice-segmentation-64").folder, folder)
+    model = folder / "model.pt"
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 0xFF
+    model.write_bytes(bytes(data))
+    return str(model)
+
+
+#: the issue-22 cases of this catalogue (appended to CASES) and their class on the issue
+ISSUE22 = {
+    "output_exists_without_overwrite": "loss",
+    "registered_ice_model_on_another_spacing": "wrong",
+    "model_beside_its_card_is_corrupted": "wrong",
+    "window_smaller_than_the_network_needs": "runaway",
+    "window_tiling_into_thousands": "runaway",
+    "missing_checkpoint_path": "message",
+}
+
+
 CASES = {
+    # issue 22
+    "output_exists_without_overwrite": lambda ws: [
+        "infer",
+        str(ws.model),
+        str(ws.image),
+        "-o",
+        _existing_output(ws),
+    ],
+    "registered_ice_model_on_another_spacing": lambda ws: [
+        "infer",
+        "ice-segmentation-64",
+        str(ws.image),
+        "-o",
+        ws.p("seg.nii.gz"),
+    ],
+    "model_beside_its_card_is_corrupted": lambda ws: [
+        "infer",
+        _corrupted_registered_copy(ws),
+        str(ws.image),
+        "-o",
+        ws.p("seg.nii.gz"),
+    ],
+    "window_smaller_than_the_network_needs": lambda ws: [
+        "infer",
+        str(ws.model),
+        _big_image(ws),
+        "-o",
+        ws.p("seg.nii.gz"),
+        "--window",
+        "7",
+    ],
+    "window_tiling_into_thousands": lambda ws: [
+        "infer",
+        str(ws.model),
+        _big_image(ws),
+        "-o",
+        ws.p("seg.nii.gz"),
+        "--window",
+        "16",
+        "--overlap",
+        "0.95",
+    ],
+    "missing_checkpoint_path": lambda ws: ["infer", ws.p("nosuch.pt"), str(ws.image), "-o", ws.p("s.nii.gz")],
     # outputs that would overwrite an input, or each other
     "output_is_the_input": lambda ws: ["infer", str(ws.model), str(ws.image), "-o", str(ws.image)],
     "output_is_the_input_spelled_differently": lambda ws: [
@@ -342,6 +418,12 @@ CASES = {
 
 #: what each message must name (a regular expression searched in stderr)
 EXPECT = {
+    "output_exists_without_overwrite": r"seg\.nii\.gz' exists already: pass --overwrite",
+    "registered_ice_model_on_another_spacing": r"1 x 1 x 1 mm voxels; the model ice-segmentation-64 works on 2\.2048",
+    "model_beside_its_card_is_corrupted": r"model\.pt has sha256 .* its card says",
+    "window_smaller_than_the_network_needs": r"--window \[7, 7, 7\] is too small",
+    "window_tiling_into_thousands": r"windows \(more than 4096\)",
+    "missing_checkpoint_path": r"nosuch\.pt': no such file",
     "output_is_the_input": r"output '.*image\.nii\.gz' is the input",
     "output_is_the_input_spelled_differently": r"is the input '.*image\.nii\.gz'",
     "output_is_a_symlink_to_the_input": r"'.*link\.nii\.gz' is the input",

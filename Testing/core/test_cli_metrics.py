@@ -182,30 +182,31 @@ def test_labels_option_lifts_the_label_limit(tmp_path, capsys):
 # Output folders of sample-data and demo
 
 
-def test_sample_data_reruns_and_overwrite(tmp_path, capsys):
+def test_sample_data_needs_overwrite_for_a_used_folder(tmp_path, capsys):
+    """Existing outputs need --overwrite (issue 22): even an earlier run's files, which may be the user's own
+    by now; with it the sample files are replaced and other files left alone."""
     out = tmp_path / "case"
     assert main(["sample-data", str(out)]) == 0
-    assert main(["sample-data", str(out), "--seed", "1"]) == 0  # its own files only: accepted
-    (out / "notes.txt").write_text("mine")
     image_before = (out / "image.nii.gz").read_bytes()
-    assert main(["sample-data", str(out)]) == 2
-    assert "notes.txt" in capsys.readouterr().err
+    assert main(["sample-data", str(out), "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds files" in err and "--overwrite" in err
     assert (out / "image.nii.gz").read_bytes() == image_before
-    assert main(["sample-data", str(out), "--overwrite"]) == 0
-    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").write_text("mine")
+    assert main(["sample-data", str(out), "--seed", "1", "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "image.nii.gz").read_bytes() != image_before
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES.values(), "notes.txt"])
 
 
-def test_demo_reruns_in_its_own_folder(tmp_path, capsys):
+def test_demo_needs_overwrite_for_a_used_folder(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--edits", "1"]) == 0
-    first = (out / "report.json").read_bytes()
-    assert main(["demo", "-o", str(out), "--edits", "1"]) == 0
-    assert (out / "report.json").read_bytes() == first
-    (out / "extra").mkdir()
+    out.mkdir()
+    (out / "report.md").write_text("my own report")  # replaced unasked before issue 22
     assert main(["demo", "-o", str(out), "--edits", "1"]) == 2
-    assert "extra" in capsys.readouterr().err
+    assert "report.md" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "my own report"
     assert main(["demo", "-o", str(out), "--edits", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "report.png"]
 
 
 # ---------------------------------------------------------------------------------------------------------

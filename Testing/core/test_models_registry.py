@@ -95,7 +95,11 @@ def test_bad_cards(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "model.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        models.list_models(tmp_path)
+        models.read_card(tmp_path / "a")
+    _tiny_model(tmp_path / "fetal-tiny")
+    # one damaged card does not hide the other models (issue 22): it is skipped with a warning naming it
+    with pytest.warns(UserWarning, match=r"a/model.json: not valid JSON"):
+        assert [c.name for c in models.list_models(tmp_path)] == ["fetal-tiny"]
     (tmp_path / "a" / "model.json").write_text(json.dumps({"name": "a", "files": {"x": "0"}}))
     with pytest.raises(ValueError, match="the card lacks 'task'"):
         models.read_card(tmp_path / "a")
@@ -106,7 +110,7 @@ def test_cli_list_path_verify(tmp_path, capsys):
     assert main(["models", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["name", "task"]
-    assert "fetal-tiny" in out[1] and "2.4x2.4x2.4 mm" in out[1] and "Dice 12.5%, HD95 7.2 mm" in out[1]
+    assert "fetal-tiny" in out[1] and "2.4 mm" in out[1] and "Dice 12.5%, HD95 7.2 mm" in out[1]
     assert main(["models", "list", "--root", str(tmp_path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["name"] == "fetal-tiny" and rows[0]["grid"] == {"spacing_mm": [2.4, 2.4, 2.4]}
@@ -114,5 +118,8 @@ def test_cli_list_path_verify(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str((tmp_path / "fetal-tiny").resolve())
     assert main(["models", "verify", "fetal-tiny", "--root", str(tmp_path)]) == 0
     assert "3 file(s) match" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
     assert main(["models", "--root", str(tmp_path / "empty")]) == 0
     assert "no models registered" in capsys.readouterr().out
+    assert main(["models", "--root", str(tmp_path / "nonexistent")]) == 2  # not an empty registry
+    assert "nonexistent: no such folder" in capsys.readouterr().err

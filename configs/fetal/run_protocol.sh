@@ -33,7 +33,7 @@ done
 for METHOD in fully_supervised soft_target_dice marginal_dice leaf_dice; do
   for CASE in $TEST_CASES; do
     $LOSSLAB fetal segment "$OUT/$METHOD" "$ATLAS/$CASE/srr.nii.gz" --mask "$ATLAS/$CASE/mask.nii.gz" \
-      --spacing "$SPACING" -o "$OUT/predictions/$METHOD/$CASE.nii.gz"
+      --spacing "$SPACING" -o "$OUT/predictions/$METHOD/$CASE.nii.gz" --overwrite
   done
 done
 
@@ -43,4 +43,4 @@ $LOSSLAB fetal evaluate --reference "$ATLAS" --cases $TEST_CASES \
   --method soft_target_dice="$OUT/predictions/soft_target_dice" \
   --method marginal_dice="$OUT/predictions/marginal_dice" \
   --method leaf_dice="$OUT/predictions/leaf_dice" \
-  -o "$OUT/table2.md" --json "$OUT/table2.json"
+  -o "$OUT/table2.md" --json "$OUT/table2.json" --overwrite

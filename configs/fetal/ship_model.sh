@@ -37,5 +37,5 @@ print(json.dumps({
 }))
 PY
 )
-$LOSSLAB fetal package "$RUN" "LossLab/losslab/models/$NAME" --name "$NAME" --spacing 2.4 2.4 2.4 \
+$LOSSLAB fetal package "$RUN" "LossLab/losslab/models/$NAME" --name "$NAME" --spacing 2.4 2.4 2.4 --overwrite \
   --atlas "$ATLAS" --test-cases $TEST_CASES --training "$TRAINING"

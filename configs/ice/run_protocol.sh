@@ -23,10 +23,10 @@ done
 MODELS=""
 for METHOD in $METHODS; do MODELS="$MODELS $METHOD=$OUT/ice64-runs/$METHOD/model.pt"; done
 $LOSSLAB ice evaluate $OUT/ice64 --segmentation-model $OUT/ice64-runs/segmentation/model.pt \
-  --editing-model $MODELS --edits 10 --split test -o docs/ice-results/64 --json docs/ice-results/64/evaluation.json
+  --editing-model $MODELS --edits 10 --split test -o docs/ice-results/64 --json docs/ice-results/64/evaluation.json --overwrite
 #    Table 1 again with y_cas = the edited frame's contour alone (far = preservation alone).
 $LOSSLAB ice evaluate $OUT/ice64 --segmentation-model $OUT/ice64-runs/segmentation/model.pt \
-  --editing-model $MODELS --edits 1 --split test --metric-contours edited -o docs/ice-results/64-edited
+  --editing-model $MODELS --edits 1 --split test --metric-contours edited -o docs/ice-results/64-edited --overwrite
 
 # 5. Ship: slim checkpoints and cards (held-out metrics read from step 4's JSONs) under LossLab/losslab/models/.
 python configs/ice/ship_models.py docs/ice-results/64/evaluation.json docs/ice-results/64-edited/evaluation.json

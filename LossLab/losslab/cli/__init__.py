@@ -7,8 +7,15 @@ Errors: a user error is ONE line on stderr, ``losslab <command>: error: <message
 covers :class:`CommandError` (the base class commands raise for their own checks), ``ValueError`` (bad values,
 damaged files), ``FileNotFoundError`` and every other ``OSError`` (read-only folder, a folder where a file was
 expected, a full disk, permission denied: the message names the path), invalid YAML or JSON, and bad command
-line arguments. Ctrl-C (``KeyboardInterrupt``) prints ``losslab <command>: interrupted`` and exits with 130.
-Anything else (``TypeError``, ``KeyError``, ...) is a bug and keeps its traceback.
+line arguments. Ctrl-C (``KeyboardInterrupt``) prints ``losslab <command>: interrupted`` and exits with 130;
+SIGTERM prints ``losslab <command>: terminated (SIGTERM)`` and exits with 143 (atomic writes leave no partial
+file either way). Too little memory for a computation is one line too. A closed pipe (``losslab fetal tissues
+| head -1``) is not an error: the command stops quietly with exit code 0. Anything else (``TypeError``,
+``KeyError``, ...) is a bug and keeps its traceback.
+
+Start-up: building the parser imports nothing heavy (no torch, numpy, SimpleITK): command modules import
+what they use inside their functions, so ``--help`` and argument errors answer at once
+(``Testing/core/test_cli_commandline.py`` checks which modules the parser loads).
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ import contextlib
 import errno
 import importlib
 import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .. import __version__
@@ -35,10 +45,109 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
+#: Exit code of a command stopped by SIGTERM (128 + SIGTERM).
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class CommandError(Exception):
     """A user error: printed as one line (no traceback) and exit code 2."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives while a command runs (like ``KeyboardInterrupt`` for
+    SIGINT), so that ``finally`` blocks and atomic writes clean up before the one-line message."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While inside (main thread only), SIGTERM raises :class:`Terminated`; the previous handler returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def seed(text: str) -> int:
+    """argparse type of a ``--seed``: a non-negative integer (what numpy's generators take); argparse names
+    the option in its one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def check_device(name: str) -> None:
+    """Refuse a ``--device`` that does not exist here (``cuda`` without a GPU, ``banana``) before any work:
+    the same check as the engine's when it later picks the device."""
+    from ..engine.device import select_device
+
+    try:
+        select_device(name)
+    except ValueError as exc:
+        raise CommandError(f"--device: {exc}") from None
+
+
+def check_model(text: str, option: str = "model") -> str:
+    """Check a model named on the command line before any work and return it unchanged: a path that exists
+    (the sha256 of its card checked when a card lies beside it, as for a registered name), or a registered
+    name (checked where it is loaded). A path that does not exist is said to be missing, not an unknown
+    registered model."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.exists():
+        from .. import models
+
+        card = models.card_of_path(path)
+        if card is not None:
+            models.verify_model(card)
+        return text
+    if "/" in text or os.sep in text or text.lower().endswith((".pt", ".pth", ".ckpt", ".json")):
+        raise FileNotFoundError(
+            f"{option} {text!r}: no such file or folder (a checkpoint, an ensemble folder, or a registered "
+            "model's name: losslab models)"
+        )
+    return text
+
+
+@contextlib.contextmanager
+def _one_line_warnings(prefix: str):
+    """While inside, a warning prints as ``<prefix>: warning: <message>`` on one line (not Python's two
+    lines with a file name and source line)."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prefix}: warning: {one_line(message)}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def group_help(parser: argparse.ArgumentParser) -> int:
+    """What a command group (``losslab``, ``losslab ice``, ``losslab fetal``) does without a sub-command:
+    its help on stderr and exit code 2 (a sub-command is missing)."""
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _quiet_stdout_after_broken_pipe() -> None:
+    """The reader of stdout went away: point stdout at /dev/null so that the final flush at exit does not
+    raise again (Python's documented recipe)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -102,15 +211,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         (commands.choices.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        return group_help(parser)
+    sub = getattr(args, f"{args.command}_command", None)  # `losslab ice simulate`: name the sub-command too
+    name = f"{args.command} {sub}" if sub else args.command
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_raises(), _one_line_warnings(f"losslab {name}"):
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return code
+    except BrokenPipeError:
+        _quiet_stdout_after_broken_pipe()
+        return 0
     except KeyboardInterrupt:
-        print(f"losslab {args.command}: interrupted", file=sys.stderr)
+        print(f"losslab {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"losslab {name}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except MemoryError:
+        print(
+            f"losslab {name}: error: not enough memory for this computation (a smaller grid, "
+            "window or batch needs less)",
+            file=sys.stderr,
+        )
+        return 2
     except _user_error_types() as exc:
-        print(f"losslab {args.command}: error: {one_line(describe_error(exc))}", file=sys.stderr)
+        print(f"losslab {name}: error: {one_line(describe_error(exc))}", file=sys.stderr)
         return 2
 
 

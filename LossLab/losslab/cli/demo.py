@@ -7,16 +7,9 @@ the demo command itself runs the editing models."""
 from __future__ import annotations
 
 import argparse
-import errno
-import fnmatch
-from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
-from ..io import read_image, save_figure, write_text
-from . import CommandError
-from .metrics import compute_metrics, to_json
+from . import CommandError, check_device, seed
 
 #: The files ``losslab demo`` writes into its output folder.
 DEMO_FILES = ("report.json", "report.md", "report.png")
@@ -63,6 +56,9 @@ def _markdown(report: dict) -> str:
 
 def _figure(paths: dict[str, Path], report: dict):
     import matplotlib
+    import numpy as np
+
+    from ..io import read_image
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -91,7 +87,9 @@ def _figure(paths: dict[str, Path], report: dict):
 
 def write_demo_report(out_dir: str | Path) -> dict[str, Path]:
     """Compute the metrics of the bundled sample case and write report.json, report.md and report.png."""
+    from ..io import read_image, save_figure, write_text
     from ..sample import sample_paths
+    from .metrics import compute_metrics, to_json
 
     out_dir = Path(out_dir)
     paths = sample_paths()
@@ -129,67 +127,40 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         default=Path("losslab-output/demo"),
-        help="output folder: new, empty, or holding only an earlier demo's report files",
+        help="output folder: new or empty, unless --overwrite (default losslab-output/demo)",
     )
     d.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into a folder that holds other files (the report files are replaced, the rest left alone)",
+        help="write into a folder that holds files, an earlier demo's too (the report files are replaced, the "
+        "rest left alone)",
     )
     d.add_argument("--edits", type=int, default=10, help="sequential edits (default 10)")
-    d.add_argument("--seed", type=int, default=1000, help="the simulated case's seed (default 1000)")
+    d.add_argument("--seed", type=seed, default=1000, help="the simulated case's seed (default 1000)")
     d.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     d.set_defaults(func=run_demo)
 
     s = subparsers.add_parser(
         "sample-data",
         help="write the synthetic sample case (NIfTI files)",
-        description="Writes the sample case's NIfTI files into OUTPUT: a new or empty folder, or one that "
-        "holds only those files.",
+        description="Writes the sample case's NIfTI files into OUTPUT: a new or empty folder, unless "
+        "--overwrite.",
     )
     s.add_argument("output", type=Path, help="folder to write into")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed, default=0, help="seed of the synthetic case (default 0)")
     s.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into a folder that holds other files (the sample files are replaced, the rest left alone)",
+        help="write into a folder that holds files (the sample files are replaced, the rest left alone)",
     )
     s.set_defaults(func=run_sample_data)
 
 
-def check_output_folder(folder: Path, own: Iterable[str], overwrite: bool = False) -> None:
-    """Refuse to write into ``folder`` when it holds files other than ``own`` (the names the command
-    writes; a folder holding only an earlier run's files is accepted, so commands can be re-run), unless
-    ``overwrite``. Nothing is written or deleted here.
-
-    Raises:
-        NotADirectoryError: ``folder`` exists and is not a folder.
-        CommandError: the folder holds other files (the message lists a few and names ``--overwrite``).
-    """
-    own = tuple(own)
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(folder))
-    # An interrupted earlier run may have left its temporary files (.<name>.*.tmp*): ours too.
-    patterns = [f".{name}.*.tmp*" for name in own]
-    others = sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.name not in own and not any(fnmatch.fnmatch(p.name, pat) for pat in patterns)
-    )
-    if others and not overwrite:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise CommandError(
-            f"{folder} holds other files ({shown}): choose a new or empty folder, or pass --overwrite to "
-            f"write {', '.join(own)} there anyway (other files are left alone)"
-        )
-
-
 def run_sample_data(args: argparse.Namespace) -> int:
-    from ..sample import FILES, write_sample_case
+    from ..io import check_output_folder
+    from ..sample import write_sample_case
 
-    check_output_folder(args.output, FILES.values(), args.overwrite)
+    check_output_folder(args.output, overwrite=args.overwrite)
     paths = write_sample_case(args.output, seed=args.seed)
     for role, path in paths.items():
         print(f"{role}\t{path}")
@@ -200,10 +171,13 @@ def run_demo(args: argparse.Namespace) -> int:
     import sys
 
     from ..ice.demo import run_demo as ice_demo
+    from ..io import check_output_folder
 
     if args.edits < 1:
         raise CommandError(f"--edits must be at least 1, got {args.edits}")
-    check_output_folder(args.output, DEMO_FILES, args.overwrite)
+    # before the simulation and the models: the folder (also a read-only one) and the device
+    check_output_folder(args.output, overwrite=args.overwrite)
+    check_device(args.device)
     tty = sys.stderr.isatty()
     paths = ice_demo(
         args.output,

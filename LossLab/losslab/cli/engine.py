@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def run_training(command: str, train_fn, resume_hint: str) -> int:
             return 130
         except FloatingPointError as exc:  # a diverging loss: a user-fixable setting, not a crash
             raise ValueError(str(exc)) from None
-    for result in results if isinstance(results, list) else [results]:
+    results = results if isinstance(results, list) else [results]
+    for result in results:
         if result.stopped:
             why = signal.Signals(received[0]).name if received else "request"
             if result.epochs_done:
@@ -79,7 +81,19 @@ def run_training(command: str, train_fn, resume_hint: str) -> int:
                 }
             )
         )
+    if received:  # the signal came after the last batch: the run had nothing left but its final files
+        print(
+            f"{command}: {signal.Signals(received[0]).name} arrived after the last batch; the run finished "
+            f"and is complete ({results[-1].model_path})",
+            file=sys.stderr,
+        )
     return 0
+
+
+def resume_command(prefix: str, config: str, overrides: list[str]) -> str:
+    """The exact command that continues a run: its config and overrides (which may name its output_dir)
+    again, then ``--resume``; quoted for a POSIX shell."""
+    return " ".join([prefix, shlex.quote(str(config)), *map(shlex.quote, overrides), "--resume"])
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -91,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
         lambda stop: run(
             args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
         ),
-        f"losslab train {args.config} --resume",
+        resume_command("losslab train", args.config, args.overrides),
     )
 
 
@@ -107,14 +121,87 @@ def _registered_card(name: str):
         return None
 
 
+#: smallest sliding window a user may ask for (voxels per axis), and most windows a --window may give:
+#: a 7^3 window on a 64^3 image means 8000 network calls for context the model never saw in training
+MIN_WINDOW = 16
+MAX_USER_WINDOWS = 4096
+
+
+def _image_header(path) -> tuple[list[int], list[float]] | None:
+    """``(size, spacing)`` in ITK's ``(i, j, k)`` order from an image file's header alone (no voxel data);
+    None when ITK cannot read it (the reading itself then says why, naming the file)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return list(reader.GetSize()), list(reader.GetSpacing())
+
+
+def _check_model_spacing(card, images: list[str]) -> None:
+    """A registered model works at its card's voxel size: refuse images of another spacing. (A sparse ICE
+    volume resampled to another voxel size is not what the network saw: resampling a 1.1 mm case to the
+    2.2 mm grid gave Dice 0.09 where the same case simulated at 2.2 mm gives 0.92.)"""
+    import numpy as np
+
+    want = card.spacing
+    for image in images:
+        header = _image_header(image)
+        if header is None or len(header[1]) != len(want):
+            continue
+        if not np.allclose(header[1], want, rtol=1e-3, atol=0):
+            have = " x ".join(f"{s:g}" for s in header[1])
+            raise ValueError(
+                f"{image} has {have} mm voxels; the model {card.name} works on "
+                f"{' x '.join(f'{s:g}' for s in want)} mm voxels (its card's grid) and would silently give "
+                f"wrong labels on another spacing: bring the image to {want[0]:g} mm first (an ICE volume: "
+                f"simulate or compound it at that spacing, e.g. losslab ice simulate --size 64 --spacing "
+                f"{want[0]:g})"
+            )
+
+
+def _check_user_window(window: list[int], predictor, images: list[str], overlap: float | None) -> None:
+    """Refuse a ``--window`` too small for the network, or one that would tile the image into thousands of
+    windows (a run of hours): before reading the image data (only its header)."""
+    from ..engine.inference import count_windows, validate_window
+
+    window = validate_window(window, predictor.spatial_dims)
+    patch = predictor.info.patch_size or []
+    floor = [min(MIN_WINDOW, p) for p in patch] if len(patch) == len(window) else [MIN_WINDOW] * len(window)
+    if any(w < f for w, f in zip(window, floor)):
+        raise ValueError(
+            f"--window {window} is too small: at least {floor} voxels per axis (the model was trained on "
+            f"patches of {patch or 'whole volumes'}); leave --window out to use the model's own"
+        )
+    header = _image_header(images[0])
+    if header is None:
+        return  # not readable as an image: the reading itself says so, with the file's name
+    size = header[0][::-1][: len(window)]
+    ov = predictor.info.overlap if overlap is None else overlap
+    n = count_windows(size, window, ov)
+    if n > MAX_USER_WINDOWS:
+        raise ValueError(
+            f"--window {window} with overlap {ov:g} tiles the {'x'.join(map(str, size[::-1]))} image into {n} "
+            f"windows (more than {MAX_USER_WINDOWS}): use a larger --window or a smaller --overlap"
+        )
+
+
 def _infer(args: argparse.Namespace) -> int:
     from ..engine.inference import check_output_paths, load_predictor, validate_overlap
+    from . import check_device, check_model
 
+    check_model(args.model)
     card = _registered_card(args.model)
     parcellation = card is not None and "tissues" in card.raw  # a fetal parcellation model with its grid
     outputs = {"label map": args.output, "probabilities": args.probabilities, "uncertainty": args.uncertainty}
     # user errors that need no model: before loading anything
-    check_output_paths([*args.image, args.model, *([args.mask] if args.mask else [])], outputs)
+    check_output_paths(
+        [*args.image, args.model, *([args.mask] if args.mask else [])], outputs, overwrite=args.overwrite
+    )
+    check_device(args.device)
     if not parcellation and (args.mask or args.uncertainty):
         raise ValueError(
             "--mask and --uncertainty need a registered parcellation model (e.g. fetal-leafdice-2.4mm: see "
@@ -135,12 +222,16 @@ def _infer(args: argparse.Namespace) -> int:
             mask=args.mask,
             uncertainty=args.uncertainty,
             device=args.device,
+            progress=sys.stderr.isatty(),
         )
         print(info["output"])
         return 0
-    if card is not None:
-        from .. import models
+    from .. import models
 
+    beside = card or models.card_of_path(args.model)  # a registered model, or a model file with its card
+    if beside is not None and beside.spacing and "tissues" not in beside.raw:
+        _check_model_spacing(beside, args.image)
+    if card is not None:
         args.model = str(models.model_path(card.name))
     kwargs = {"progress": True}
     if args.overlap is not None:
@@ -150,6 +241,8 @@ def _infer(args: argparse.Namespace) -> int:
             raise ValueError(f"--window sizes must be positive numbers of voxels, got {args.window}")
         kwargs["window"] = args.window
     predictor = load_predictor(args.model, device=args.device)
+    if args.window is not None:
+        _check_user_window(args.window, predictor, args.image, args.overlap)
     out = predictor.predict_files(args.image, args.output, probabilities=args.probabilities, **kwargs)
     print(str(out))
     return 0
@@ -211,4 +304,5 @@ def register_commands(subparsers) -> None:
     p.add_argument(
         "--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, usually 0.5)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
     p.set_defaults(func=_infer)

@@ -18,7 +18,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description="ICE editing (ice-editing-shahin2023): simulated data. See docs/ice.md.",
     )
     commands = group.add_subparsers(dest="ice_command", metavar="ICE_COMMAND")
-    group.set_defaults(func=lambda args: _group_help(group))
+    from . import group_help, seed
+
+    group.set_defaults(func=lambda args: group_help(group))
     p = commands.add_parser(
         "simulate",
         help="write a dataset of simulated sparse ICE cases (x, data mask, y, CAS contours, frames)",
@@ -51,7 +53,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "pulmonary-vein and appendage variants, free orientation; the default) or 'phantom', the earlier "
         "narrow family (an ellipsoid body with four veins), kept as a held-out shape family (docs/ice.md)",
     )
-    p.add_argument("--seed", type=int, default=0, help="case i uses seed S + i (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="case i uses seed S + i (default 0)")
     p.add_argument(
         "--misalignment-deg",
         type=float,
@@ -68,7 +70,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=float, default=120.0, help="sector depth in mm (default 120)")
     p.add_argument("--opening", type=float, default=90.0, help="sector opening in degrees (default 90)")
     p.add_argument("--dropout", type=float, default=0.0, help="probability of a shadow per frame (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="write into an OUTDIR that already holds files")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the dataset an OUTDIR holds (swapped in when the new one is complete; other files stay)",
+    )
     p.set_defaults(func=run_simulate)
 
     from .engine import _intermixed
@@ -117,7 +123,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "'intercnn' gets accumulated edits and is the Wilcoxon reference)",
     )
     p.add_argument("--edits", type=int, default=10, help="sequential edits per case (default 10)")
-    p.add_argument("--split", default="test", help="the dataset's split to use, or 'all' (default test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="the dataset's split to use (train, val, test), or 'all' (default test)",
+    )
     p.add_argument(
         "--sigma-mm", type=float, default=None, help="sigma of A for the metric (default 22.048 mm)"
     )
@@ -161,7 +171,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         default=["clean", "noisy", "strict"],
         help="ideal protocol: the conditions to run (default all three)",
     )
-    p.add_argument("--seed", type=int, default=0, help="ideal protocol: case i uses seed S + i (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="ideal protocol: case i uses seed S + i (default 0)")
     p.add_argument(
         "--json", type=Path, help="write the JSON here (default OUTDIR/evaluation.json, or ideal.json)"
     )
@@ -169,26 +179,73 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--outdir", type=Path, default=Path("losslab-output/ice-evaluation"), help="output folder"
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of an earlier evaluation (never an input)",
+    )
     p.set_defaults(func=run_evaluate)
 
 
-def _group_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
+#: bytes of memory a voxel of the grid needs while one case is simulated (measured: about 40 at 128^3 and 192^3)
+SIMULATION_BYTES_PER_VOXEL = 48
 
 
-def _check_outdir(outdir: Path, overwrite: bool) -> None:
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new computation (Linux: MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(size: int) -> None:
+    """Refuse a grid whose simulation cannot fit in memory, before any work (numpy would fail later with
+    an out-of-memory error, or the machine would swap for hours)."""
     from . import CommandError
 
-    if outdir.exists() and not outdir.is_dir():
-        raise CommandError(f"{outdir} is a file; OUTDIR must be a folder")
-    if outdir.is_dir() and not overwrite:
-        present = sorted(p.name for p in outdir.iterdir())
-        if present:
-            shown = ", ".join(present[:5]) + (" ..." if len(present) > 5 else "")
-            raise CommandError(
-                f"{outdir} already holds files ({shown}); choose a new or empty folder, or pass --overwrite"
-            )
+    need = SIMULATION_BYTES_PER_VOXEL * size**3
+    have = _available_memory()
+    if have is not None and need > have:
+        raise CommandError(
+            f"--size {size} needs about {need / 2**30:.1f} GiB of memory to simulate a case ({size}^3 voxels); "
+            f"{have / 2**30:.1f} GiB are available: use a smaller --size (the paper's is 128)"
+        )
+
+
+def _check_phantom_fits(anatomy, grid, seed: int) -> None:
+    """The procedural phantom must lie inside the grid with a one-voxel margin, as --anatomy masks must: a
+    phantom cut by the grid's border gives a label that is mostly (or all) foreground."""
+    import numpy as np
+
+    from . import CommandError
+
+    faces = (anatomy[0], anatomy[-1], anatomy[:, 0], anatomy[:, -1], anatomy[:, :, 0], anatomy[:, :, -1])
+    if any(np.any(f) for f in faces):
+        extent = max(grid.shape) * max(grid.spacing)
+        raise CommandError(
+            f"the phantom (seed {seed}) does not fit in the grid ({grid.shape[0]}^3 x {grid.spacing[0]:g} mm = "
+            f"{extent:.1f} mm across; a phantom needs about 141 mm, the paper's 128 x 1.1024 mm): use "
+            f"--spacing {141.1 / grid.shape[0]:.4f} or more with --size {grid.shape[0]}"
+        )
+
+
+def _check_anatomy_outside(anatomy: list[Path], outdir: Path) -> None:
+    """``--overwrite`` replaces OUTDIR's cases: a mask read from there would be destroyed with them."""
+    from . import CommandError
+
+    replaced = [outdir / "cases", outdir / "dataset.json"]
+    for path in anatomy:
+        target = path.resolve()
+        for old in replaced:
+            if target == old.resolve() or old.resolve() in target.parents:
+                raise CommandError(
+                    f"--anatomy {path} lies in {old}, which --overwrite replaces: copy the mask out of OUTDIR "
+                    "first, or write the dataset to another folder"
+                )
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -196,13 +253,13 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     from .. import io as _io
     from ..ice import Grid, SimulationConfig, make_atrium, make_phantom, prepare_anatomy, simulate_case
-    from ..ice.dataset import simulate_dataset
+    from ..ice.dataset import dataset_lock, remove_stale_staging, simulate_dataset
     from . import CommandError
 
     if args.cases < 1:
         raise CommandError(f"--cases must be at least 1, got {args.cases}")
-    _check_outdir(args.outdir, args.overwrite)
     grid = Grid.cube(args.size, args.spacing)
+    _check_memory(args.size)
     config = SimulationConfig(
         frames=args.frames,
         arc_deg=args.arc,
@@ -213,57 +270,110 @@ def run_simulate(args: argparse.Namespace) -> int:
         motion_mm=args.motion,
         dropout=args.dropout,
     )
-    anatomies = []
-    for path in args.anatomy or []:
-        image = _io.read_image(path)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            anatomies.append(prepare_anatomy(image, grid, name=str(path)))
-        for w in caught:
-            print(f"losslab ice simulate: warning: {w.message}", file=sys.stderr)
+    if args.outdir.exists() and not args.outdir.is_dir():
+        raise CommandError(f"{args.outdir} is a file; OUTDIR must be a folder")
+    _check_anatomy_outside(args.anatomy or [], args.outdir)
+    created = not args.outdir.exists()
+    with dataset_lock(args.outdir):  # one writer per folder: a second run is refused, not mixed in
+        try:
+            remove_stale_staging(args.outdir)  # what a killed run left
+            _io.check_output_folder(args.outdir, overwrite=args.overwrite)
+            anatomies = []
+            for path in args.anatomy or []:
+                image = _io.read_image(path)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    anatomies.append(prepare_anatomy(image, grid, name=str(path)))
+                for w in caught:
+                    print(f"losslab ice simulate: warning: {w.message}", file=sys.stderr)
 
-    def make_case(i: int):
-        seed = args.seed + i
-        if anatomies:
-            anatomy = anatomies[i % len(anatomies)]
-        else:
-            anatomy = (make_atrium if args.prior == "atrium" else make_phantom)(grid, seed)
-        return simulate_case(anatomy, grid, config, seed=seed)
+            prior = make_atrium if args.prior == "atrium" else make_phantom
 
-    settings = {
-        "generator": f"losslab {__version__} ice simulate",
-        "grid": {"size": args.size, "spacing_mm": args.spacing},
-        "seed": args.seed,
-        "anatomy": [str(p) for p in args.anatomy] if args.anatomy else args.prior,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
-    }
-    with tqdm(total=args.cases, unit="case", file=sys.stderr, disable=None, desc="simulating") as bar:
-        manifest = simulate_dataset(
-            args.outdir, make_case, args.cases, settings, progress=lambda i: bar.update()
-        )
+            def make_case(i: int):
+                seed = args.seed + i
+                if anatomies:
+                    return simulate_case(anatomies[i % len(anatomies)], grid, config, seed=seed)
+                anatomy = prior(grid, seed)  # the atrium prior refuses a body that does not fit the grid
+                if prior is make_phantom:
+                    _check_phantom_fits(anatomy, grid, seed)
+                return simulate_case(anatomy, grid, config, seed=seed)
+
+            if not anatomies and prior is make_phantom:  # a grid too small for it fails before the first case
+                _check_phantom_fits(make_phantom(grid, args.seed), grid, args.seed)
+            settings = {
+                "generator": f"losslab {__version__} ice simulate",
+                "grid": {"size": args.size, "spacing_mm": args.spacing},
+                "seed": args.seed,
+                "anatomy": [str(p) for p in args.anatomy] if args.anatomy else args.prior,
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
+            }
+            with tqdm(total=args.cases, unit="case", file=sys.stderr, disable=None, desc="simulating") as bar:
+                manifest = simulate_dataset(
+                    args.outdir, make_case, args.cases, settings, progress=lambda i: bar.update()
+                )
+        except BaseException:
+            if created and args.outdir.is_dir() and not any(args.outdir.iterdir()):
+                args.outdir.rmdir()  # a refused or interrupted run into a new folder leaves nothing behind
+            raise
     print(f"wrote {args.cases} case(s) of {args.size}^3 x {args.spacing:g} mm: {manifest}")
     return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``losslab ice train``: Ctrl-C / SIGTERM stop after the current batch (a second Ctrl-C aborts)."""
-    from ..ice.training import train_editing
-    from .engine import run_training
+    from ..ice.training import load_training_config, train_editing
+    from . import check_device
+    from .engine import resume_command, run_training
 
-    return run_training(
-        "losslab ice train",
-        lambda stop: train_editing(
-            args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
-        ),
-        f"losslab ice train {args.config} --resume",
-    )
+    cfg = load_training_config(args.config, args.overrides)
+    check_device(cfg["device"])
+    if args.resume:  # the run's own settings, or a refusal that names what changed
+        from ..engine.checkpoint import check_resume_settings, load_checkpoint
+
+        last = Path(cfg["output_dir"]) / "checkpoints" / "last.pt"
+        if last.is_file():
+            check_resume_settings(load_checkpoint(last).get("config"), cfg, last)
+    from ..engine.checkpoint import check_run_folder
+    from ..io import folder_lock
+
+    check_run_folder(cfg["output_dir"], resume=args.resume, overwrite=args.overwrite)
+    with folder_lock(cfg["output_dir"], "another training run is writing this output_dir now"):
+        return run_training(
+            "losslab ice train",
+            lambda stop: train_editing(
+                args.config, args.overrides, resume=args.resume, overwrite=args.overwrite, stop=stop
+            ),
+            resume_command("losslab ice train", args.config, args.overrides),
+        )
+
+
+def _model_files(spec: str) -> list[Path]:
+    """The files a model argument reads: a checkpoint, an ensemble folder's files, or a registered model's."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return [f for f in path.rglob("*") if f.is_file()]
+    from .. import models
+
+    try:
+        card = models.get_card(spec)
+    except ValueError:
+        return []
+    return [card.folder / rel for rel in card.files] + [card.folder / models.CARD]
+
+
+#: what the paper's protocol writes into OUTDIR (ice.evaluate.write_outputs): the table, Fig. 3, the JSON
+_PAPER_OUTPUTS = ("table1.md", "fig3.png", "evaluation.json")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``losslab ice evaluate``."""
+    from ..ice.dataset import dataset_cases
     from ..ice.evaluate import evaluate, write_outputs
     from ..ice.interactions import PAPER_SIGMA_MM
-    from . import CommandError
+    from ..io import check_outputs
+    from . import CommandError, check_device, check_model
 
     models = {}
     for item in args.editing_model:
@@ -272,13 +382,36 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise CommandError(f"--editing-model takes NAME=PATH (e.g. editing=run/model.pt), got {item!r}")
         if name in models:
             raise CommandError(f"--editing-model: the name {name!r} is given twice")
-        models[name] = path
+        models[name] = check_model(path, f"--editing-model {name}")
+    check_model(args.segmentation_model, "--segmentation-model")
     if args.edits < 1:
         raise CommandError(f"--edits must be at least 1, got {args.edits}")
     dataset = args.dataset / "dataset.json" if args.dataset.is_dir() else args.dataset
     sigma = PAPER_SIGMA_MM if args.sigma_mm is None else args.sigma_mm
     if not sigma > 0:
         raise CommandError(f"--sigma-mm must be > 0, got {args.sigma_mm}")
+    cases = dataset_cases(dataset, None if args.split == "all" else args.split)
+    if not cases:
+        raise CommandError(
+            f"the dataset {str(dataset)!r} has no case in split {args.split!r}: use --split all to evaluate "
+            "every case (or another split)"
+        )
+    # every output checked against every input (manifest, case files, models) before any work
+    inputs = [dataset, *(f for folder in dataset_cases(dataset).values() for f in folder.glob("*"))]
+    for spec in [args.segmentation_model, *models.values()]:
+        inputs += _model_files(spec)
+    names = ("ideal.md", "ideal.png", "ideal.json") if args.protocol == "ideal" else _PAPER_OUTPUTS
+    json_path = args.json or args.outdir / names[2]
+    check_outputs(
+        {
+            names[0]: args.outdir / names[0],
+            names[1]: args.outdir / names[1],
+            "--json" if args.json else names[2]: json_path,
+        },
+        inputs,
+        overwrite=args.overwrite,
+    )
+    check_device(args.device)
     if args.protocol == "ideal":
         return _run_ideal(args, dataset, models)
     result = evaluate(
@@ -290,8 +423,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         sigma_mm=sigma,
         device=args.device,
         contours=args.metric_contours,
+        progress=sys.stderr.isatty(),  # a bar on a terminal; none in logs
     )
-    paths = write_outputs(result, args.outdir, args.json)
+    paths = write_outputs(result, args.outdir, json_path)
     print(paths["table1"].read_text(encoding="utf-8"), end="")
     for name, curve in result["sequential"].items():
         print(

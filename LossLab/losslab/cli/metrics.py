@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # the heavy modules (numpy, SimpleITK, torch) load when a command runs, not for --help
+    from ..io import Image
 
-from ..io import MAX_LABELS, Image, check_label_values, check_same_grid, image_suffix, read_image, write_image
-from ..metrics import attention_map, compare_masks, editing_metric, overlap_per_class, pixel_accuracy
+#: :data:`losslab.io.MAX_LABELS` (not imported here: losslab.io loads numpy and SimpleITK)
+MAX_LABELS = 1000
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -54,12 +53,15 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="also write the D map (NaN off the contours) to this file; prefer .nrrd: ITK's NIfTI reader, used by Slicer, reads NaN as 0",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dmap file")
     p.set_defaults(func=run_metrics)
 
 
 def _read(path: Path, role: str, max_labels: int | None = MAX_LABELS) -> Image:
     """Read a mask or label map for ``role``; refuse what cannot be one (damaged file, NaN / inf, non-integer
     values, a 4D image, more than ``max_labels`` labels)."""
+    from ..io import check_label_values, read_image
+
     try:
         image = read_image(path)
     except FileNotFoundError:
@@ -72,25 +74,9 @@ def _read(path: Path, role: str, max_labels: int | None = MAX_LABELS) -> Image:
     return image
 
 
-def _check_output(path: Path, inputs: dict[str, Path | None], option: str) -> None:
-    """Refuse an output path that is a folder, has an unknown type, or is one of the inputs, before work."""
-    image_suffix(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"{option} is a folder, not a file name", str(path))
-    target = path.resolve()
-    for role, source in inputs.items():
-        if source is not None and source.exists() and (source.resolve() == target or _same(source, path)):
-            raise ValueError(f"{option} {path} is the {role} input file: writing it would destroy the input")
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _labels_of(reference: Image, compared: Image, labels: list[int] | None) -> list[int]:
+    import numpy as np
+
     if labels:
         return [int(v) for v in labels]
     values = np.union1d(np.unique(reference.array), np.unique(compared.array))
@@ -113,6 +99,11 @@ def compute_metrics(
     sigma_mm: float | None = None,
 ) -> dict[str, Any]:
     """The report of ``losslab metrics`` as a dict (per-label rows, summary, optional editing metric)."""
+    import numpy as np
+
+    from ..io import check_same_grid
+    from ..metrics import attention_map, compare_masks, editing_metric, overlap_per_class, pixel_accuracy
+
     check_same_grid(reference, compared, ("reference", "compared"))
     spacing = reference.geometry.array_spacing
     labels = _labels_of(reference, compared, labels)
@@ -194,27 +185,22 @@ def format_table(report: dict[str, Any]) -> str:
 def to_json(report: dict[str, Any]) -> str:
     """The report as standard JSON: NaN (undefined) and inf (a distance to an empty mask) become ``null``;
     the report's ``warnings`` say why."""
+    from ..io import json_ready
+
     clean = {k: v for k, v in report.items() if not k.startswith("_")}
-
-    def fix(x: Any) -> Any:
-        if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-            return None  # JSON has no NaN / inf
-        if isinstance(x, dict):
-            return {k: fix(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [fix(v) for v in x]
-        return x
-
-    return json.dumps(fix(clean), indent=2, allow_nan=False)
+    return json.dumps(json_ready(clean), indent=2, allow_nan=False)
 
 
 def run_metrics(args: argparse.Namespace) -> int:
+    from ..io import check_outputs, image_suffix, write_image
+
     roles = ("reference", "compared", "initial", "scribble", "cas")
     inputs = {role: getattr(args, role) for role in roles}
     if args.dmap:
         if not all(inputs[role] for role in ("initial", "scribble", "cas")):
             raise ValueError("--dmap needs the editing metric (--initial, --scribble and --cas)")
-        _check_output(args.dmap, inputs, "--dmap")
+        image_suffix(args.dmap)
+        check_outputs({"--dmap": args.dmap}, inputs, overwrite=args.overwrite)
     # Named labels lift the limit on the number of labels (an intensity image is refused otherwise).
     limit = None if args.labels else MAX_LABELS
     reference = _read(args.reference, "reference", limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import random
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import atomic_write
+from ..io import WriteError, atomic_write
 
 FORMAT = "losslab-checkpoint"
 FORMAT_VERSION = 1
@@ -65,7 +66,17 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
-    return atomic_write(path, lambda tmp: torch.save(data, tmp), verify=_verify_checkpoint, suffix=".tmp")
+
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as exc:  # torch's writer: "[enforce fail at inline_container.cc] ..." (disk full)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WriteError(
+                errno.EIO, f"cannot write the checkpoint ({reason}; disk full?)", str(path)
+            ) from None
+
+    return atomic_write(path, write, verify=_verify_checkpoint, suffix=".tmp")
 
 
 def _verify_checkpoint(tmp: Path) -> None:
@@ -200,6 +211,61 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike) -> None:
             f"cannot resume from {str(path)!r}: the checkpoint has no {', '.join(missing)} entry, which "
             "resuming needs (only a training checkpoint, checkpoints/last.pt as `losslab train` writes it, "
             "can be resumed); start a new run with --overwrite"
+        )
+
+
+#: settings a resumed run may change (``--resume epochs=80``): the others shape the training itself (patch and
+#: batch size, learning rate, loss, data, seed), and a changed value would silently make a different run
+RESUME_CHANGEABLE = (
+    "epochs",
+    "output_dir",  # the run is where its checkpoint is (a moved run folder resumes)
+    "data.manifest",  # paths only: a moved dataset folder resumes
+    "device",
+    "threads",
+    "plot_every",
+    "data.cache",
+    "early_stopping.patience",
+    "ensemble.members",
+)
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, dict) and config and prefix not in ("network.", "loss.options.", "loss.inputs."):
+        out: dict[str, Any] = {}
+        for key, value in config.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: config}
+
+
+def check_resume_settings(
+    saved: dict[str, Any] | None,
+    config: dict[str, Any],
+    path: str | os.PathLike,
+    changeable: tuple[str, ...] = RESUME_CHANGEABLE,
+) -> None:
+    """Refuse to resume the run of ``path`` (its ``last.pt``, whose config is ``saved``) with settings that
+    differ from those it was started with, except :data:`RESUME_CHANGEABLE`. A checkpoint without a config
+    (older files) is not checked.
+
+    Raises:
+        ValueError: naming each changed key with the run's value and the new one, and what to do.
+    """
+    if not saved:
+        return
+    old, new = _flatten(saved), _flatten(config)
+    changed = [
+        key
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key) and not any(key == c or key.startswith(c + ".") for c in changeable)
+    ]
+    if changed:
+        shown = "; ".join(f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ValueError(
+            f"cannot resume from {str(path)!r} with other settings ({shown}{more}): a resumed run keeps the "
+            f"settings it started with (only {', '.join(changeable)} may change); give the run's own "
+            "overrides again, or start a new run with --overwrite or another output_dir"
         )
 
 

@@ -88,7 +88,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {str(path)!r}")
-    text = path.read_text(encoding="utf-8")
+    from ..io import read_text
+
+    text = read_text(path, "config")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml

@@ -104,7 +104,7 @@ def load_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
     if not path.is_file():
         raise FileNotFoundError(f"dataset manifest not found: {str(path)!r}")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(_io.read_text(path, "dataset manifest"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"manifest {str(path)!r} is not valid JSON: {exc}") from None
     where = f"manifest {str(path)!r}"
@@ -260,6 +260,27 @@ def normalize_intensity(image: np.ndarray | torch.Tensor, mode: str):
     raise ValueError(f"normalize must be zscore, minmax or none, got {mode!r}")
 
 
+def check_cases(train_set: VolumeDataset, val_set: VolumeDataset) -> None:
+    """Read every training and validation case once before training (and keep them when the sets cache):
+    a NaN voxel, a bad label value or a wrong grid in any case stops the run at its start, naming the case,
+    not epochs later or never (a random crop that misses it). Warns when every training label map is empty
+    (background only): the network could only learn background."""
+    import warnings
+
+    foreground = False
+    for dataset in (train_set, val_set):
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            if dataset is train_set and "label" in sample:
+                foreground = foreground or bool((sample["label"] != 0).any())
+    if len(train_set) and not foreground:
+        warnings.warn(
+            f"every training label map of {str(train_set.manifest.path)!r} is empty (background only): the "
+            "model can only learn background; check the label files",
+            stacklevel=2,
+        )
+
+
 class VolumeDataset:
     """Loads cases of a manifest as ``{"id", "image": float32 (C, *spatial), "label": int64 (*spatial)}``.
 
@@ -304,6 +325,12 @@ class VolumeDataset:
                 kind = "image channel" if i < len(case.images) else "extra channel"
                 _same_grid(cid, first, image, kind)
             array = array.astype(np.float32)
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            if bad:  # a random crop may miss them for epochs; a validation loss would be NaN throughout
+                raise DatasetError(
+                    f"case {cid!r}: {str(file)!r} has {bad} NaN or infinite voxel(s); training needs finite "
+                    "intensities: fill or mask them first"
+                )
             if i < len(case.images):
                 array = normalize_intensity(array, self.normalize)
             channels.append(array)

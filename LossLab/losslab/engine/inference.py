@@ -282,55 +282,38 @@ def ensemble_members(path: str | os.PathLike) -> list[Path]:
     return members
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` name one file: same resolved path (symlinks, ``..``), or, when both exist,
-    the same inode (hard links)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet: not the same file
-        return False
-
-
 def check_output_paths(
     inputs: Sequence[str | os.PathLike],
     outputs: dict[str, str | os.PathLike | None],
+    overwrite: bool | None = None,
 ) -> None:
-    """Refuse, before any work, outputs that would overwrite an input or each other, or cannot be written.
+    """Refuse, before any work, outputs that would overwrite an input or each other, or cannot be written
+    (:func:`losslab.io.check_outputs`, the rule of every command that writes), or are not image files.
 
     Args:
         inputs: files read (images, checkpoints).
-        outputs: ``{what: path}`` of the files to write (None entries are skipped); ``what`` names the output
-            in messages ("label map", "probabilities").
+        outputs: ``{what: path}`` of the files to write (None entries are skipped); ``what`` names the output in
+            messages ("label map", "probabilities").
+        overwrite: ``False``: an existing output is refused (the command line's ``--overwrite`` allows it);
+            ``None`` (library calls): existing outputs are replaced.
 
     Raises:
         ValueError: an output that resolves (also through symbolic or hard links) to an input or to another
-            output, is a folder, or has a suffix no image writer knows.
+            output, exists without ``overwrite``, is a folder, or has a suffix no image writer knows.
     """
-    named = [(what, Path(p)) for what, p in outputs.items() if p is not None]
-    for what, out in named:
-        if out.is_dir():
+    for what, out in outputs.items():
+        if out is None:
+            continue
+        if Path(out).is_dir():
             raise ValueError(
                 f"the {what} output {str(out)!r} is a folder; give a file name such as seg.nii.gz"
             )
-        if not _is_image_name(out):
+        if not _is_image_name(Path(out)):
             raise ValueError(
                 f"the {what} output {str(out)!r} has an unsupported suffix; expected one of "
                 f"{', '.join((_io.SEG_SUFFIX, *_io.IMAGE_SUFFIXES))}"
             )
-        for source in inputs:
-            if _same_file(out, Path(source)):
-                raise ValueError(
-                    f"the {what} output {str(out)!r} is the input {str(source)!r}: writing it would destroy "
-                    f"the input; choose another output path"
-                )
-    for i, (what_a, a) in enumerate(named):
-        for what_b, b in named[i + 1 :]:
-            if _same_file(a, b):
-                raise ValueError(
-                    f"the {what_a} output and the {what_b} output are the same file {str(a)!r}; give two paths"
-                )
+    _io.check_outputs(outputs, inputs, overwrite=overwrite)
 
 
 class Predictor:

@@ -35,6 +35,7 @@ trains one model or an ensemble as the config says); nothing here imports it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -51,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..io import write_text
+from ..io import folder_lock, json_ready, write_text
 from .builders import (
     build_loss,
     build_optimizer,
@@ -62,6 +63,7 @@ from .builders import (
 )
 from .checkpoint import (
     check_resumable,
+    check_resume_settings,
     check_run_folder,
     load_checkpoint,
     rng_state,
@@ -73,6 +75,7 @@ from .data import (
     DatasetError,
     Manifest,
     VolumeDataset,
+    check_cases,
     epoch_order,
     load_manifest,
     split_cases,
@@ -237,12 +240,18 @@ def train(
     """
     cfg = load_config(config, overrides)
     check_run_folder(cfg["output_dir"], resume=resume, overwrite=overwrite)
-    rank, world, local_rank, created_group = _distributed(cfg["device"])
-    try:
-        return _train(cfg, rank, world, local_rank, resume, progress, stop)
-    finally:
-        if created_group:
-            dist.destroy_process_group()
+    # one writer per run folder: a second run into the same output_dir is refused, not mixed in (rank 0
+    # writes the files; under torchrun a refused rank 0 ends the job)
+    busy = "another training run is writing this output_dir now"
+    writer = int(os.environ.get("RANK", "0")) == 0
+    with folder_lock(cfg["output_dir"], busy) if writer else contextlib.nullcontext():
+        check_run_folder(cfg["output_dir"], resume=resume, overwrite=overwrite)  # again, now that it is ours
+        rank, world, local_rank, created_group = _distributed(cfg["device"])
+        try:
+            return _train(cfg, rank, world, local_rank, resume, progress, stop)
+        finally:
+            if created_group:
+                dist.destroy_process_group()
 
 
 @dataclass
@@ -308,6 +317,7 @@ def _build(cfg: dict[str, Any], rank: int, world: int, local_rank: int) -> _Run:
     spec = resolve_network(cfg, manifest)
     train_set = VolumeDataset(manifest, train_ids, cfg["data"]["normalize"], cfg["data"]["cache"])
     val_set = VolumeDataset(manifest, val_ids, cfg["data"]["normalize"], cfg["data"]["cache"])
+    check_cases(train_set, val_set)
     loss_fn = build_loss(cfg["loss"], manifest.label_sets).to(device)
     loss_inputs = {kw: manifest.channel_index(ch) for kw, ch in cfg["loss"]["inputs"].items()}
 
@@ -370,6 +380,7 @@ def _restore(run: _Run) -> None:
             f"cannot resume from {str(last_path)!r}: it was trained with optimizer.name={saved_opt!r}, "
             f"the config asks for {run.cfg['optimizer']['name']!r}"
         )
+    check_resume_settings(state.get("config"), run.cfg, last_path)
     run.model.load_state_dict(state["model"])
     try:
         run.optimizer.load_state_dict(state["optimizer"])
@@ -391,7 +402,7 @@ def _restore(run: _Run) -> None:
 
 
 def _write_metrics(run: _Run) -> None:
-    text = "".join(json.dumps(h) + "\n" for h in run.history)
+    text = "".join(json.dumps(json_ready(h), allow_nan=False) + "\n" for h in run.history)
     path = run.out_dir / "metrics.jsonl"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         _atomic_text(path, text)

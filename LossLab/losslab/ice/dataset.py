@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -96,16 +99,26 @@ def read_case(folder: str | os.PathLike) -> ICECase:
     for name in CASE_FILES:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: not an ICE case folder, {name} is missing")
-    meta = json.loads((folder / "frames.json").read_text(encoding="utf-8"))
-    if meta.get("format") != "losslab-ice-case":
+    meta = _io.read_json(folder / "frames.json", "ICE case description")
+    if not isinstance(meta, dict) or meta.get("format") != "losslab-ice-case":
         raise ValueError(f"{folder / 'frames.json'}: not a LossLab ICE case description")
     image = _io.read_image(folder / "image.nii.gz")
     others = {n: _io.read_image(folder / f"{n}.nii.gz") for n in ("datamask", "label", "cas")}
     for name, other in others.items():
         _io.check_same_grid(image, other, ("image.nii.gz", f"{name}.nii.gz"))
+    _check_case_arrays(folder, image, others)
     grid = Grid.from_geometry(image.array.shape, image.geometry)
-    s = meta["sector"]
-    sector = Sector(depth_mm=s["depth_mm"], opening_deg=s["opening_deg"], pixel_mm=s["pixel_mm"])
+    try:
+        s = meta["sector"]
+        sector = Sector(depth_mm=s["depth_mm"], opening_deg=s["opening_deg"], pixel_mm=s["pixel_mm"])
+        for entry in meta["frames"]:
+            for key in ("index", "pose", "acquired_pose", "phase", "contours"):
+                entry[key]  # noqa: B018 (present, or the KeyError below names it)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{folder / 'frames.json'}: not a complete ICE case description (missing or malformed {exc}); "
+            "write the case again with `losslab ice simulate`"
+        ) from None
     stack = _io.read_image(folder / "frames.nii.gz").array
     if stack.shape[0] != len(meta["frames"]):
         raise ValueError(
@@ -147,6 +160,29 @@ def read_case(folder: str | os.PathLike) -> ICECase:
     )
 
 
+def _check_case_arrays(folder: Path, image: _io.Image, others: dict[str, _io.Image]) -> None:
+    """Refuse what no simulated case holds and what would train or score silently wrong: NaN / inf in x,
+    a label y that is not binary (a label 5 would count as the left atrium); warn for an empty y."""
+    x = image.array
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad:
+            raise ValueError(
+                f"{folder / 'image.nii.gz'}: {bad} NaN or infinite voxel(s) in the ICE image x; a case needs "
+                "finite intensities"
+            )
+    label = others["label"]
+    _io.check_label_values(label, "label y")
+    values = sorted({int(v) for v in np.unique(label.array)} - {0, 1})
+    if values:
+        raise ValueError(
+            f"{folder / 'label.nii.gz'}: the label y holds value(s) {values[:10]}; an ICE label is 0 "
+            "(background) or 1 (left atrium)"
+        )
+    if not label.array.any():
+        warnings.warn(f"{folder / 'label.nii.gz'}: the label y is empty (no left-atrium voxel)", stacklevel=3)
+
+
 def dataset_cases(manifest: str | os.PathLike, split: str | None = None) -> dict[str, Path]:
     """``{case id: case folder}`` of a dataset written by ``losslab ice simulate`` (all cases, or one split's),
     in the manifest's order; each folder reads with :func:`read_case`.
@@ -159,23 +195,33 @@ def dataset_cases(manifest: str | os.PathLike, split: str | None = None) -> dict
         manifest = manifest / "dataset.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"no dataset manifest at {manifest}")
-    raw = json.loads(manifest.read_text(encoding="utf-8"))
+    raw = _io.read_json(manifest, "dataset manifest")
+    if not isinstance(raw, dict) or not isinstance(raw.get("cases"), list):
+        raise ValueError(f"dataset manifest {manifest} must hold an object with a list of 'cases'")
     folders = {
-        str(c["id"]): manifest.parent / Path(c["frames"]).parent for c in raw["cases"] if "frames" in c
+        str(c["id"]): manifest.parent / Path(c["frames"]).parent
+        for c in raw["cases"]
+        if isinstance(c, dict) and "frames" in c and "id" in c
     }
     if split is None:
         return folders
     splits = raw.get("splits") or {}
     if split not in splits:
         raise ValueError(f"{manifest} has no split {split!r}; its splits are {sorted(splits)}")
-    return {cid: folders[cid] for cid in splits[split]}
+    unknown = [cid for cid in splits[split] if str(cid) not in folders]
+    if unknown:
+        raise ValueError(
+            f"{manifest}: split {split!r} names case(s) {unknown[:5]} that 'cases' does not list"
+        )
+    return {str(cid): folders[str(cid)] for cid in splits[split]}
 
 
 def split_ids(ids: Sequence[str], fractions: tuple[float, float] = (0.15, 0.15)) -> dict[str, list[str]]:
-    """``train`` / ``val`` / ``test`` in order of ``ids``: the last ``round(n * test)`` cases are the test
-    split, the ``round(n * val)`` before them validation, the rest (at least one) training."""
+    """``train`` / ``val`` / ``test`` in order of ``ids``: the last ``round(n * test)`` cases (at least one
+    from two cases on, so that ``losslab ice evaluate`` has a test case) are the test split, the
+    ``round(n * val)`` before them validation, the rest (at least one) training."""
     n = len(ids)
-    n_test = int(round(n * fractions[1])) if n >= 3 else 0
+    n_test = max(1, int(round(n * fractions[1]))) if n >= 2 else 0
     n_val = int(round(n * fractions[0])) if n >= 3 else 0
     n_train = max(1, n - n_val - n_test)
     ids = list(ids)
@@ -222,6 +268,30 @@ def case_ids(n: int) -> list[str]:
     return [f"ice{i:0{width}d}" for i in range(n)]
 
 
+#: hidden entries of a dataset folder while ``losslab ice simulate`` writes it (see :func:`simulate_dataset`)
+STAGING_PREFIX = ".simulating-"
+REPLACED_PREFIX = ".replaced-"
+
+
+def dataset_lock(outdir: str | os.PathLike):
+    """The exclusive right to write the dataset folder ``outdir`` (:func:`losslab.io.folder_lock`).
+
+    Raises:
+        BlockingIOError: another process writes ``outdir`` now (the message says so and names it).
+    """
+    return _io.folder_lock(outdir, "another `losslab ice simulate` is writing this folder now")
+
+
+def remove_stale_staging(outdir: str | os.PathLike) -> None:
+    """Remove what an interrupted :func:`simulate_dataset` left in ``outdir`` (its hidden staging and
+    replaced folders); call it while holding :func:`dataset_lock`."""
+    outdir = Path(outdir)
+    if outdir.is_dir():
+        for entry in outdir.iterdir():
+            if entry.is_dir() and entry.name.startswith((STAGING_PREFIX, REPLACED_PREFIX)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
 def simulate_dataset(
     outdir: str | os.PathLike,
     make_case: Callable[[int], ICECase],
@@ -231,11 +301,37 @@ def simulate_dataset(
 ) -> Path:
     """Simulate ``n_cases`` cases with ``make_case(i)``, write them under ``outdir/cases/`` and the manifest.
 
-    Returns the manifest's path. ``progress(i)`` is called after each case."""
+    The new dataset is written beside the old one, in a hidden staging folder of ``outdir``, and swapped in
+    at the end (``cases/`` and ``dataset.json``; other files of ``outdir`` are left alone): an interrupted
+    run leaves the previous dataset whole, never a manifest over a mixture of old and new cases. Call it
+    while holding :func:`dataset_lock` (``losslab ice simulate`` does), so that two runs never write one
+    folder. Returns the manifest's path. ``progress(i)`` is called after each case."""
     ids = case_ids(n_cases)
     outdir = Path(outdir)
-    for i, cid in enumerate(ids):
-        write_case(make_case(i), outdir / "cases" / cid)
-        if progress is not None:
-            progress(i)
-    return write_manifest(outdir, ids, settings)
+    outdir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=outdir))
+    try:
+        for i, cid in enumerate(ids):
+            write_case(make_case(i), staging / "cases" / cid)
+            if progress is not None:
+                progress(i)
+        write_manifest(staging, ids, settings)
+        _swap_in(staging, outdir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return outdir / "dataset.json"
+
+
+def _swap_in(staging: Path, outdir: Path) -> None:
+    """Replace ``outdir``'s ``dataset.json`` and ``cases/`` by the staged ones: renames only (one file
+    system). The old manifest goes first and the new one comes last, so a reader never finds a manifest
+    over cases that are not its own."""
+    replaced = Path(tempfile.mkdtemp(prefix=REPLACED_PREFIX, dir=outdir))
+    try:
+        for name in ("dataset.json", "cases"):
+            if (outdir / name).exists():
+                os.replace(outdir / name, replaced / name)
+        os.replace(staging / "cases", outdir / "cases")
+        os.replace(staging / "dataset.json", outdir / "dataset.json")
+    finally:
+        shutil.rmtree(replaced, ignore_errors=True)

@@ -345,7 +345,7 @@ def write_outputs(
     result: Mapping[str, Any], outdir: str | os.PathLike, json_path: str | os.PathLike | None = None
 ):
     """``table1.md``, ``fig3.png`` and ``evaluation.json`` (or ``json_path``) in ``outdir``."""
-    from ..io import write_text
+    from ..io import json_ready, write_text
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +353,7 @@ def write_outputs(
     write_text(outdir / "table1.md", table1_markdown(result, names, len(result["cases"])))
     plot_sequential(result, outdir / "fig3.png")
     path = Path(json_path) if json_path else outdir / "evaluation.json"
-    write_text(path, json.dumps(result, indent=1, allow_nan=True) + "\n")
+    write_text(path, json.dumps(json_ready(result), indent=1, allow_nan=False) + "\n")  # NaN: null
     return {"table1": outdir / "table1.md", "fig3": outdir / "fig3.png", "json": path}
 
 

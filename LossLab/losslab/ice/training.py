@@ -140,6 +140,26 @@ def _positive(cfg: Mapping, key: str, value: Any, integer: bool = False, allow_n
         raise ConfigError(f"config key {key!r}: expected {kind}, got {value!r}")
 
 
+def _perturbation(values: Mapping[str, Any]) -> None:
+    """The training scribble's perturbation (:func:`losslab.ice.interactions.perturb_polyline`), checked
+    like ``sigma_mm``: ``offset_mm`` finite (negative: inwards), ``jitter_mm`` finite and >= 0 (an RMS),
+    ``fraction`` in (0, 1]."""
+    for key, low, low_open, high in (
+        ("offset_mm", -math.inf, True, math.inf),
+        ("jitter_mm", 0.0, False, math.inf),
+        ("fraction", 0.0, True, 1.0),
+    ):
+        value = values[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or value > high or (value <= low if low_open else value < low):
+            expected = {
+                "offset_mm": "a finite number of mm (negative: inwards)",
+                "jitter_mm": "a finite number of mm >= 0 (an RMS)",
+                "fraction": "a number in (0, 1]",
+            }[key]
+            raise ConfigError(f"config key 'perturbation.{key}': expected {expected}, got {value!r}")
+
+
 def load_training_config(
     config: str | os.PathLike | Mapping[str, Any], overrides: Iterable[str] = ()
 ) -> dict[str, Any]:
@@ -220,6 +240,7 @@ def load_training_config(
         raise ConfigError(
             "config key 'scribble_weight': the scribble constraint applies to method 'editing' only"
         )
+    _perturbation(cfg["perturbation"])
     _positive(cfg, "steps_per_epoch", cfg["steps_per_epoch"], integer=True, allow_none=True)
     _positive(cfg, "threads", cfg["threads"], integer=True, allow_none=True)
     if cfg["scribble"] not in SCRIBBLES:
@@ -299,7 +320,7 @@ def _progress(items, desc, enabled):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="case", leave=False)
+    return tqdm(items, desc=desc, unit="case", leave=False, disable=None)  # None: no bar when not a terminal
 
 
 # --------------------------------------------------------------------------------------------- samples

@@ -148,15 +148,8 @@ def evaluate_predictions(
     return result
 
 
-def json_ready(value: Any) -> Any:
-    """``value`` with every NaN / inf float replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
+#: ``value`` with every NaN / inf float replaced by ``None`` (strict JSON): :func:`losslab.io.json_ready`
+json_ready = _io.json_ready
 
 
 def _fmt(value: float) -> str:
@@ -230,6 +223,23 @@ def find_label_file(folder: Path, case: str) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def read_tissue_labels(path: Path, role: str) -> _io.Image:
+    """Read a tissue label map to score: finite integer labels 0..8 only (a probability map, a float 0.5, a
+    negative value, a set label above 8 or NaN would be scored as if they were tissues)."""
+    image = _io.read_image(path)
+    if image.array.ndim != 3:
+        raise ValueError(f"{path}: the {role} must be a 3D label map, got shape {image.array.shape}")
+    _io.check_label_values(image, role)
+    values = {int(v) for v in np.unique(image.array)}
+    bad = sorted(v for v in values if not 0 <= v <= max(t.label for t in TISSUES))
+    if bad:
+        raise ValueError(
+            f"{path}: the {role} holds label value(s) {bad[:10]}; expected the tissue labels 0..8 (a label-set "
+            "map's set labels are not tissues: score a full parcellation)"
+        )
+    return image
+
+
 def evaluate_folders(
     reference: str | os.PathLike,
     methods: Mapping[str, str | os.PathLike],
@@ -262,12 +272,12 @@ def evaluate_folders(
         ref_file = find_label_file(reference, case)
         if ref_file is None:
             raise FileNotFoundError(f"no reference label map for case {case!r} in {reference}")
-        ref = _io.read_image(ref_file)
+        ref = read_tissue_labels(ref_file, f"reference of case {case!r}")
         for m, folder in methods.items():
             pred_file = find_label_file(Path(folder), case)
             if pred_file is None:
                 raise FileNotFoundError(f"method {m!r}: no prediction for case {case!r} in {folder}")
-            pred = _io.read_image(pred_file)
+            pred = read_tissue_labels(pred_file, f"{m} prediction of case {case!r}")
             _io.check_same_grid(pred, ref, (f"{m} prediction", "reference"))
             per_case[m][case] = case_metrics(pred.array, ref.array, ref.geometry.array_spacing)
     return evaluate_predictions(per_case, baseline, leaf, alpha)

@@ -24,12 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from .. import io as _io
 
 CARD = "model.json"
 ENV_ROOT = "LOSSLAB_MODELS_DIR"
@@ -102,8 +101,10 @@ def read_card(folder: str | os.PathLike) -> ModelCard:
         raise FileNotFoundError(f"no model card {path}")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a model card must hold a JSON object, got {type(raw).__name__}")
     for key in ("name", "task", "files"):
         if key not in raw:
             raise ValueError(f"{path}: the card lacks {key!r} (has {sorted(raw)})")
@@ -124,13 +125,21 @@ def read_card(folder: str | os.PathLike) -> ModelCard:
 
 
 def list_models(root: str | os.PathLike | None = None) -> list[ModelCard]:
-    """Cards of every model of the registry, sorted by name (folders without a card are ignored)."""
+    """Cards of every model of the registry, sorted by name (folders without a card are ignored; a card that
+    cannot be read is skipped with a ``UserWarning`` naming it)."""
     base = registry_root(root)
     if not base.is_dir():
         return []
-    return sorted(
-        (read_card(p) for p in base.iterdir() if p.is_dir() and (p / CARD).is_file()), key=lambda c: c.name
-    )
+    cards, broken = [], []
+    for p in sorted(base.iterdir()):
+        if p.is_dir() and (p / CARD).is_file():
+            try:
+                cards.append(read_card(p))
+            except (ValueError, UnicodeDecodeError) as exc:
+                broken.append(str(exc))
+    for problem in broken:  # one damaged card must not hide the other models
+        warnings.warn(f"skipped a model whose card cannot be read: {problem}", stacklevel=2)
+    return sorted(cards, key=lambda c: c.name)
 
 
 def get_card(name: str, root: str | os.PathLike | None = None) -> ModelCard:
@@ -167,6 +176,26 @@ def verify_model(card: ModelCard) -> None:
             )
 
 
+def card_of_path(path: str | os.PathLike) -> ModelCard | None:
+    """The card of a model given by path: a model folder holding ``model.json``, or a file or folder that the
+    card beside it (or one folder up, for an ensemble member) lists. ``None`` when no card covers it, so that
+    ``losslab infer models/NAME/model.pt`` checks the same sha256 as ``losslab infer NAME``."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    target = path.resolve()
+    for folder in (
+        (path, path.parent, path.parent.parent) if path.is_dir() else (path.parent, path.parent.parent)
+    ):
+        if not (folder / CARD).is_file():
+            continue
+        card = read_card(folder)
+        listed = {(card.folder / rel).resolve() for rel in card.files}
+        if target == card.path or target in listed or target == folder.resolve():
+            return card
+    return None
+
+
 def model_path(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> Path:
     """The checkpoint file or ensemble folder of a registered model, after the checksum check."""
     card = get_card(name, root)
@@ -187,6 +216,8 @@ def register_model(
 ) -> Path:
     """Write ``folder/model.json`` from ``card`` with the sha256 of ``files`` (default: every file under
     ``folder`` except the card); returns the card's path."""
+    from .. import io as _io  # here, not at the top: `losslab models` and --help stay free of numpy / ITK
+
     folder = Path(folder)
     if files is None:
         files = sorted(
@@ -205,6 +236,7 @@ __all__ = [
     "ENV_ROOT",
     "ModelCard",
     "ModelChecksumError",
+    "card_of_path",
     "get_card",
     "list_models",
     "load_model",
