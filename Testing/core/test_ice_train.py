@@ -115,6 +115,9 @@ def test_y_init_from_a_segmentation_model_is_the_default_way(tiny, tmp_path):
     with pytest.raises(RunFolderError):
         train_editing(tmp_path / "edit.json")
     assert main(["ice", "train", str(tmp_path / "edit.json"), "epochs=2", "--resume"]) == 0
+    # from Python too, a resumed run keeps its settings: another batch size is refused, naming it
+    with pytest.raises(ValueError, match="batch_size"):
+        train_editing(tmp_path / "edit.json", ["batch_size=1", "epochs=3"], resume=True)
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     # a segmentation model with the wrong inputs is refused

@@ -327,12 +327,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = load_training_config(args.config, args.overrides)
     check_device(cfg["device"])
-    if args.resume:  # the run's own settings, or a refusal that names what changed
-        from ..engine.checkpoint import check_resume_settings, load_checkpoint
-
-        last = Path(cfg["output_dir"]) / "checkpoints" / "last.pt"
-        if last.is_file():
-            check_resume_settings(load_checkpoint(last).get("config"), cfg, last)
+    # a resumed run's settings are checked by train_editing before any work
     from ..engine.checkpoint import check_run_folder
     from ..io import folder_lock
 

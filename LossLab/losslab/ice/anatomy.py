@@ -305,7 +305,11 @@ def sample_atrium(seed: int) -> dict:
     exponent = float(u(2.0, 3.2))
     semi = ratios * (volume * 1000.0 / _superellipsoid_volume(ratios, exponent)) ** (1.0 / 3.0)
     noise = [
-        {"k": (_unit(rng.normal(size=3)) * u(1.0, 2.4)).tolist(), "phase": u(0, 2 * np.pi), "amp": u(0.02, 0.07)}
+        {
+            "k": (_unit(rng.normal(size=3)) * u(1.0, 2.4)).tolist(),
+            "phase": u(0, 2 * np.pi),
+            "amp": u(0.02, 0.07),
+        }
         for _ in range(int(rng.integers(4, 9)))
     ]
     params: dict = {
@@ -332,7 +336,12 @@ def sample_atrium(seed: int) -> dict:
                 "length_mm": u(8.0, 18.0),
                 "bend": 0.0,
                 "branches": [
-                    {"vertical": v, "radius_mm": u(5.0, 7.0), "length_mm": u(6.0, 22.0), "spread": u(0.5, 0.9)}
+                    {
+                        "vertical": v,
+                        "radius_mm": u(5.0, 7.0),
+                        "length_mm": u(6.0, 22.0),
+                        "spread": u(0.5, 0.9),
+                    }
                     for v in (1, -1)
                 ],
             }
@@ -413,7 +422,9 @@ def _body(grid: Grid, params: dict, axes: np.ndarray, centre: np.ndarray) -> tup
     for mode in params["noise"]:
         k = mode["k"]
         dot = np.float32(k[0]) * local[0] + np.float32(k[1]) * local[1] + np.float32(k[2]) * local[2]
-        shape_noise += np.float32(mode["amp"]) * np.cos(np.float32(np.pi) * dot / rho + np.float32(mode["phase"]))
+        shape_noise += np.float32(mode["amp"]) * np.cos(
+            np.float32(np.pi) * dot / rho + np.float32(mode["phase"])
+        )
     inside = rho <= 1.0 + shape_noise
 
     def wall_distance(direction: np.ndarray) -> float:

@@ -107,7 +107,7 @@ def run_demo(
 
     from .. import models as registry
     from ..engine.inference import load_predictor
-    from ..io import save_figure, write_text
+    from ..io import json_ready, save_figure, write_text
 
     out_dir = Path(out_dir)
     say = log or (lambda s: None)
@@ -160,7 +160,7 @@ def run_demo(
         },
     }
     paths = {
-        "json": write_text(out_dir / DEMO_FILES[0], json.dumps(report, indent=1) + "\n"),
+        "json": write_text(out_dir / DEMO_FILES[0], json.dumps(json_ready(report), indent=1) + "\n"),
         "markdown": write_text(out_dir / DEMO_FILES[1], _markdown(report)),
     }
     figure = _figure(case, initial, editors, report)

@@ -52,6 +52,7 @@ from scipy import ndimage
 
 from ..engine.builders import grad_scaler
 from ..engine.checkpoint import (
+    check_resume_settings,
     check_run_folder,
     load_checkpoint,
     rng_state,
@@ -63,7 +64,7 @@ from ..engine.config import ConfigError, apply_overrides
 from ..engine.device import amp_dtype, autocast
 from ..engine.reporting import ProgressCallback, Reporter, plot_curves
 from ..engine.trainer import TrainingStopped, TrainResult, _is_set, check_divergence, seed_everything
-from ..io import write_text
+from ..io import json_ready, write_text
 from .dataset import dataset_cases, read_case
 from .interactions import PAPER_SIGMA_MM, SCRIBBLES, encode, training_interaction
 from .simulate import ICECase
@@ -542,6 +543,11 @@ def _start_run(cfg: dict[str, Any], resume: bool, overwrite: bool, show: bool) -
 
     out = Path(cfg["output_dir"])
     check_run_folder(out, resume=resume, overwrite=overwrite)
+    state = None
+    if resume:  # the run's own settings, or a refusal naming what changed, before any work
+        last = out / "checkpoints" / "last.pt"
+        state = load_checkpoint(last)
+        check_resume_settings(state.get("config"), cfg, last)
     if cfg["threads"] and cfg["device"] == "cpu":
         torch.set_num_threads(int(cfg["threads"]))
     device = torch.device(
@@ -563,8 +569,7 @@ def _start_run(cfg: dict[str, Any], resume: bool, overwrite: bool, show: bool) -
     )
     steps = cfg["steps_per_epoch"] or math.ceil(len(data.cases) / cfg["batch_size"])
     run = _Run(cfg, out, device, dtype, scaler, net, optimizer, data, model_info(cfg, spec), steps)
-    if resume:
-        state = load_checkpoint(out / "checkpoints" / "last.pt")
+    if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         run.history, run.best, run.start = list(state["history"]), dict(state["best"]), int(state["epoch"])
@@ -720,7 +725,7 @@ def _end_epoch(run: _Run, record: dict[str, Any], replacing: bool, t0: float) ->
     save_checkpoint(out / "checkpoints" / "last.pt", payload)
     if improved:
         save_checkpoint(out / "checkpoints" / "best.pt", payload)
-    write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in run.history))
+    write_text(out / "metrics.jsonl", "".join(json.dumps(json_ready(h)) + "\n" for h in run.history))
     if replacing:  # a replaced run's other files go once this run has its first epoch
         for path in run_files(out):
             if path.relative_to(out).as_posix() not in written:
