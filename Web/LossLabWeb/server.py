@@ -72,10 +72,20 @@ def build_server(page: str = "fetal", *, sample: bool = False, case=None, server
     return server, page_obj
 
 
-def serve(page: str = "fetal", *, host: str = "127.0.0.1", port: int = 8080, sample: bool = False, case=None):
-    """Build the server and serve it until interrupted (no browser is opened)."""
+def serve(
+    page: str = "fetal",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    sample: bool = False,
+    case=None,
+    threads: int | None = None,
+):
+    """Build the server and serve it until interrupted (no browser is opened). ``threads``: torch's thread
+    count, set by the caller (``losslab app --threads``), only reported here."""
     server, page_obj = build_server(page, sample=sample, case=case)
-    print(f"losslab app: serving the {page} page on http://{host}:{port}/", flush=True)
+    using = "" if threads is None else f" ({threads} torch thread{'s' if threads != 1 else ''})"
+    print(f"losslab app: serving the {page} page on http://{host}:{port}/{using}", flush=True)
     server.start(host=host, port=port, open_browser=False, show_connection_info=False)
 
 
