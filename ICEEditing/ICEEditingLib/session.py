@@ -42,6 +42,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import slicer
@@ -784,6 +785,49 @@ class ICEEditingSession:
         self._position = position
         self._update_table()
         return moved
+
+    # Saving ----------------------------------------------------------------------------------------------
+
+    def save(self, path) -> Path:
+        """Write the segmentation (every segment, with its name and colour) as a ``.seg.nrrd`` on the ICE
+        volume's grid (slicerio; atomic: written next to ``path``, read back and checked, then renamed, so a
+        failed write leaves a previous file whole). Returns the path.
+
+        Raises:
+            ValueError: the name does not end with ``.seg.nrrd``. FileNotFoundError: no such folder.
+        """
+        import slicerio
+
+        from losslab import io as _io
+
+        path = Path(str(path)).expanduser()
+        if not path.name.lower().endswith(".seg.nrrd"):
+            raise ValueError(f"the segmentation file {path.name} must end with .seg.nrrd")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"the folder {path.parent} does not exist")
+        node, grid = self.segmentation_node, self.grid
+        segmentation = node.GetSegmentation()
+        segments = []
+        for sid in mrml_io.segment_ids(node):
+            segment = segmentation.GetSegment(sid)
+            mask = mrml_io.segment_mask(node, sid, grid, allow_resample=True, role=f"segment {sid}")
+            segments.append((sid, segment.GetName(), list(segment.GetColor()), np.asarray(mask, bool)))
+        ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ grid.ijk_to_ras
+        names = [s[1] for s in segments]
+
+        def write(tmp: Path) -> None:
+            seg = slicerio.create_segmentation(tuple(reversed(grid.shape)), ijk_to_lps)  # (i, j, k)
+            for sid, name, color, mask in segments:
+                voxels = np.ascontiguousarray(mask.transpose())  # (k, j, i) -> (i, j, k)
+                slicerio.add_segment(seg, voxels, {"id": sid, "name": name, "color": color})
+            slicerio.write_segmentation(str(tmp), seg)
+
+        def verify(tmp: Path) -> None:
+            back = [s["name"] for s in slicerio.read_segmentation(str(tmp))["segments"]]
+            if back != names:
+                raise OSError(f"{path}: wrote segments {back}, expected {names}")
+
+        return _io.atomic_write(path, write, verify=verify)
 
     # History ---------------------------------------------------------------------------------------------
 

@@ -47,3 +47,20 @@ def drag(view, points):
         it.SetEventPosition(*p)
         it.InvokeEvent("MouseMoveEvent")
     it.InvokeEvent("LeftButtonReleaseEvent")
+
+
+def resize(view, width: int, height: int) -> None:
+    """The browser gives the view a new size (what trame-rca does with its resize events)."""
+    interactor = view.interactor()
+    interactor.UpdateSize(width, height)
+    interactor.InvokeEvent("WindowResizeEvent")
+
+
+def fits(slice_view, volume_node, tolerance: float = 0.02) -> bool:
+    """Whether the slice view's field of view holds the volume's whole extent in its plane (axial: R-L by
+    A-P), with at most ``tolerance`` of it cut."""
+    bounds = [0.0] * 6
+    volume_node.GetRASBounds(bounds)
+    fov = slice_view.get_view_node().GetFieldOfView()
+    width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
+    return fov[0] >= width * (1 - tolerance) and fov[1] >= height * (1 - tolerance)

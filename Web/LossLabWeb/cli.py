@@ -61,7 +61,9 @@ def _import_server():
         import trame  # noqa: F401
         import trame_slicer  # noqa: F401
     except ImportError as exc:
-        raise _error(f"the web app needs trame-slicer ({exc.name or exc} is missing); {INSTALL_HINT}") from None
+        raise _error(
+            f"the web app needs trame-slicer ({exc.name or exc} is missing); {INSTALL_HINT}"
+        ) from None
     from . import server
 
     return server
