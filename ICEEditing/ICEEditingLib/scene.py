@@ -320,7 +320,10 @@ def initial_from_mask(
         "vtkMRMLSegmentationNode", scene.GenerateUniqueName(name)
     )
     node.SetReferenceImageGeometryParameterFromVolumeNode(scene_case.volume_node)
+    new = node.GetSegmentation().GetSegment(segment_id) is None
     mrml_io.set_segment_from_mask(node, segment_id, mask.astype(bool), scene_case.grid)
+    if new:  # named as its ID ("left atrium"), not "Segment_1": the name is what files and tables show
+        node.GetSegmentation().GetSegment(segment_id).SetName(segment_id)
     node.CreateDefaultDisplayNodes()
     return node, segment_id
 

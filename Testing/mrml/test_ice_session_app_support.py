@@ -174,3 +174,28 @@ def test_a_case_on_other_voxels_than_the_model_is_named(mrml, registry):
     assert note.startswith("ice-segmentation-64x was trained on 64x64x64 voxels of 2.20 mm; this case has")
     assert "40x40x40 voxels of 3.53 mm" in note and "--spacing 2.205" in note
     assert ice_scene.model_grid_note("my-atrium", sc.grid, registry) is None  # no grid on its card
+
+
+def test_save_writes_every_segment_with_its_name_and_colour_atomically(mrml, case, tmp_path):
+    import slicerio
+
+    sc = ice_scene.load_case(mrml.scene, case, cas_curves=False, frame_volumes=False)
+    seg, sid = ice_scene.initial_from_mask(mrml.scene, sc, bitten(case.label, case.spacing))
+    seg.GetSegmentation().GetSegment(sid).SetColor(0.1, 0.2, 0.3)
+    session = ICEEditingSession(mrml.scene, seg, sid, sc.volume_node, rule_model("grow"))
+    path = session.save(tmp_path / "edited.seg.nrrd")
+    back = slicerio.read_segmentation(str(path))
+    assert [s["name"] for s in back["segments"]] == [sid]
+    assert back["segments"][0]["color"] == pytest.approx([0.1, 0.2, 0.3], abs=1e-3)
+    voxels = slicerio.extract_segments(back, [(sid, 1)])["voxels"]
+    np.testing.assert_array_equal(voxels.transpose() > 0, session.current_mask())
+    with pytest.raises(ValueError, match=r"must end with \.seg\.nrrd"):
+        session.save(tmp_path / "edited.nrrd")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        session.save(tmp_path / "no" / "edited.seg.nrrd")
+    before = path.read_bytes()
+    from unittest import mock
+
+    with mock.patch("slicerio.write_segmentation", side_effect=OSError("disk full")), pytest.raises(OSError):
+        session.save(path)
+    assert path.read_bytes() == before  # a failed write leaves the previous file whole

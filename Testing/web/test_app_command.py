@@ -154,3 +154,39 @@ def test_bad_options_are_one_line_errors(argv, expect, capsys):
         assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expect in err, err
+
+
+def test_a_closed_tab_leaves_one_line_not_a_traceback(caplog):
+    """Issue 20 defect 8: closing a tab left ClientConnectionResetError tracebacks in the server's log
+    (wslink and aiohttp writing to the closed socket; a task's exception, and a request handler's)."""
+    import asyncio
+    import logging
+
+    from LossLabWeb import server
+
+    loop = asyncio.new_event_loop()
+    try:
+        reported = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        server.quiet_disconnects(loop)
+        handler = loop.get_exception_handler()
+        gone = ConnectionResetError("Cannot write to closing transport")
+        handler(loop, {"message": "Task exception was never retrieved", "exception": gone})
+        assert reported == []
+        handler(loop, {"message": "Task exception was never retrieved", "exception": ValueError("a bug")})
+        assert len(reported) == 1  # anything else is still reported
+    finally:
+        loop.close()
+    with caplog.at_level(logging.INFO):
+        try:
+            raise ConnectionResetError("Cannot write to closing transport")
+        except ConnectionResetError:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+        logging.getLogger("wslink").error(
+            "aiohttp.client_exceptions.ClientConnectionResetError: Cannot write to closing transport"
+        )
+        logging.getLogger("aiohttp.server").error("a real problem")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Error handling request" not in messages and "a real problem" in messages
+    assert not any("ClientConnectionResetError" in m for m in messages)
+    assert messages.count("a browser closed its connection while the server was writing to it") == 2

@@ -39,28 +39,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(args: list[str], timeout: float = 120.0, python: str | None = None):
+def start_app(args: list[str], timeout: float = 120.0, python: str | None = None, log=None):
     """``losslab app ARGS`` on a free loopback port: ``(process, url)`` once the page answers. The caller
-    terminates the process."""
+    terminates the process. ``log``: a file for the server's output (default: a pipe, read at exit)."""
     port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "LossLab"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
-    proc = subprocess.Popen(
-        [python or sys.executable, "-m", "losslab", "app", "--port", str(port), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    out = subprocess.PIPE if log is None else open(log, "w")  # noqa: SIM115 (closed below; the child keeps it)
+    try:
+        proc = subprocess.Popen(
+            [python or sys.executable, "-m", "losslab", "app", "--port", str(port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        if log is not None:
+            out.close()
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"losslab app exited with {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+            output = proc.stdout.read() if proc.stdout is not None else Path(log).read_text()
+            raise RuntimeError(f"losslab app exited with {proc.returncode}:\n{output[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:

@@ -97,7 +97,7 @@ class FetalPage(Page):
                 "fetal_case_name": "",
                 "fetal_result_path": "",
                 "fetal_legend": "",
-                "fetal_effect_help": EFFECT_HELP[""],
+                "fetal_effect_help": EFFECT_HELP,
             }
         )
         s.change("fetal_upload")(self._on_upload)
@@ -207,7 +207,6 @@ class FetalPage(Page):
             self._act("Tissue", self.controller.select_tissue, fetal_tissue)
 
     def _on_effect(self, fetal_effect=None, **_):
-        self.state.fetal_effect_help = EFFECT_HELP.get(fetal_effect or "", EFFECT_HELP[""])
         if self.controller.session is None:
             return
         if fetal_effect and self.controller.showing != "annotation":  # painting shows what it paints
@@ -401,10 +400,14 @@ class FetalPage(Page):
                     label="segment",
                     density="compact",
                     hide_details=True,
+                    classes="fetal-tissue",
                 )
                 with v.VBtnToggle(v_model=("fetal_effect",), density="compact", classes="my-1"):
                     v.VBtn("{{ e }}", v_for="e in fetal_effects", key="e", value=("e",), size="small")
-                html.Div("{{ fetal_effect_help }}", classes="text-caption mb-1 fetal-effect-help")
+                html.Div(
+                    "{{ fetal_effect_help[fetal_effect || ''] }}",
+                    classes="text-caption mb-1 fetal-effect-help",
+                )
                 with html.Div(classes="d-flex ga-2 mb-2"):
                     v.VBtn("Undo", click=self.button(self.undo, once=False), size="small")
                     v.VBtn("Redo", click=self.button(self.redo, once=False), size="small")
