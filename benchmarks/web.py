@@ -50,7 +50,9 @@ STROKE_GOAL_S = 0.5
 ROWS_JS = "() => document.querySelectorAll('.ice-history tbody tr').length"
 ICE_FRAME = 13
 
-COUNT_JS = "() => document.querySelector('.fetal-checklist tr').innerText.split(/\\s+/).filter(Boolean)[1]"
+COUNT_JS = (
+    "() => document.querySelector('.fetal-checklist tbody tr').innerText.split(/\\s+/).filter(Boolean)[1]"
+)
 
 
 def main(argv=None) -> int:

@@ -94,19 +94,22 @@ def launch_chromium(playwright):
 
 
 def ice_segment_and_show_frame(page, frame: int, timeout_ms: int = 300_000) -> None:
-    """On a loaded ICE page: *Segment* with the selected model, step to ``frame`` one click at a time (each
-    waits for the frame to show) and switch *Scribble* on. Raises RuntimeError with the page's message if the
-    segmentation fails."""
+    """On a loaded ICE page: *Segment* with the selected model (and the editing model loaded with it), show
+    ``frame`` (typed in the frame field) and switch *Scribble* on. Raises RuntimeError with the page's message
+    if the segmentation fails."""
     import re
 
     message = page.locator(".ice-message")
     page.locator(".ice-segment").click()
-    message.filter(has_text=re.compile(r"Segmented|Segment:")).wait_for(timeout=timeout_ms)
-    if "Segmented" not in message.inner_text():  # "Segment: ..." is the page's one-line error
+    message.filter(has_text=re.compile(r"Turn on Scribble|Segment: |Loading the editing model: ")).wait_for(
+        timeout=timeout_ms
+    )
+    if "Turn on Scribble" not in message.inner_text():  # "Segment: ..." is the page's one-line error
         raise RuntimeError(message.inner_text())
-    for k in range(1, frame + 1):
-        page.locator(".ice-next").click()
-        page.wait_for_function(
-            f"document.querySelector('.ice-frame').innerText.trim().startsWith('{k} /')", timeout=60_000
-        )
+    field = page.locator(".ice-frame-field input")
+    field.fill(str(frame))
+    page.wait_for_function(
+        f"document.querySelector('.ice-frame-field input').value === '{frame}'", timeout=60_000
+    )
+    page.wait_for_timeout(500)  # the slice view aligned with the frame
     page.locator(".ice-scribble input").check()
