@@ -32,12 +32,14 @@ FILL_OPACITY = 0.35
 #: The slice view's interactor actions switched off while scribbling (a left drag is window / level else).
 _SCRIBBLE_OFF = ("AdjustWindowLevelBackground", "AdjustWindowLevelForeground", "Translate", "BrowseSlice")
 
-#: The stroke drawn over the slice view while the mouse moves, until its edit lands (RGB in [0, 1], pixels).
+#: The stroke drawn over the slice view while the mouse moves, until its edit lands (RGB in [0, 1], pixels):
+#: drawn by the browser (:data:`LossLabWeb.ice_page.STROKE_JS`), so that drawing costs the server nothing.
 STROKE_COLOR = (0.0, 1.0, 1.0)
 STROKE_WIDTH = 3.0
 
-#: The segment's colour (the first label's of LossLabLib.inference, as a model's segmentation gets it).
+#: The segment's name (its colour: the first label's of LossLabLib.inference, as a model's segmentation).
 SEGMENT_NAME = "left atrium"
+_SURFACE = "Closed surface"  # vtkSegmentationConverter's closed surface representation
 
 
 def sample_folder() -> Path:
@@ -77,10 +79,10 @@ class ICEController:
         self.scribbling = False
         self._stroke: list[np.ndarray] | None = None
         self._stroke_xy: list[tuple] = []
-        self._stroke_actor = None
         self._observers: list[tuple] = []
         self._saved_actions: dict = {}
         self._app_nodes: set[str] | None = None  # nodes of the app itself (never removed with a case)
+        self._surface_pending = False
         self.on_edit = None  # called with a stroke's RAS points (the page runs the edit and refreshes)
         self.on_click = None  # called when a press and release were a click, not a stroke
 
@@ -311,13 +313,29 @@ class ICEController:
 
     # Scribbles -------------------------------------------------------------------------------------------
 
-    def edit_stroke(self, points_ras):
-        """An edit from a stroke's RAS points (in drawing order), on the frame shown (if any)."""
+    def edit_stroke(self, points_ras, *, surface_later: bool = False):
+        """An edit from a stroke's RAS points (in drawing order), on the frame shown (if any).
+
+        ``surface_later``: leave the segment's 3D surface out of the edit and rebuild it with
+        :meth:`update_surface` afterwards (the page does, once the edit's row is on its way to the browser)."""
         session = self._need_session()
         points = np.asarray(points_ras, float).reshape(-1, 3)
         if len(points) == 0:
             raise ValueError("the stroke has no points")
-        return session.edit_from_points(points, frame=self.frame, description="stroke")
+        if surface_later:
+            self._surface_pending = True
+            self.segmentation_node.GetSegmentation().RemoveRepresentation(_SURFACE)
+        try:
+            return session.edit_from_points(points, frame=self.frame, description="stroke")
+        finally:
+            if not surface_later:
+                self.update_surface()
+
+    def update_surface(self) -> None:
+        """Rebuild the segment's 3D surface if an edit left it out (:meth:`edit_stroke`)."""
+        if self._surface_pending and self.segmentation_node is not None:
+            self._surface_pending = False
+            self.segmentation_node.CreateClosedSurfaceRepresentation()
 
     def set_scribbling(self, on: bool) -> None:
         """Left-button strokes on the slice view become edits (``on``); else the view's usual mouse."""
@@ -358,13 +376,11 @@ class ICEController:
     def _on_press(self, interactor, _event):
         self._stroke = [self._event_ras(interactor)]
         self._stroke_xy = [tuple(interactor.GetEventPosition())]
-        self._draw_stroke()
 
     def _on_move(self, interactor, _event):
         if self._stroke is not None:
             self._stroke.append(self._event_ras(interactor))
             self._stroke_xy.append(tuple(interactor.GetEventPosition()))
-            self._draw_stroke()
 
     def _on_release(self, interactor, _event):
         if self._stroke is None:
@@ -381,55 +397,11 @@ class ICEController:
                 callback(points)
             else:
                 self.edit_stroke(points)
-        finally:  # the stroke stays on screen until its edit has landed
+        finally:
             self._clear_stroke()
-
-    def _draw_stroke(self) -> None:
-        """The mouse path so far as a line over the slice view (display pixels)."""
-        import vtk
-
-        if self._stroke_actor is None:
-            self._stroke_points = vtk.vtkPoints()
-            self._stroke_lines = vtk.vtkCellArray()
-            poly = vtk.vtkPolyData()
-            poly.SetPoints(self._stroke_points)
-            poly.SetLines(self._stroke_lines)
-            mapper = vtk.vtkPolyDataMapper2D()
-            mapper.SetInputData(poly)
-            actor = vtk.vtkActor2D()
-            actor.SetMapper(mapper)
-            actor.GetProperty().SetColor(*STROKE_COLOR)
-            actor.GetProperty().SetLineWidth(STROKE_WIDTH)
-            self._stroke_poly, self._stroke_actor = poly, actor
-        view = self.slice_view
-        renderer = view.first_renderer()
-        if not renderer.HasViewProp(self._stroke_actor):
-            renderer.AddViewProp(self._stroke_actor)
-        points, lines = self._stroke_points, self._stroke_lines
-        points.Reset()
-        for x, y in self._stroke_xy:
-            points.InsertNextPoint(float(x), float(y), 0.0)
-        lines.Reset()
-        lines.InsertNextCell(len(self._stroke_xy))
-        for k in range(len(self._stroke_xy)):
-            lines.InsertCellPoint(k)
-        points.Modified()
-        lines.Modified()
-        self._stroke_poly.Modified()
-        view.schedule_render()
-
-    @property
-    def stroke_shown(self) -> bool:
-        """Whether a stroke is drawn over the slice view now."""
-        return self._stroke_actor is not None and self.slice_view.first_renderer().HasViewProp(
-            self._stroke_actor
-        )
 
     def _clear_stroke(self) -> None:
         self._stroke, self._stroke_xy = None, []
-        if self.stroke_shown:
-            self.slice_view.first_renderer().RemoveViewProp(self._stroke_actor)
-            self.slice_view.schedule_render()
 
     # Undo, history, metrics, save ------------------------------------------------------------------------
 

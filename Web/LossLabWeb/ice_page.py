@@ -17,7 +17,9 @@ State names all start with ``ice_``.
 
 from __future__ import annotations
 
-from .ice import FILL_OPACITY, STROKE_COLOR, ICEController, ICEEditingLib
+import asyncio
+
+from .ice import FILL_OPACITY, STROKE_COLOR, STROKE_WIDTH, ICEController, ICEEditingLib
 from .page import Page, Then
 
 
@@ -30,6 +32,75 @@ SCRIBBLE_HELP = (
     "Press the left button on the slice view where the segment is wrong, drag along the right boundary, "
     "release: the editing model corrects the segment near the stroke. A click without a drag does nothing."
 )
+
+
+#: The stroke, drawn by the browser over the slice view's image while the mouse moves with Scribble on, and
+#: kept until the server has handled it (``ice_strokes`` moves on: the edit's row, a click's message or an
+#: error). Drawn in the browser, it costs the server no render: the mouse-up reaches an idle event loop.
+STROKE_JS = """
+(function () {
+  if (window.__losslabStroke) return;
+  window.__losslabStroke = true;
+  const NS = 'http://www.w3.org/2000/svg';
+  const get = (k) => (window.trame && window.trame.state ? window.trame.state.get(k) : undefined);
+  let current = null;
+  function view() { return document.querySelector('img.image-display-area'); }  // the slice view
+  function inside(img, e) {
+    const r = img.getBoundingClientRect();
+    return e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
+  }
+  function start(img) {
+    const parent = img.parentElement;
+    if (getComputedStyle(parent).position === 'static') parent.style.position = 'relative';
+    const svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('class', 'ice-stroke');
+    svg.style.cssText = 'position:absolute;pointer-events:none;z-index:5;left:' + img.offsetLeft + 'px;top:' +
+      img.offsetTop + 'px;width:' + img.offsetWidth + 'px;height:' + img.offsetHeight + 'px';
+    const line = document.createElementNS(NS, 'polyline');
+    line.setAttribute('fill', 'none');
+    line.setAttribute('stroke', '__COLOR__');
+    line.setAttribute('stroke-width', '__WIDTH__');
+    line.setAttribute('stroke-linecap', 'round');
+    line.setAttribute('stroke-linejoin', 'round');
+    svg.appendChild(line);
+    parent.appendChild(svg);
+    return {img: img, svg: svg, line: line, points: [], strokes: get('ice_strokes'), up: false};
+  }
+  function add(e) {
+    const r = current.img.getBoundingClientRect();
+    current.points.push((e.clientX - r.left).toFixed(1) + ',' + (e.clientY - r.top).toFixed(1));
+    current.line.setAttribute('points', current.points.join(' '));
+  }
+  function watch(stroke, since) {
+    if (get('ice_strokes') !== stroke.strokes || performance.now() - since > 120000) {
+      stroke.svg.remove();
+      return;
+    }
+    requestAnimationFrame(() => watch(stroke, since));
+  }
+  document.addEventListener('pointerdown', (e) => {
+    const img = view();
+    if (e.button !== 0 || !get('ice_scribble') || !img || !inside(img, e)) return;
+    if (current && !current.up) current.svg.remove();
+    current = start(img);
+    add(e);
+  }, true);
+  document.addEventListener('pointermove', (e) => { if (current && !current.up) add(e); }, true);
+  document.addEventListener('pointerup', (e) => {
+    if (!current || current.up) return;
+    add(e);
+    current.up = true;
+    watch(current, performance.now());
+  }, true);
+})();
+""".replace("__COLOR__", "rgb(" + ", ".join(str(round(255 * c)) for c in STROKE_COLOR) + ")").replace(
+    "__WIDTH__", str(STROKE_WIDTH)
+)
+
+
+#: How long after an edit's row has been queued for the browser the views render and the 3D surface is
+#: rebuilt (their work would otherwise run before the row is sent).
+AFTER_EDIT_S = 0.05
 
 
 class ICEPage(Page):
@@ -67,6 +138,7 @@ class ICEPage(Page):
                 "ice_save_path": "",
                 "ice_has_contours": False,
                 "ice_segment_color": _hex((0.9, 0.35, 0.25)),
+                "ice_strokes": 0,
             }
         )
         s.change("ice_scribble")(self._on_scribble)
@@ -231,21 +303,46 @@ class ICEPage(Page):
     def _on_strict(self, ice_strict=None, **_):
         self.controller.set_strict_local(bool(ice_strict))
 
+    def _stroke_handled(self) -> None:
+        """The browser keeps drawing a stroke until this counter moves."""
+        self.state.ice_strokes = int(self.state.ice_strokes or 0) + 1
+
     def _on_click(self) -> None:
         with self.state:
             self._say("A click is not a scribble: press, drag along the right boundary, then release", "info")
+            self._stroke_handled()
 
     def _on_stroke(self, points) -> None:
-        """A stroke ended on the slice view (the controller's callback): edit, refresh, report."""
-        with self.state:
-            if self.busy:
-                self._say(f"Edit: wait until {self.state.ice_status or 'the page'} has finished", "warning")
-                return
-            record = self._act("Edit", self.controller.edit_stroke, points)
-            if record is None:
-                return
-            self._refresh()
-            self._say(f"Edit {record.index}: {record.summary()}", "success")
+        """A stroke ended on the slice view (the controller's callback): edit, refresh, report.
+
+        The views do not render while the edit runs: the edit's row and message go to the browser first, then
+        the 3D surface is rebuilt and the views render (their renders would otherwise run first in the event
+        loop, the row waiting behind them)."""
+        views = self.app.view_manager.get_views()
+        blocked = [(view, view.set_render_blocked(True)) for view in views]
+        try:
+            with self.state:
+                self._stroke_handled()
+                if self.busy:
+                    self._say(
+                        f"Edit: wait until {self.state.ice_status or 'the page'} has finished", "warning"
+                    )
+                    return
+                record = self._act("Edit", lambda: self.controller.edit_stroke(points, surface_later=True))
+                if record is None:
+                    return
+                self._refresh()
+                self._say(f"Edit {record.index}: {record.summary()}", "success")
+        finally:
+            try:  # after the state's push: wslink sends it from a timer due now, when the block above ended
+                asyncio.get_running_loop().call_later(AFTER_EDIT_S, self._after_edit, blocked)
+            except RuntimeError:
+                self._after_edit(blocked)
+
+    def _after_edit(self, blocked) -> None:
+        self._act("Surface", self.controller.update_surface)
+        for view, was_blocked in blocked:
+            view.set_render_blocked(was_blocked)  # unblocking schedules the render
 
     def undo(self) -> bool:
         record = self._act("Undo", self.controller.undo)
@@ -271,10 +368,11 @@ class ICEPage(Page):
 
     def build_drawer(self) -> None:
         """The page's panel (call inside the layout's drawer)."""
-        from trame.widgets import html
+        from trame.widgets import client, html
         from trame.widgets import vuetify3 as v
 
         busy = "ice_busy"
+        client.Script(STROKE_JS)
         with html.Div(classes="pa-2", style="font-size: 0.85rem;"):
             self.confirm_dialog()
             self.message_alert()
@@ -489,4 +587,4 @@ class ICEPage(Page):
                 html.Span("your stroke, until its edit lands")
 
 
-__all__ = ["SCRIBBLE_HELP", "ICEPage"]
+__all__ = ["SCRIBBLE_HELP", "STROKE_JS", "ICEPage"]
