@@ -19,6 +19,9 @@ def direct_app(name: str, size: int = 256):
     views = [app.view_manager.create_view(v) for v in layout_views().items]
     for view in views:
         view.render_window().SetSize(size, size)
+        # no render on every change of the scene (DirectViewFactory renders at once, a server coalesces):
+        # the tests render when they look (pixels)
+        view.set_render_blocked(True)
     return get_server(name=name, client_type="vue3"), app, views
 
 
@@ -27,7 +30,7 @@ def pixels(view) -> np.ndarray:
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
 
-    view.render()
+    view.render_window().Render()
     grab = vtkWindowToImageFilter()
     grab.SetInput(view.render_window())
     grab.ReadFrontBufferOff()
