@@ -181,6 +181,16 @@ def test_a_bad_file_or_model_is_a_one_line_message_and_keeps_the_case(
 # Issue 20: no lost work, live progress, strokes drawn, clicks ignored, comparable rows, fitted views ----------
 
 
+def _segmented(page, case_folder, rule=None):
+    """The case loaded and segmented; with ``rule``, the rule editing model and the first contour's frame."""
+    assert page.load(str(case_folder)) and page.segment(), page.state.ice_message
+    controller = page.controller
+    if rule is not None:
+        controller.session._model = rule_model(rule, SIGMA_MM)
+        assert page.show_frame(controller.case.frames_with_contours()[0])
+    return controller
+
+
 def _edit_once(page, axial, y=128):
     page.state.ice_scribble = True
     page._on_scribble(ice_scribble=True)
@@ -208,10 +218,7 @@ def test_loading_over_edits_asks_first_and_cancel_keeps_them(page, case_folder):
 
 def test_segment_again_replaces_the_segment_as_one_undoable_change(page, case_folder):
     """Defect 2: a second Segment (or a double click on it) emptied the history."""
-    assert page.load(str(case_folder)) and page.segment(), page.state.ice_message
-    controller = page.controller
-    controller.session._model = rule_model("toggle", SIGMA_MM)
-    assert page.show_frame(controller.case.frames_with_contours()[0])
+    controller = _segmented(page, case_folder, "toggle")
     _edit_once(page, page.views[0])
     edited = controller.session.current_mask().copy()
     session = controller.session
@@ -274,9 +281,7 @@ def test_every_stroke_is_answered_so_the_browser_can_stop_drawing_it(page, case_
     from LossLabWeb.ice_page import STROKE_JS
 
     assert "ice_strokes" in STROKE_JS and "polyline" in STROKE_JS
-    assert page.load(str(case_folder)) and page.segment(), page.state.ice_message
-    page.controller.session._model = rule_model("grow", SIGMA_MM)
-    assert page.show_frame(page.controller.case.frames_with_contours()[0])
+    _segmented(page, case_folder, "grow")
     axial = page.views[0]
     _edit_once(page, axial)
     assert page.state.ice_strokes == 1 and len(page.state.ice_history) == 1
@@ -299,10 +304,7 @@ def test_a_click_without_a_drag_is_not_an_edit(page, case_folder):
 
 def test_each_row_says_how_far_all_contours_are_from_the_segment(page, case_folder):
     """Defect 7: D near / far follow each stroke, so rows did not compare; the "to CAS" column does."""
-    assert page.load(str(case_folder)) and page.segment(), page.state.ice_message
-    controller = page.controller
-    controller.session._model = rule_model("grow", SIGMA_MM)
-    assert page.show_frame(controller.case.frames_with_contours()[0])
+    controller = _segmented(page, case_folder, "grow")
     _edit_once(page, page.views[0])
     _edit_once(page, page.views[0], y=100)
     from losslab.metrics import contour_distance

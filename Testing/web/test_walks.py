@@ -91,26 +91,27 @@ def server_problems(log: Path) -> list[str]:
     return [line for line in text.splitlines() if "Traceback" in line or "ConnectionResetError" in line]
 
 
-def check_no_lost_work_dialog(page, name: str) -> None:
-    dialog = page.locator(f".{name}-confirm")
-    if dialog.count() and dialog.first.is_visible():
-        raise AssertionError(f"unexpected confirmation: {dialog.first.inner_text()}")
+def open_app(chromium, args: list[str], log: Path, height: int = 800):
+    """``losslab app ARGS`` with the shipped models (``LOSSLAB_MODELS_DIR`` unset for it), and a page on it
+    that records Chromium's console: ``(process, page, console)``."""
+    env = os.environ.pop(models.ENV_ROOT, None)
+    try:
+        proc, url = start_app(args, log=log)
+    finally:
+        if env is not None:
+            os.environ[models.ENV_ROOT] = env
+    page = chromium.new_page(viewport={"width": 1280, "height": height})
+    console = []
+    page.on("console", lambda m: console.append(m.text))
+    page.goto(url)
+    page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=60_000)
+    return proc, page, console
 
 
 def test_a_clinician_walks_an_ice_session(chromium, tmp_path):
     log = tmp_path / "server.log"
-    env = os.environ.pop(models.ENV_ROOT, None)  # the shipped models
+    proc, page, console = open_app(chromium, ["--sample", "ice"], log)
     try:
-        proc, url = start_app(["--sample", "ice"], log=log)
-    finally:
-        if env is not None:
-            os.environ[models.ENV_ROOT] = env
-    try:
-        page = chromium.new_page(viewport={"width": 1280, "height": 800})
-        console = []
-        page.on("console", lambda m: console.append(m.text))
-        page.goto(url)
-        page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=60_000)
         message = page.locator(".ice-message")
         message.filter(has_text="Loaded").wait_for(timeout=60_000)
         views = page.locator("img.image-display-area")
@@ -234,18 +235,10 @@ def small_case(tmp_path_factory):
 
 def test_a_clinician_walks_a_fetal_session(chromium, small_case, tmp_path):
     log = tmp_path / "server.log"
-    env = os.environ.pop(models.ENV_ROOT, None)  # the shipped ensemble
+    proc, page, console = open_app(
+        chromium, ["--case", str(small_case["srr"]), "--mask", str(small_case["mask"])], log, height=900
+    )
     try:
-        proc, url = start_app(["--case", str(small_case["srr"]), "--mask", str(small_case["mask"])], log=log)
-    finally:
-        if env is not None:
-            os.environ[models.ENV_ROOT] = env
-    try:
-        page = chromium.new_page(viewport={"width": 1280, "height": 900})
-        console = []
-        page.on("console", lambda m: console.append(m.text))
-        page.goto(url)
-        page.wait_for_function(VIEWS_READY_JS, arg=2, timeout=60_000)
         message = page.locator(".fetal-message")
         message.filter(has_text="Loaded srr.nii.gz").wait_for(timeout=60_000)
         assert page.locator(".fetal-ready").count() == 0  # an empty case is not ready (defect 9)

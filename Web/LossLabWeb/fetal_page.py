@@ -36,6 +36,18 @@ EFFECT_HELP = {
 }
 
 
+def _swatch(color_expression: str) -> None:
+    """A small square of a colour (a JS expression of the state, e.g. ``fetal_colors[row.tissue]``)."""
+    from trame.widgets import html
+
+    html.Span(
+        style=(
+            "'display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.4em; vertical-align: middle; "
+            f"border: 1px solid #555; background: ' + ({color_expression} || '#fff')",
+        ),
+    )
+
+
 def _colormap_css(color_node, stops: int = 6) -> str:
     """A CSS linear gradient of a colour node over [0, 1] (the disagreement overlay's legend)."""
     colors = []
@@ -434,13 +446,7 @@ class FetalPage(Page):
                                     hide_details=True,
                                 )
                             with html.Td(classes="px-1"):
-                                html.Span(
-                                    style=(
-                                        "'display: inline-block; width: 0.9em; height: 0.9em; margin-right: "
-                                        "0.4em; vertical-align: middle; border: 1px solid #555; background: ' "
-                                        "+ (fetal_colors[row.tissue] || '#fff')",
-                                    ),
-                                )
+                                _swatch("fetal_colors[row.tissue]")
                                 html.Span("{{ row.tissue }}")
                             html.Td("{{ row.voxels }}", classes="px-1")
                 with html.Ul(classes="fetal-problems text-caption"):
@@ -520,13 +526,7 @@ class FetalPage(Page):
                         with html.Tbody():
                             with html.Tr(v_for="r in fetal_results", key="r.tissue", title=("r.name",)):
                                 with html.Td(classes="px-1"):
-                                    html.Span(
-                                        style=(
-                                            "'display: inline-block; width: 0.9em; height: 0.9em; "
-                                            "margin-right: 0.4em; vertical-align: middle; border: 1px solid "
-                                            "#555; background: ' + (fetal_colors[r.tissue] || '#fff')",
-                                        ),
-                                    )
+                                    _swatch("fetal_colors[r.tissue]")
                                     html.Span("{{ r.tissue }}")
                                 html.Td("{{ r.voxels }}", classes="px-1")
                                 html.Td("{{ r.ml ?? '' }}", classes="px-1")
