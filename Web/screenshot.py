@@ -99,10 +99,10 @@ def main(argv: list[str]) -> int:
                 page.mouse.move(cx + dx, cy + dx * dx / 120)
             page.mouse.up()
             page.wait_for_function(
-                "document.querySelector('.fetal-checklist tr').innerText.split(/\\s+/).filter(Boolean)[1] !== '0'",
+                "document.querySelector('.fetal-checklist tbody tr').innerText.split(/\\s+/).filter(Boolean)[1] !== '0'",
                 timeout=60_000,
             )
-            page.locator(".fetal-checklist tr").nth(0).locator("input[type=checkbox]").check()
+            page.locator(".fetal-checklist tbody tr").nth(0).locator("input[type=checkbox]").check()
             page.wait_for_timeout(1500)
             _io.write_bytes(out, page.screenshot())
             browser.close()

@@ -33,6 +33,8 @@ _EXPORTS = {
     "ParcellationResult": "inference",
     "TissueMetricsResult": "metrics",
     "available_models": "inference",
+    "is_fetal_model": "inference",
+    "save_parcellation": "inference",
     "export_case": "dataset",
     "import_case": "dataset",
     "read_manifest": "dataset",

@@ -44,29 +44,72 @@ from LossLabLib.mrml_io import Grid
 from . import segments as seg
 from .dataset import grid_to_geometry
 
-__all__ = ["ParcellationJob", "ParcellationLogic", "ParcellationResult", "available_models"]
+__all__ = [
+    "ParcellationJob",
+    "ParcellationLogic",
+    "ParcellationResult",
+    "available_models",
+    "is_fetal_model",
+    "save_parcellation",
+]
 
 ProgressCallback = Callable[[float, str], None]
 WORKER = Path(__file__).resolve().with_name("segment_worker.py")
 
 
+def is_fetal_model(card) -> bool:
+    """Whether a registered model (its :class:`losslab.models.ModelCard`) parcellates the fetal brain: its
+    labels are background and the 8 tissues (or, on a card without labels, its name starts ``fetal``)."""
+    from losslab.labelsets import LABEL_NAMES
+
+    if card.labels:
+        return list(card.labels) == list(LABEL_NAMES)
+    return card.name.startswith("fetal")
+
+
 def available_models(root: str | os.PathLike | None = None) -> list[str]:
-    """Names of the registered fetal models (:mod:`losslab.models`), for the model menu."""
+    """Names of the registered fetal models (:mod:`losslab.models`, :func:`is_fetal_model`), for the model
+    menu (ICE models and other tasks are left out)."""
     from losslab import models
 
-    return [card.name for card in models.list_models(root)]
+    return [card.name for card in models.list_models(root) if is_fetal_model(card)]
+
+
+def save_parcellation(result: ParcellationResult, path: str | os.PathLike) -> Path:
+    """Write a parcellation's 8 tissues as a ``.seg.nrrd`` (segments named WM, Vent, ...; label values in the
+    file's order, so ``losslab`` and the engine read it back with the right labels) on the MRI's grid, or a
+    label map as ``.nii.gz`` / ``.nrrd``. Atomic and read back (:func:`losslab.io.write_image`); returns the
+    path.
+
+    Raises:
+        ValueError: a path that is not a segmentation or image file (the suffixes are named).
+    """
+    from losslab.labelsets.tissues import segment_names
+
+    path = Path(path).expanduser()
+    if not path.name.lower().endswith((".seg.nrrd", ".nii.gz", ".nii", ".nrrd")):
+        raise ValueError(
+            f"save the parcellation as .seg.nrrd (or a label map .nii.gz / .nrrd), not {path.name}"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"the folder {path.parent} does not exist")
+    grid = result.grid if result.grid is not None else Grid.from_segmentation(result.segmentation_node)
+    labels = np.asarray(result.labels).astype(np.uint8)
+    return _io.write_image(path, labels, grid_to_geometry(grid), labels=segment_names())
 
 
 @dataclass
 class ParcellationResult:
     """The loaded outputs: the segmentation node, the disagreement volume node (``None`` without one), the
-    label map ``(k, j, i)``, the disagreement array, and ``segment()``'s summary (members, model grid...)."""
+    label map ``(k, j, i)``, the disagreement array, ``segment()``'s summary (members, model grid...) and the
+    MRI's grid the labels lie on."""
 
     segmentation_node: object
     uncertainty_node: object | None
     labels: np.ndarray
     uncertainty: np.ndarray | None
     info: dict[str, Any]
+    grid: Grid | None = None
 
 
 @dataclass
@@ -283,7 +326,7 @@ class ParcellationLogic:
                 uncertainty, inputs.grid, inputs.volume_node, output_uncertainty
             )
         node.SetAttribute("FetalParcellation.Model", str(info.get("model", "")))
-        return ParcellationResult(node, unc_node, labels, uncertainty, dict(info))
+        return ParcellationResult(node, unc_node, labels, uncertainty, dict(info), inputs.grid)
 
     def write_segmentation(self, labels: np.ndarray, grid: Grid, volume_node=None, node=None):
         """A segmentation node with one segment per tissue (``labels == tissue.label``), styled as in

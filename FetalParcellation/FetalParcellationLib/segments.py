@@ -39,6 +39,9 @@ __all__ = [
     "TERMINOLOGY",
     "TISSUE_TAG",
     "UNANNOTATED_TAG",
+    "CONTRAST_COLORS",
+    "displayed_colors",
+    "use_contrast_colors",
     "find_mask_segment",
     "find_tissue_segment",
     "is_annotated",
@@ -56,6 +59,11 @@ UNANNOTATED_TAG = "FetalParcellation.Unannotated"
 MASK_ROLE = "BrainMask"
 MASK_NAME = "brain mask"
 MASK_COLOR = (0.55, 0.55, 0.55)
+
+#: display colours (RGB in [0, 1]) for tissues whose own colour hardly shows on a T2w MRI: WM's near-white
+#: (245, 245, 220) over the MRI's greys. Only the views change (a segment's override colour): the segments
+#: keep the core's colours, which files and terminology carry.
+CONTRAST_COLORS: dict[str, tuple[float, float, float]] = {"WM": (1.0, 0.92, 0.0)}
 
 _CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 _ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
@@ -213,3 +221,31 @@ def is_annotated(segment) -> bool:
 
 def set_annotated(segment, annotated: bool) -> None:
     segment.SetTag(ANNOTATED_TAG, "true" if annotated else "false")
+
+
+def use_contrast_colors(segmentation_node) -> dict[str, tuple[float, float, float]]:
+    """Show the tissues of :data:`CONTRAST_COLORS` in their contrast colour in every view (the display node's
+    override colour; the segments' own colours stay). Returns :func:`displayed_colors`."""
+    display = segmentation_node.GetDisplayNode()
+    if display is None:
+        segmentation_node.CreateDefaultDisplayNodes()
+        display = segmentation_node.GetDisplayNode()
+    for label, sid in tissue_segment_ids(segmentation_node).items():
+        color = CONTRAST_COLORS.get(tissue(label).abbreviation)
+        if color is not None:
+            display.SetSegmentOverrideColor(sid, *color)
+    return displayed_colors(segmentation_node)
+
+
+def displayed_colors(segmentation_node) -> dict[str, tuple[float, float, float]]:
+    """``{abbreviation: RGB}`` of the tissues as the views show them (override colour, else the segment's)."""
+    display = segmentation_node.GetDisplayNode()
+    out = {}
+    for label, sid in tissue_segment_ids(segmentation_node).items():
+        color = tuple(segmentation_node.GetSegmentation().GetSegment(sid).GetColor())
+        if display is not None:
+            override = tuple(display.GetSegmentOverrideColor(sid))
+            if all(0.0 <= c <= 1.0 for c in override):  # unset: (-1, -1, -1)
+                color = override
+        out[tissue(label).abbreviation] = tuple(float(c) for c in color)
+    return out

@@ -40,10 +40,15 @@ from LossLabLib.mrml_io import Grid
 
 from . import segments as seg
 
-__all__ = ["SEGMENT_EDITOR_TAG", "AnnotationSession"]
+__all__ = ["NOTHING_DECLARED", "SEGMENT_EDITOR_TAG", "AnnotationSession"]
 
 #: singleton tag of the Segment Editor module's parameter node
 SEGMENT_EDITOR_TAG = "SegmentEditor"
+#: the problem of a session that declares no tissue
+NOTHING_DECLARED = (
+    "no tissue is declared annotated: paint at least one tissue completely and tick it (a case without one "
+    "teaches the model nothing)"
+)
 
 
 def _label(node) -> str:
@@ -269,10 +274,31 @@ class AnnotationSession:
         return out, problems
 
     def problems(self) -> list[str]:
-        """Every problem of the session (empty list: ready to export): overlaps, then the core's checks."""
+        """Every problem of the session (empty list: ready to export): nothing declared, overlaps, then the
+        core's checks. A case that declares no tissue would only say "all 8 tissues are somewhere in the
+        brain" (one set label of every tissue): it teaches a model nothing, so it is not ready either."""
         grid = self.grid
         partial, problems = self.partial_annotation(grid)
-        return problems + check_partial_annotation(partial, self.brain_mask(grid), self.annotated())
+        annotated = self.annotated()
+        if not annotated:
+            problems.insert(0, NOTHING_DECLARED)
+        return problems + check_partial_annotation(partial, self.brain_mask(grid), annotated)
+
+    def work_summary(self) -> str | None:
+        """What replacing this session (loading another MRI) would lose, in one line: the painted tissues
+        with their voxels and the declared ones; ``None`` when nothing is painted or declared (the brain mask
+        came from a file and is not counted)."""
+        counts = self.voxel_counts()
+        painted = [f"{t.abbreviation} {counts[t.abbreviation]}" for t in TISSUES if counts[t.abbreviation]]
+        declared = [tissue(v).abbreviation for v in self.annotated()]
+        if not painted and not declared:
+            return None
+        parts = []
+        if painted:
+            parts.append("painted voxels: " + ", ".join(painted))
+        if declared:
+            parts.append("declared: " + ", ".join(declared))
+        return "; ".join(parts)
 
     def label_set_map(
         self, numbering: LabelSetNumbering | None = None, case: str | None = None
@@ -287,11 +313,11 @@ class AnnotationSession:
         grid = self.grid
         partial, overlaps = self.partial_annotation(grid)
         mask = self.brain_mask(grid)
-        if overlaps:
-            raise PartialAnnotationError(
-                overlaps + check_partial_annotation(partial, mask, self.annotated()), case
-            )
-        return make_label_set_map(partial, mask, self.annotated(), numbering, case)
+        annotated = self.annotated()
+        first = ([] if annotated else [NOTHING_DECLARED]) + overlaps
+        if first:
+            raise PartialAnnotationError(first + check_partial_annotation(partial, mask, annotated), case)
+        return make_label_set_map(partial, mask, annotated, numbering, case)
 
     def summary_rows(self) -> list[tuple[str, str, float, str]]:
         """``(abbreviation, name, painted voxels, "yes"/"no")`` per tissue, for a table."""

@@ -30,8 +30,10 @@ __all__ = [
     "DEFAULT_SEGMENTATION_MODEL",
     "FRAME_ATTRIBUTE",
     "ICESceneCase",
+    "MODEL_KINDS",
     "align_slice_node",
     "available_models",
+    "check_model",
     "frame_of_node",
     "frame_of_stroke",
     "frame_points_ras",
@@ -40,7 +42,10 @@ __all__ = [
     "initial_from_segmentation",
     "initial_segmentation",
     "load_case",
+    "model_grid_note",
     "model_installed",
+    "model_kind",
+    "predict_initial",
 ]
 
 #: the shipped models (``losslab models list``): 64^3 x 2.2048 mm, the paper's field of view
@@ -315,7 +320,10 @@ def initial_from_mask(
         "vtkMRMLSegmentationNode", scene.GenerateUniqueName(name)
     )
     node.SetReferenceImageGeometryParameterFromVolumeNode(scene_case.volume_node)
+    new = node.GetSegmentation().GetSegment(segment_id) is None
     mrml_io.set_segment_from_mask(node, segment_id, mask.astype(bool), scene_case.grid)
+    if new:  # named as its ID ("left atrium"), not "Segment_1": the name is what files and tables show
+        node.GetSegmentation().GetSegment(segment_id).SetName(segment_id)
     node.CreateDefaultDisplayNodes()
     return node, segment_id
 
@@ -333,15 +341,39 @@ def initial_from_segmentation(
     return initial_from_mask(scene, scene_case, mask, segment_id=segment_id, name=name)
 
 
+#: the kinds of ICE model, by the inputs their cards list
+MODEL_KINDS = {"segmentation": ["image"], "editing": ["image", "initial", "heatmap"]}
+
+
+def model_kind(card) -> str | None:
+    """What a registered model is for the ICE modules: ``"segmentation"``, ``"editing"`` or ``None`` (not an
+    ICE model, e.g. a fetal parcellation ensemble).
+
+    Read from its card (:class:`losslab.models.ModelCard`): the network inputs it lists (``inputs``:
+    ``["image"]`` segments, ``["image", "initial", "heatmap"]`` edits) with two labels (background and the
+    left atrium); a card without ``inputs`` is judged by its name, ``ice-<kind>-...``."""
+    inputs = card.raw.get("inputs")
+    if inputs is not None:
+        binary = not card.labels or len(card.labels) == 2
+        for kind, expected in MODEL_KINDS.items():
+            if [str(i) for i in inputs] == expected and binary:
+                return kind
+        return None
+    for kind in MODEL_KINDS:
+        if card.name.startswith(f"ice-{kind}"):
+            return kind
+    return None
+
+
 def available_models(kind: str, root: str | os.PathLike | None = None) -> list[str]:
-    """Registered ICE models of a kind (``"segmentation"`` or ``"editing"``: names ``ice-<kind>-*``), the
-    default first; the default is listed even before it is installed (loading it then says what to do)."""
+    """Registered ICE models of a kind (``"segmentation"`` or ``"editing"``, :func:`model_kind`), the default
+    first; the default is listed even before it is installed (loading it then says what to do)."""
     from losslab import models
 
-    if kind not in ("segmentation", "editing"):
+    if kind not in MODEL_KINDS:
         raise ValueError(f"kind must be 'segmentation' or 'editing', got {kind!r}")
     default = DEFAULT_SEGMENTATION_MODEL if kind == "segmentation" else DEFAULT_EDITING_MODEL
-    names = [c.name for c in models.list_models(root) if c.name.startswith(f"ice-{kind}")]
+    names = [c.name for c in models.list_models(root) if model_kind(c) == kind]
     return [default] + sorted(n for n in names if n != default)
 
 
@@ -350,6 +382,96 @@ def model_installed(name: str, root: str | os.PathLike | None = None) -> bool:
     from losslab import models
 
     return any(c.name == name for c in models.list_models(root))
+
+
+def check_model(model: str | os.PathLike, kind: str, root: str | os.PathLike | None = None) -> Path:
+    """The checkpoint (or ensemble folder) of ``model`` for the ``kind`` of ICE work, checked: a path is
+    taken as it is; a registered name must be a model of that kind (its card says so, :func:`model_kind`) and
+    its files must match their checksums.
+
+    Raises:
+        ValueError: an unknown name, or a model of another kind (the message lists the models of ``kind``).
+    """
+    from losslab import models
+
+    path = Path(str(model)).expanduser()
+    if path.exists():
+        return path
+    choices = ", ".join(available_models(kind, root))
+    cards = {c.name: c for c in models.list_models(root)}
+    card = cards.get(str(model))
+    if card is None:
+        raise ValueError(
+            f"no ICE {kind} model {str(model)!r} is registered in {models.registry_root(root)} and no such file "
+            f"exists; the {kind} models: {choices}"
+        )
+    found = model_kind(card)
+    if found != kind:
+        what = f"an ICE {found} model" if found else f"not an ICE model ({card.task})"
+        raise ValueError(f"{card.name} is {what}, not an ICE {kind} model; the {kind} models: {choices}")
+    return models.model_path(card.name, root=root)
+
+
+def model_grid_note(
+    model: str | os.PathLike, grid: Grid, root: str | os.PathLike | None = None
+) -> str | None:
+    """A warning when the case's voxels differ from those the model was trained on (its card's grid), or
+    ``None``. The ICE models run on the case's own voxels: a model trained at 64^3 x 2.2 mm that reads a
+    128^3 x 1.1 mm case sees an atrium twice as large (in voxels) as any it learnt from."""
+    from losslab import models
+
+    try:
+        card = models.get_card(str(model), root=root)
+    except ValueError:
+        return None
+    spacing = card.spacing
+    if not spacing:
+        return None
+    trained = float(np.mean(spacing))
+    here = float(np.mean(grid.spacing_ijk))
+    if abs(here - trained) <= 0.1 * trained:
+        return None
+    size = card.grid.get("size")
+    trained_text = f"{'x'.join(str(int(n)) for n in size)} voxels of " if size else ""
+    return (
+        f"{card.name} was trained on {trained_text}{trained:.2f} mm; this case has "
+        f"{'x'.join(str(n) for n in reversed(grid.shape))} voxels of {here:.2f} mm, so its results may be poor "
+        f"(simulate cases at {trained:.4g} mm to match: losslab ice simulate ... --spacing {trained:.4g})"
+    )
+
+
+def predict_initial(
+    image: np.ndarray,
+    model: str | os.PathLike = DEFAULT_SEGMENTATION_MODEL,
+    *,
+    root: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """y_init as a boolean ``(k, j, i)`` mask: the segmentation model (a registered name of that kind,
+    :func:`check_model`, or a checkpoint path) on the sparse volume ``image`` (``(k, j, i)`` array).
+
+    Arrays only, no MRML: it may run in a worker thread while the scene stays with the caller's thread (the
+    web app does). :func:`initial_segmentation` is this plus the segmentation node."""
+    from losslab.engine import load_predictor
+
+    def report(fraction, message):
+        if progress is not None:
+            progress(float(fraction), message)
+
+    report(0.0, f"Checking model {model}")
+    path = check_model(model, "segmentation", root)
+    report(0.1, f"Loading {Path(str(model)).name}")
+    predictor = load_predictor(path, device=device)
+    channels = predictor.info.channel_names
+    if len(channels) != 1:
+        raise ValueError(
+            f"{model} takes {len(channels)} input channels {channels}: a segmentation model takes the image only"
+        )
+    report(0.3, f"Predicting on {predictor.device}")
+    prediction = predictor.predict(np.asarray(image, np.float32)[None])
+    report(1.0, "Segmented")
+    return np.asarray(prediction.labels) == 1
 
 
 def initial_segmentation(
@@ -362,18 +484,15 @@ def initial_segmentation(
     segmentation_node=None,
     progress: ProgressCallback | None = None,
 ):
-    """y_init from a segmentation model: a registered model's name (``losslab models list``; checksums
-    verified) or a checkpoint / ensemble path, run on the sparse volume (``scene_case``: an
+    """y_init from a segmentation model: a registered model's name (``losslab models list``; an ICE
+    segmentation model, :func:`check_model`; checksums verified) or a checkpoint / ensemble path, run on the sparse volume (``scene_case``: an
     :class:`ICESceneCase` or a volume node) with :class:`LossLabLib.inference.InferenceLogic`. Returns
     ``(segmentation_node, segment_id)`` (the first foreground label's segment)."""
-    from losslab import models
     from LossLabLib.inference import InferenceLogic
 
-    path = Path(model)
-    if not path.exists():
-        if progress is not None:
-            progress(0.0, f"Checking model {model}")
-        path = models.model_path(str(model), root=root)
+    if progress is not None:
+        progress(0.0, f"Checking model {model}")
+    path = check_model(model, "segmentation", root)
     result = InferenceLogic(scene, progress, device=device).run(
         path,
         getattr(scene_case, "volume_node", scene_case),

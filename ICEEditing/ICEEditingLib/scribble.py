@@ -16,10 +16,29 @@ import numpy as np
 from LossLabLib import mrml_io
 from LossLabLib.mrml_io import Grid
 
-__all__ = ["STEP_VOXELS", "curve_to_voxels", "slice_xy_to_ras", "stroke_to_voxels"]
+__all__ = [
+    "MIN_STROKE_PIXELS",
+    "STEP_VOXELS",
+    "curve_to_voxels",
+    "is_click",
+    "slice_xy_to_ras",
+    "stroke_to_voxels",
+]
 
 #: sampling step along a stroke, in voxels (0.25: a segment crossing a voxel corner still marks both voxels)
 STEP_VOXELS = 0.25
+#: a mouse path shorter than this (screen pixels, along the path) is a click, not a scribble
+MIN_STROKE_PIXELS = 5.0
+
+
+def is_click(xy) -> bool:
+    """Whether the screen positions ``(N, 2)`` of a mouse press ... release are a click rather than a
+    scribble: a path shorter than :data:`MIN_STROKE_PIXELS` (a hand that presses and releases moves a pixel
+    or two). An edit from a click would be a one-voxel scribble the user never meant to draw."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(xy) < 2:
+        return True
+    return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) < MIN_STROKE_PIXELS
 
 
 def stroke_to_voxels(points_ras, grid: Grid, *, closed: bool = False) -> np.ndarray:

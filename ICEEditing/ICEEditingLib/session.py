@@ -42,6 +42,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import slicer
@@ -53,11 +54,12 @@ from LossLabLib import mrml_io
 from LossLabLib.mrml_io import Grid
 
 from . import scribble as _scribble
-from .scene import DEFAULT_EDITING_MODEL, ICESceneCase, frame_of_node, frame_of_stroke
+from .scene import DEFAULT_EDITING_MODEL, ICESceneCase, check_model, frame_of_node, frame_of_stroke
 
 __all__ = [
     "DEFAULT_UNDO_LEVELS",
     "HISTORY_COLUMNS",
+    "METRIC_REGIONS",
     "EditRecord",
     "ICEEditingSession",
     "SegmentEditorLogicWriter",
@@ -82,10 +84,15 @@ HISTORY_COLUMNS = (
     "Sigma (mm)",
     "D near p95 (mm)",
     "D far p95 (mm)",
+    "CAS to segment p95 (mm)",
     "State",
     "Summary",
 )
 _MODES = ("add", "remove", "set")
+#: the editing metric's statistics kept per edit: D of the edit (overall, near and far from its scribble);
+#: the distance from every CAS contour to the segment before the edit ("no_editing") and after it
+#: ("cas_to_prediction": comparable from edit to edit, whatever the scribble)
+METRIC_REGIONS = ("overall", "near", "far", "no_editing", "cas_to_prediction")
 
 
 def _oriented_labelmap(mask: np.ndarray, grid: Grid, segmentation_node):
@@ -278,7 +285,8 @@ class EditRecord:
     """One row of the edit history.
 
     Attributes:
-        index: 1, 2, ... in the order made; time: ISO time; kind: ``"model"`` or ``"manual"``.
+        index: 1, 2, ... in the order made; time: ISO time; kind: ``"model"``, ``"manual"`` or
+            ``"replace"`` (the whole segment replaced, e.g. by a new initial segmentation).
         frame: the frame drawn on (``None``: unknown or a manual change).
         changes: voxels actually written ``{added_near, removed_near, added_far, removed_far}``, near being
             ``A >= 0.5`` (after masking: what the segment gained and lost).
@@ -287,7 +295,10 @@ class EditRecord:
         beyond_two_sigma: voxels changed where ``A < exp(-2)`` (further than two sigma from the scribble).
         sigma_mm: the sigma of ``u`` and ``A``; strict_threshold: the strict-local threshold or ``None``.
         metric: with CAS contours, ``{"overall", "near", "far"}`` -> ``{"p95", "mean", "count"}`` of the
-            editing metric D of this edit (mm); else ``None``.
+            editing metric D of this edit (mm), and ``"no_editing"`` / ``"cas_to_prediction"``: the distance
+            from every CAS contour to the segment's contour before / after the edit (:data:`METRIC_REGIONS`;
+            unlike D near / far, which follow each scribble, the latter compares from row to row); else
+            ``None``.
         state: ``"applied"``, ``"undone"``, ``"no change"`` (nothing to write), or ``"discarded"`` (undone,
             then replaced by a new change).
         description: free text (the scribble's source).
@@ -314,6 +325,10 @@ class EditRecord:
 
     def summary(self) -> str:
         c = self.changes
+        if self.kind == "replace":
+            added = c.get("added_near", 0) + c.get("added_far", 0)
+            removed = c.get("removed_near", 0) + c.get("removed_far", 0)
+            return f"{self.description}: the segment replaced (+{added}/-{removed} voxels)"
         if self.kind == "manual":
             added = c.get("added_near", 0) + c.get("added_far", 0)
             removed = c.get("removed_near", 0) + c.get("removed_far", 0)
@@ -341,6 +356,7 @@ class EditRecord:
             self.sigma_mm,
             metric.get("near", {}).get("p95"),
             metric.get("far", {}).get("p95"),
+            metric.get("cas_to_prediction", {}).get("p95"),
             self.state,
             self.summary(),
         )
@@ -479,6 +495,7 @@ class ICEEditingSession:
             if isinstance(self.model_spec, EditingModel):
                 self._model = self.model_spec
             else:
+                check_model(self.model_spec, "editing", self.root)  # an editing model, not any model
                 self._report(0.0, f"Loading editing model {self.model_spec}")
                 self._model = EditingModel.load(
                     self.model_spec,
@@ -488,6 +505,24 @@ class ICEEditingSession:
                 )
                 self._report(0.1, f"Loaded {self._model.name} on {self._model.predictor.device}")
         return self._model
+
+    def prepare(self, initial: np.ndarray | None = None) -> None:
+        """Load the editing model and run it once (the first inference sets the network up and is the slow
+        one), so that the user's first edit is as fast as the next ones. Arrays only, no MRML: it may run in a
+        worker thread while the scene stays with the caller's thread (the web app does, right after the
+        initial segmentation). ``initial``: y_init to warm up on (default: an empty mask)."""
+        model = self.model
+        if self._warm:
+            return
+        self._report(0.5, f"First inference of {model.name} (setting up the network)")
+        initial = np.zeros(self.grid.shape, bool) if initial is None else np.asarray(initial, bool)
+        scribble = np.zeros(self.grid.shape, bool)
+        scribble[tuple(n // 2 for n in self.grid.shape)] = True
+        model.edit(
+            self.image, initial, scribble, self.grid.array_spacing, strict_threshold=self.strict_threshold
+        )
+        self._warm = True
+        self._report(1.0, f"{model.name} is ready")
 
     @property
     def editor_node(self):
@@ -595,24 +630,34 @@ class ICEEditingSession:
             from losslab.metrics import editing_metric
 
             d = editing_metric(self.cas, before, after, result.attention, self.grid.array_spacing)
-            record.metric = {k: dict(d.stats[k]) for k in ("overall", "near", "far")}
+            record.metric = {k: dict(d.stats[k]) for k in METRIC_REGIONS}
         self._report(1.0, f"Edit {record.index}: {record.summary()} ({time.perf_counter() - t0:.2f} s)")
         self._update_table()
         return record
 
-    def apply_manual(self, mask: np.ndarray, mode: str = "add", *, description: str = "manual") -> EditRecord:
+    def apply_manual(
+        self, mask: np.ndarray, mode: str = "add", *, description: str = "manual", kind: str = "manual"
+    ) -> EditRecord:
         """A manual change (paint / erase / set a mask) through the same Segment Editor path and history:
         one undo step, masking honoured, and the next model edit starts from it."""
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        if kind not in ("manual", "replace"):
+            raise ValueError(f"kind must be 'manual' or 'replace', got {kind!r}")
         mask = np.asarray(mask, bool)
         if mask.shape != self.grid.shape:
             raise ValueError(f"the mask has shape {mask.shape}, the volume's grid {self.grid.shape}")
         self.sync()
         with self._working():
-            return self._manual(mask, mode, description)
+            return self._manual(mask, mode, description, kind)
 
-    def _manual(self, mask: np.ndarray, mode: str, description: str) -> EditRecord:
+    def replace_segment(self, mask: np.ndarray, *, description: str = "replaced") -> EditRecord:
+        """Replace the whole segment with ``mask`` (a new initial segmentation, a loaded one) as one change of
+        the history: undo brings back the segment as it was, with every edit before it (nothing is lost).
+        Masking is honoured as for any write. The record's kind is ``"replace"``."""
+        return self.apply_manual(mask, "set", description=description, kind="replace")
+
+    def _manual(self, mask: np.ndarray, mode: str, description: str, kind: str = "manual") -> EditRecord:
         before = self.current_mask()
         if mode == "remove":  # an erase stays inside the editable area too (see editable_mask)
             mask = mask & self.writer.editable(self.grid)
@@ -622,12 +667,20 @@ class ICEEditingSession:
         record = EditRecord(
             index=len(self.records) + 1,
             time=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            kind="manual",
+            kind=kind,
             frame=None,
             changes={},
             description=description,
         )
         self._finish(record, before, after, None, force_push=True)
+        if self.cas is not None and self.cas.any():
+            from losslab.metrics import contour_distance
+
+            spacing = self.grid.array_spacing
+            record.metric = {
+                "no_editing": contour_distance(self.cas, before, spacing),
+                "cas_to_prediction": contour_distance(self.cas, after, spacing),
+            }
         self._update_table()
         return record
 
@@ -732,6 +785,49 @@ class ICEEditingSession:
         self._position = position
         self._update_table()
         return moved
+
+    # Saving ----------------------------------------------------------------------------------------------
+
+    def save(self, path) -> Path:
+        """Write the segmentation (every segment, with its name and colour) as a ``.seg.nrrd`` on the ICE
+        volume's grid (slicerio; atomic: written next to ``path``, read back and checked, then renamed, so a
+        failed write leaves a previous file whole). Returns the path.
+
+        Raises:
+            ValueError: the name does not end with ``.seg.nrrd``. FileNotFoundError: no such folder.
+        """
+        import slicerio
+
+        from losslab import io as _io
+
+        path = Path(str(path)).expanduser()
+        if not path.name.lower().endswith(".seg.nrrd"):
+            raise ValueError(f"the segmentation file {path.name} must end with .seg.nrrd")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"the folder {path.parent} does not exist")
+        node, grid = self.segmentation_node, self.grid
+        segmentation = node.GetSegmentation()
+        segments = []
+        for sid in mrml_io.segment_ids(node):
+            segment = segmentation.GetSegment(sid)
+            mask = mrml_io.segment_mask(node, sid, grid, allow_resample=True, role=f"segment {sid}")
+            segments.append((sid, segment.GetName(), list(segment.GetColor()), np.asarray(mask, bool)))
+        ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ grid.ijk_to_ras
+        names = [s[1] for s in segments]
+
+        def write(tmp: Path) -> None:
+            seg = slicerio.create_segmentation(tuple(reversed(grid.shape)), ijk_to_lps)  # (i, j, k)
+            for sid, name, color, mask in segments:
+                voxels = np.ascontiguousarray(mask.transpose())  # (k, j, i) -> (i, j, k)
+                slicerio.add_segment(seg, voxels, {"id": sid, "name": name, "color": color})
+            slicerio.write_segmentation(str(tmp), seg)
+
+        def verify(tmp: Path) -> None:
+            back = [s["name"] for s in slicerio.read_segmentation(str(tmp))["segments"]]
+            if back != names:
+                raise OSError(f"{path}: wrote segments {back}, expected {names}")
+
+        return _io.atomic_write(path, write, verify=verify)
 
     # History ---------------------------------------------------------------------------------------------
 

@@ -28,9 +28,6 @@ FORBIDDEN = {
 }
 #: domain packages that never import the command line
 DOMAIN = ("metrics", "losses", "ice", "labelsets", "nets", "engine", "models")
-#: a module that still imports the web app, with the issue that moves the import out; strict: when the import
-#: is gone the test of that module fails (XPASS) until the entry is removed here
-PENDING = {"losslab.cli.app": "issue 20 moves the web launcher out of the core"}
 
 
 def _module_name(path: Path) -> str:
@@ -119,10 +116,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PENDING[n])) if n in PENDING else n
-        for n in MODULES
-    ],
+    [n for n in MODULES],
 )
 def test_the_core_never_imports_web_lib_or_slicer(name):
     bad = [

@@ -95,7 +95,7 @@ def test_full_annotation_has_no_set_label_and_new_sets_get_new_numbers():
         (
             ["WM", "Vent", "Cer"],
             "outside",
-            r"1 painted voxel\(s\) lie outside the brain mask \(label\(s\) \[1\]\)",
+            r"1 painted voxel\(s\) lie outside the brain mask \(WM \(1\)\)",
         ),
         (["WM", "Vent", "Cer"], "not_tissue", r"label value\(s\) \[12\] are not tissues"),
         (["WM", "Vent", "Cer"], "empty_mask", r"the brain mask is empty"),

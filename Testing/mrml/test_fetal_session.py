@@ -18,6 +18,7 @@ import slicer.util  # noqa: E402
 from fetal_cases import array, load_volume, write_small_case  # noqa: E402
 
 from FetalParcellationLib import AnnotationSession, export_case, import_case, segments  # noqa: E402
+from FetalParcellationLib.session import NOTHING_DECLARED  # noqa: E402
 from losslab import io as _io  # noqa: E402
 from losslab.labelsets import (  # noqa: E402
     TISSUES,
@@ -74,7 +75,7 @@ def test_session_export_save_reload_import(scene, files, tmp_path):
         assert not session.is_annotated(t.label)
     assert node.GetSegmentation().GetSegment(session.mask_segment_id).GetName() == "brain mask"
     assert session.annotated() == []
-    assert session.problems() == ["the brain mask is empty (no non-zero voxel)"]
+    assert session.problems() == [NOTHING_DECLARED, "the brain mask is empty (no non-zero voxel)"]
 
     _paint(session, volume, parcellation, mask, PAINTED + ["CGM"])
     session.set_declaration(PAINTED + ["CC"])  # CGM painted but not declared, CC declared but empty

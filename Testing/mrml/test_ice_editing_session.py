@@ -277,7 +277,7 @@ def test_errors_name_what_was_wrong(mrml, case):
         session.edit_from_points([[1000.0, 1000.0, 1000.0], [1001.0, 1000.0, 1000.0]])
     with pytest.raises(ValueError, match="no voxel"):
         session.edit_from_mask(np.zeros(case.grid.shape, bool))
-    with pytest.raises(ValueError, match="no registered model"):
+    with pytest.raises(ValueError, match="no ICE editing model .no-such-model. is registered"):
         _ = ICEEditingSession(
             mrml.scene, seg, sid, sc.volume_node, "no-such-model", root=mrml_io.__file__
         ).model

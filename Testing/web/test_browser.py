@@ -49,10 +49,11 @@ def test_the_page_shows_both_views_and_paints_with_the_mouse(app_page):
     axial, threed = view_pixels(views.nth(0)), view_pixels(views.nth(1))
     assert axial.std() > 10  # the MRI (not a uniform background)
     assert threed.std() > 1  # the slice plane in 3D
-    rows = page.locator(".fetal-checklist tr")
+    rows = page.locator(".fetal-checklist tbody tr")
     assert rows.count() == 8 and rows.nth(0).inner_text().split()[:2] == ["WM", "0"]
 
     page.get_by_role("button", name="Paint").click()
+    page.wait_for_timeout(1000)  # the effect reaches the server (the browser sends it after pending calls)
     box = views.nth(0).bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 40, cy)
@@ -61,11 +62,11 @@ def test_the_page_shows_both_views_and_paints_with_the_mouse(app_page):
         page.mouse.move(cx + dx, cy)
     page.mouse.up()
     page.wait_for_function(
-        "document.querySelector('.fetal-checklist tr').innerText.split(/\\s+/).filter(Boolean)[1] !== '0'",
+        "document.querySelector('.fetal-checklist tbody tr').innerText.split(/\\s+/).filter(Boolean)[1] !== '0'",
         timeout=30_000,
     )
     assert "WM" in page.locator(".fetal-problems").inner_text()  # painted, not yet declared
-    page.locator(".fetal-checklist tr").nth(0).locator("input[type=checkbox]").check()
+    page.locator(".fetal-checklist tbody tr").nth(0).locator("input[type=checkbox]").check()
     page.wait_for_function(
         "!document.querySelector('.fetal-problems').innerText.includes('WM')", timeout=30_000
     )
@@ -78,6 +79,8 @@ def test_a_bad_file_shows_a_message_in_the_page(app_page):
     page.get_by_label("MRI (.nii.gz, .nrrd)").fill(str(bad))
     page.get_by_label("brain mask (optional)").fill("")
     page.locator(".fetal-load").click()
+    page.locator(".fetal-confirm").wait_for(timeout=30_000)  # the WM painted above: the page asks first
+    page.locator(".fetal-confirm-ok").click()
     message = page.locator(".fetal-message")
     message.filter(has_text="broken.nii.gz").wait_for(timeout=30_000)
     text = message.inner_text()
@@ -87,5 +90,8 @@ def test_a_bad_file_shows_a_message_in_the_page(app_page):
 def test_uploading_the_mri_and_mask_from_the_browser_loads_them(app_page):
     page, case, _ = app_page
     page.locator(".fetal-upload input[type=file]").set_input_files([str(case["srr"]), str(case["mask"])])
+    page.locator(".fetal-confirm").wait_for(timeout=30_000)  # the case above still holds the WM painted
+    assert "painted voxels: WM" in page.locator(".fetal-confirm").inner_text()
+    page.locator(".fetal-confirm-ok").click()
     page.locator(".fetal-message").filter(has_text="Loaded srr").wait_for(timeout=60_000)
-    assert page.locator(".fetal-checklist tr").count() == 8
+    assert page.locator(".fetal-checklist tbody tr").count() == 8

@@ -17,6 +17,7 @@ from fetal_cases import array, write_small_case  # noqa: E402
 from LossLabWeb.fetal_page import FetalPage  # noqa: E402
 from web_helpers import direct_app, drag, pixels  # noqa: E402
 
+from FetalParcellationLib.session import NOTHING_DECLARED  # noqa: E402
 from losslab import io as _io  # noqa: E402
 from losslab.labelsets import TISSUES, make_label_set_map, tissue  # noqa: E402
 
@@ -53,8 +54,9 @@ def test_loading_shows_the_mri_in_both_views_and_8_unticked_tissues(page, case):
     assert [r["tissue"] for r in rows] == [t.abbreviation for t in TISSUES]
     assert all(r["voxels"] == 0 and not r["annotated"] for r in rows)
     assert page.controller.session.voxel_counts()["mask"] == int(array(case["mask"]).astype(bool).sum())
-    assert page.state.fetal_problems == []  # nothing painted, nothing declared: nothing wrong yet
+    assert page.state.fetal_problems == [NOTHING_DECLARED]  # not ready: an empty case teaches nothing
     assert page.state.fetal_message_type == "info"
+    assert page.state.fetal_case_id == CASE and page.state.fetal_case_name == "srr.nii.gz"
     assert page.controller.scene.GetNumberOfNodesByClass("vtkMRMLVolumeRenderingDisplayNode") == 0  # VR off
     # the package's registry: the shipped ensemble is listed and chosen, ready to run
     assert "fetal-leafdice-2.4mm" in page.state.fetal_models
@@ -245,3 +247,206 @@ def test_uploaded_files_load_the_mri_and_the_file_named_mask(page, case):
     two_mris = [dict(files[1]), {**files[1], "name": "other.nii.gz"}]
     page._on_upload(fetal_upload=two_mris)
     assert page.state.fetal_message_type == "error" and "one MRI" in page.state.fetal_message
+
+
+# Issue 20: no lost work, actions that run once, the export race, the result shown, read and saved ----------
+
+
+def _paint_vent(page, case):
+    session = page.controller.session
+    reference = array(case["parcellation"])
+    session.write_segment(session.segment_id("Vent"), reference == tissue("Vent").label)
+    page._refresh()
+
+
+def test_replacing_a_case_with_work_asks_first_and_cancel_keeps_it(page, case, tmp_path):
+    """Defect 2: Load / Sample / upload replaced painted tissues with no warning and no undo."""
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    first = page.controller.session
+    assert page.controller.work_summary() is None
+    _paint_vent(page, case)
+    page.toggle("Vent", True)
+    assert not page.load(str(case["srr"]), str(case["mask"]))  # asks, loads nothing yet
+    confirm = page.state.fetal_confirm
+    assert confirm["title"] == "Load: replace the current case?"
+    assert "painted voxels: Vent" in confirm["text"] and "declared: Vent" in confirm["text"]
+    page.cancel()
+    assert page.controller.session is first and page.state.fetal_confirm is None
+    assert page.state.fetal_message == "Kept the current case"
+    files = [{"name": "srr.nii.gz", "size": 1, "content": case["srr"].read_bytes()}]
+    page._on_upload(fetal_upload=files)  # an upload asks too
+    assert page.state.fetal_confirm["title"].startswith("Upload") and page.controller.session is first
+    page.confirm()
+    assert page.controller.session is not first and page.controller.work_summary() is None
+    assert page.state.fetal_confirm is None and page.state.fetal_loaded
+
+
+def test_a_double_click_loads_once(page, case):
+    """Defect 2: the second click of a double click, sent before the page showed the first's end, is
+    ignored (it carries the page's old action counter)."""
+    callback, args = page.button(page.load, "fetal_mri", "fetal_mask")
+    assert args == "[fetal_epoch, fetal_mri, fetal_mask]"
+    epoch = page.state.fetal_epoch
+    loads = []
+    original = page.controller.load_case
+    page.controller.load_case = lambda *a: loads.append(a) or original(*a)
+    assert callback(epoch, str(case["srr"]), str(case["mask"])) is None  # nothing for the browser
+    assert callback(epoch, str(case["srr"]), str(case["mask"])) is None  # the double click's second
+    assert len(loads) == 1 and page.state.fetal_epoch == epoch + 1
+    assert page.state.fetal_mri == str(case["srr"])  # the field as the browser showed it
+    callback(page.state.fetal_epoch, str(case["srr"]), str(case["mask"]))  # a later, deliberate click
+    assert len(loads) == 2
+
+
+def test_export_uses_what_the_browser_showed_and_refuses_a_changed_case(page, case, tmp_path):
+    """Defect 9's race: the browser holds a typed case id back while an earlier action runs, and Export
+    went out under the previous case's id after Load + Sample + a quick Export. The click now carries the
+    fields and the case it was made on."""
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    _paint_vent(page, case)
+    page.toggle("Vent", True)
+    token = page.state.fetal_case_token
+    page.state.fetal_case_id = "stale"  # what the server had before the browser's edit arrived
+    dataset = tmp_path / "dataset"
+    page._export_click(page.state.fetal_epoch, str(dataset), "typed_id", token)
+    assert (dataset / "labels" / "typed_id.nii.gz").is_file(), page.state.fetal_message
+    assert not (dataset / "labels" / "stale.nii.gz").exists()
+    # another case loaded between the click and its arrival: nothing written, the page says why
+    page._export_click(page.state.fetal_epoch, str(dataset), "other_id", token - 1)
+    assert not (dataset / "labels" / "other_id.nii.gz").exists()
+    assert page.state.fetal_message_type == "warning" and "the case changed" in page.state.fetal_message
+
+
+def test_the_case_id_follows_the_case_unless_typed(page, case, tmp_path):
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    assert page.state.fetal_case_id == CASE
+    other = tmp_path / "GA99_test.nii.gz"
+    other.write_bytes(case["srr"].read_bytes())
+    assert page.load(str(other), "")
+    assert page.state.fetal_case_id == "GA99_test"  # the automatic id followed the case
+    page.state.fetal_case_id = "mine"
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    assert page.state.fetal_case_id == "mine"  # a typed id is the user's: kept
+    assert page.controller.volume_node.GetName() == "srr"  # never "srr_7" after several loads
+
+
+def _fake_parcellation(page, case):
+    """A parcellation result without a model: the reference labels, a made-up disagreement."""
+    from FetalParcellationLib.inference import ParcellationResult
+    from LossLabLib.mrml_io import Grid
+
+    controller = page.controller
+    labels = array(case["parcellation"]).astype(np.uint8)
+    grid = Grid.from_volume(controller.volume_node)
+    logic = controller.logic
+    node = logic.write_segmentation(labels, grid, controller.volume_node)
+    unc = (labels > 0).astype(np.float32) * 0.25
+    unc_node = logic.write_uncertainty(unc, grid, controller.volume_node)
+    controller.parcellation = ParcellationResult(node, unc_node, labels, unc, {}, grid)
+    controller.show_parcellation()
+
+    class Done:
+        finished, poll, progress = True, staticmethod(lambda: None), 1.0
+
+        @staticmethod
+        def status():
+            return "done"
+
+    controller.job = Done()
+    controller.poll = lambda: __import__("LossLabWeb.fetal", fromlist=["JobState"]).JobState(
+        1.0, "done", True
+    )
+    page.step_job()
+    controller.job = None
+    return labels
+
+
+def test_the_result_is_shown_read_and_saved_and_painting_shows_the_annotation(page, case, tmp_path):
+    """Defect 9: after Run, painting was invisible; the table had no headers; no legend; no way to save."""
+    import slicerio
+
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    labels = _fake_parcellation(page, case)
+    controller = page.controller
+    axial = page.views[0]
+    assert page.state.fetal_view == "parcellation" and controller.showing == "parcellation"
+    assert axial.get_foreground_volume_id() == controller.parcellation.uncertainty_node.GetID()
+    assert page.state.fetal_legend.startswith("linear-gradient(to right, rgb(")
+    rows = page.state.fetal_results
+    assert [r["tissue"] for r in rows] == [t.abbreviation for t in TISSUES]
+    voxel_ml = float(np.prod(controller.parcellation.grid.spacing_ijk)) / 1000
+    wm = int((labels == 1).sum())
+    assert rows[0]["voxels"] == wm and rows[0]["ml"] == round(wm * voxel_ml, 2)
+    assert controller.work_summary() == "an unsaved parcellation"
+    # choosing an effect shows the annotation again: what the brush changes is on screen
+    page.state.fetal_effect = "Paint"
+    page._on_effect(fetal_effect="Paint")
+    assert controller.showing == "annotation" and page.state.fetal_view == "annotation"
+    assert controller.session.segmentation_node.GetDisplayNode().GetVisibility()
+    assert not controller.parcellation.segmentation_node.GetDisplayNode().GetVisibility()
+    assert axial.get_foreground_volume_id() is None
+    page._on_view(fetal_view="parcellation")
+    assert controller.showing == "parcellation" and page.state.fetal_effect == ""
+    page.state.fetal_result_path = str(tmp_path / "out.txt")
+    assert page.save_result() is None and page.state.fetal_message_type == "error"
+    page.state.fetal_result_path = str(tmp_path / "result.seg.nrrd")
+    assert page.save_result() is not None, page.state.fetal_message
+    seg = slicerio.read_segmentation(str(tmp_path / "result.seg.nrrd"))
+    assert [s["name"] for s in seg["segments"]] == [t.abbreviation for t in TISSUES]
+    assert controller.work_summary() is None  # saved: nothing lost by loading another case
+
+
+def test_wm_shows_in_a_contrast_colour_in_the_views_and_the_checklist(page, case):
+    """Defect 11: the WM brush colour was nearly invisible on the MRI."""
+    from FetalParcellationLib import segments
+
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    r, g, b = segments.CONTRAST_COLORS["WM"]
+    assert page.state.fetal_colors["WM"] == f"#{round(255 * r):02x}{round(255 * g):02x}{round(255 * b):02x}"
+    page.state.fetal_tissue = "WM"
+    page._on_tissue("WM")
+    page._on_effect("Paint")
+    axial = page.views[0]
+    before = pixels(axial).astype(int)
+    drag(axial, [(100 + 4 * i, 128) for i in range(12)])
+    after = pixels(axial).astype(int)
+    changed = np.abs(after - before)[..., :3].sum(-1) > 0
+    assert changed.any()
+    # the painted pixels lean to the contrast colour (yellow: red and green well above blue)
+    painted = after[changed][:, :3]
+    assert np.median(painted[:, 0] - painted[:, 2]) > 40 and np.median(painted[:, 1] - painted[:, 2]) > 40
+
+
+def test_buttons_return_nothing_the_browser_cannot_read(page, case, tmp_path):
+    """Defect 8: Export, Run and Save returned an ExportResult, a job, a Path to the browser ("Method result
+    cannot be serialized")."""
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    _paint_vent(page, case)
+    page.toggle("Vent", True)
+    page.state.fetal_dataset = str(tmp_path / "d")
+    for handler, fields in (
+        (page.load, ("fetal_mri", "fetal_mask")),
+        (page.run_model, ("fetal_model",)),
+        (page.save_result, ("fetal_result_path",)),
+        (page.undo, ()),
+    ):
+        callback, _ = page.button(handler, *fields)
+        assert callback(page.state.fetal_epoch, *[page.state[f] for f in fields]) is None
+    assert (
+        page._export_click(page.state.fetal_epoch, str(tmp_path / "d"), "c1", page.state.fetal_case_token)
+        is None
+    )
+    assert (tmp_path / "d" / "labels" / "c1.nii.gz").is_file()
+    page.controller.stop_job()
+
+
+def test_the_views_are_fitted_when_the_browser_sizes_them(page, case):
+    """Defect 10 (both pages): a case loaded before the browser had sized the views was fitted to their
+    default size; once the browser sizes a view, the page fits it again."""
+    from web_helpers import fits, resize
+
+    assert page.load(str(case["srr"]), str(case["mask"]))
+    axial = page.views[0]
+    resize(axial, 600, 240)  # a wide, low view: the brain's front-back extent must still fit
+    assert axial.get_view_node().GetDimensions()[:2] == (600, 240)
+    assert fits(axial, page.controller.volume_node)

@@ -45,10 +45,10 @@ def test_segment_step_frames_and_a_mouse_stroke_edits_the_segment(tmp_path_facto
             message.filter(has_text="Loaded").wait_for(timeout=30_000)
 
             page.locator(".ice-segment").click()
-            message.filter(has_text="Segmented").wait_for(timeout=120_000)
+            message.filter(has_text="Turn on Scribble").wait_for(timeout=120_000)  # the editing model ready
             page.locator(".ice-next").click()
             page.wait_for_function(
-                "document.querySelector('.ice-frame').innerText.trim().startsWith('1 /')", timeout=30_000
+                "document.querySelector('.ice-frame-field input').value === '1'", timeout=30_000
             )
             page.locator(".ice-scribble input").check()
 

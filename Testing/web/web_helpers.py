@@ -19,6 +19,9 @@ def direct_app(name: str, size: int = 256):
     views = [app.view_manager.create_view(v) for v in layout_views().items]
     for view in views:
         view.render_window().SetSize(size, size)
+        # no render on every change of the scene (DirectViewFactory renders at once, a server coalesces):
+        # the tests render when they look (pixels)
+        view.set_render_blocked(True)
     return get_server(name=name, client_type="vue3"), app, views
 
 
@@ -27,7 +30,7 @@ def pixels(view) -> np.ndarray:
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkRenderingCore import vtkWindowToImageFilter
 
-    view.render()
+    view.render_window().Render()
     grab = vtkWindowToImageFilter()
     grab.SetInput(view.render_window())
     grab.ReadFrontBufferOff()
@@ -47,3 +50,20 @@ def drag(view, points):
         it.SetEventPosition(*p)
         it.InvokeEvent("MouseMoveEvent")
     it.InvokeEvent("LeftButtonReleaseEvent")
+
+
+def resize(view, width: int, height: int) -> None:
+    """The browser gives the view a new size (what trame-rca does with its resize events)."""
+    interactor = view.interactor()
+    interactor.UpdateSize(width, height)
+    interactor.InvokeEvent("WindowResizeEvent")
+
+
+def fits(slice_view, volume_node, tolerance: float = 0.02) -> bool:
+    """Whether the slice view's field of view holds the volume's whole extent in its plane (axial: R-L by
+    A-P), with at most ``tolerance`` of it cut."""
+    bounds = [0.0] * 6
+    volume_node.GetRASBounds(bounds)
+    fov = slice_view.get_view_node().GetFieldOfView()
+    width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
+    return fov[0] >= width * (1 - tolerance) and fov[1] >= height * (1 - tolerance)

@@ -39,28 +39,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(args: list[str], timeout: float = 120.0, python: str | None = None):
+def start_app(args: list[str], timeout: float = 120.0, python: str | None = None, log=None):
     """``losslab app ARGS`` on a free loopback port: ``(process, url)`` once the page answers. The caller
-    terminates the process."""
+    terminates the process. ``log``: a file for the server's output (default: a pipe, read at exit)."""
     port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "LossLab"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
-    proc = subprocess.Popen(
-        [python or sys.executable, "-m", "losslab", "app", "--port", str(port), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    out = subprocess.PIPE if log is None else open(log, "w")  # noqa: SIM115 (closed below; the child keeps it)
+    try:
+        proc = subprocess.Popen(
+            [python or sys.executable, "-m", "losslab", "app", "--port", str(port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        if log is not None:
+            out.close()
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"losslab app exited with {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+            output = proc.stdout.read() if proc.stdout is not None else Path(log).read_text()
+            raise RuntimeError(f"losslab app exited with {proc.returncode}:\n{output[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -88,19 +94,22 @@ def launch_chromium(playwright):
 
 
 def ice_segment_and_show_frame(page, frame: int, timeout_ms: int = 300_000) -> None:
-    """On a loaded ICE page: *Segment* with the selected model, step to ``frame`` one click at a time (each
-    waits for the frame to show) and switch *Scribble* on. Raises RuntimeError with the page's message if the
-    segmentation fails."""
+    """On a loaded ICE page: *Segment* with the selected model (and the editing model loaded with it), show
+    ``frame`` (typed in the frame field) and switch *Scribble* on. Raises RuntimeError with the page's message
+    if the segmentation fails."""
     import re
 
     message = page.locator(".ice-message")
     page.locator(".ice-segment").click()
-    message.filter(has_text=re.compile(r"Segmented|Segment:")).wait_for(timeout=timeout_ms)
-    if "Segmented" not in message.inner_text():  # "Segment: ..." is the page's one-line error
+    message.filter(has_text=re.compile(r"Turn on Scribble|Segment: |Loading the editing model: ")).wait_for(
+        timeout=timeout_ms
+    )
+    if "Turn on Scribble" not in message.inner_text():  # "Segment: ..." is the page's one-line error
         raise RuntimeError(message.inner_text())
-    for k in range(1, frame + 1):
-        page.locator(".ice-next").click()
-        page.wait_for_function(
-            f"document.querySelector('.ice-frame').innerText.trim().startsWith('{k} /')", timeout=60_000
-        )
+    field = page.locator(".ice-frame-field input")
+    field.fill(str(frame))
+    page.wait_for_function(
+        f"document.querySelector('.ice-frame-field input').value === '{frame}'", timeout=60_000
+    )
+    page.wait_for_timeout(500)  # the slice view aligned with the frame
     page.locator(".ice-scribble input").check()

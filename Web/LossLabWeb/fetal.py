@@ -8,10 +8,20 @@ methods and shows their results; tests drive the same methods on views from ``Di
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from FetalParcellationLib import AnnotationSession, ParcellationLogic, available_models, export_case
+import numpy as np
+
+from FetalParcellationLib import (
+    AnnotationSession,
+    ParcellationLogic,
+    available_models,
+    export_case,
+    save_parcellation,
+    segments,
+)
 
 #: Suffixes the loader accepts (what Slicer's volume reader reads): a clearer message than VTK's for others.
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -50,6 +60,21 @@ def _stem(path: Path) -> str:
     return name
 
 
+#: file names that say nothing of the case (the atlas's srr.nii.gz): the case id comes from the folder then
+_GENERIC_STEMS = {"srr", "image", "mri", "t2", "t2w", "volume", "img"}
+
+
+def case_id_for(path) -> str:
+    """A case id for an MRI file: its name without suffix, or its folder's name when the file name is
+    generic (``GA26_operated/srr.nii.gz`` -> ``GA26_operated``); letters, digits, ``_ . -`` only."""
+    path = Path(path)
+    stem = _stem(path)
+    if stem.lower() in _GENERIC_STEMS and path.parent.name:
+        stem = path.parent.name
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")
+    return text or "case01"
+
+
 @dataclass
 class JobState:
     """What the page shows of a running parcellation: fraction done, one status line, finished, error."""
@@ -75,6 +100,9 @@ class FetalController:
         self.session: AnnotationSession | None = None
         self.volume_node = None
         self.parcellation = None  # ParcellationResult of the last run
+        self.showing = "annotation"  # what the views show: "annotation" or "parcellation"
+        self.saved_parcellation = None  # where it was saved
+        self.mri_path = None
         self.job = None
         self._python = python_executable
         self.logic = ParcellationLogic(self.app.scene, device=device, work_folder=work_folder)
@@ -128,15 +156,37 @@ class FetalController:
         self.app.segmentation_editor.deactivate_effect()
         for node in previous:
             self.scene.RemoveNode(node)
+        volume.SetName(_stem(mri))  # the previous case is gone: "srr", not "srr_7" after 7 loads
+        session.segmentation_node.SetName(f"{_stem(mri)} annotation")
         self.parcellation = None
+        self.saved_parcellation = None
+        self.mri_path = mri
         self.volume_node, self.session = volume, session
         editor = self.app.segmentation_editor
         editor.set_active_segmentation(session.segmentation_node, volume)
         session.prepare_segment_editor(editor.editor_node)
         display = session.segmentation_node.GetDisplayNode()
         display.SetSegmentOpacity2DFill(session.mask_segment_id, 0.0)  # the mask as an outline: MRI visible
+        segments.use_contrast_colors(session.segmentation_node)  # WM in a colour that shows on the MRI
         self.show(volume)
         return session
+
+    def colors(self) -> dict[str, str]:
+        """``{tissue: "#rrggbb"}`` as the views show the tissues (the checklist's swatches)."""
+        if self.session is None:
+            return {}
+        shown = segments.displayed_colors(self.session.segmentation_node)
+        return {k: "#" + "".join(f"{round(255 * c):02x}" for c in rgb) for k, rgb in shown.items()}
+
+    def work_summary(self) -> str | None:
+        """The user's work that loading another case would replace (``None``: nothing)."""
+        if self.session is None:
+            return None
+        parts = [self.session.work_summary()]
+        if self.parcellation is not None and self.saved_parcellation is None:
+            parts.append("an unsaved parcellation")
+        parts = [p for p in parts if p]
+        return "; ".join(parts) or None
 
     def show(self, volume, foreground=None) -> None:
         """``volume`` in every slice view's background (``foreground`` over it); views reset. Volume
@@ -265,15 +315,44 @@ class FetalController:
             self.job.stop(timeout=10.0)
         self.job = None
 
-    def show_parcellation(self) -> None:
-        """The 8 tissue segments of the last run in the views, its disagreement as the foreground."""
+    def show_parcellation(self) -> bool:
+        """The 8 tissue segments of the last run in the views, its disagreement as the foreground (the
+        annotation hidden)."""
         if self.parcellation is None:
-            return
+            raise ValueError("no parcellation yet: Run a model first")
         node = self.parcellation.segmentation_node
         if self.session is not None:
             self.session.segmentation_node.GetDisplayNode().SetVisibility(False)
+        segments.use_contrast_colors(node)
         node.GetDisplayNode().SetVisibility(True)
         self.show(self.volume_node, self.parcellation.uncertainty_node)
+        self.showing = "parcellation"
+        return True
+
+    def show_annotation(self) -> bool:
+        """The annotation in the views (what painting changes), the parcellation and its overlay hidden."""
+        self._need_session()
+        if self.parcellation is not None:
+            self.parcellation.segmentation_node.GetDisplayNode().SetVisibility(False)
+        self.session.segmentation_node.GetDisplayNode().SetVisibility(True)
+        display = self.app.display_manager
+        display.show_volume_in_slice_foreground(None)
+        for view in self.app.view_manager.get_slice_views():
+            view.set_foreground_opacity(0.0)
+            view.schedule_render()
+        self.showing = "annotation"
+        return True
+
+    def save_parcellation(self, path) -> Path:
+        """Write the last parcellation (:func:`FetalParcellationLib.save_parcellation`: a ``.seg.nrrd`` with
+        the 8 named tissues, atomic)."""
+        if self.parcellation is None:
+            raise ValueError("no parcellation to save: Run a model first")
+        if not str(path or "").strip():
+            raise ValueError("give the file to save the parcellation to (a .seg.nrrd)")
+        written = save_parcellation(self.parcellation, str(path).strip())
+        self.saved_parcellation = written
+        return written
 
     def parcellation_rows(self) -> list[dict]:
         """Voxels per tissue of the last run and the mean disagreement inside the brain."""
@@ -282,9 +361,20 @@ class FetalController:
         if self.parcellation is None:
             return []
         labels, unc = self.parcellation.labels, self.parcellation.uncertainty
+        grid = self.parcellation.grid
+        voxel_ml = float(np.prod(grid.spacing_ijk)) / 1000.0 if grid is not None else float("nan")
         rows = []
         for t in TISSUES:
             inside = labels == t.label
             mean = float(unc[inside].mean()) if unc is not None and inside.any() else float("nan")
-            rows.append({"tissue": t.abbreviation, "voxels": int(inside.sum()), "disagreement": mean})
+            n = int(inside.sum())
+            rows.append(
+                {
+                    "tissue": t.abbreviation,
+                    "name": t.name,
+                    "voxels": n,
+                    "ml": n * voxel_ml,
+                    "disagreement": mean,
+                }
+            )
         return rows

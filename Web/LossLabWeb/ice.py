@@ -20,6 +20,8 @@ if _ICE_FOLDER.is_dir() and str(_ICE_FOLDER) not in sys.path:
     sys.path.append(str(_ICE_FOLDER))
 
 import ICEEditingLib  # noqa: E402
+from LossLabLib import mrml_io  # noqa: E402
+from LossLabLib.inference import label_color  # noqa: E402
 
 #: Elevation of the 3D view's camera above the anterior view (degrees).
 THREED_ELEVATION_DEG = 30.0
@@ -29,6 +31,15 @@ FILL_OPACITY = 0.35
 
 #: The slice view's interactor actions switched off while scribbling (a left drag is window / level else).
 _SCRIBBLE_OFF = ("AdjustWindowLevelBackground", "AdjustWindowLevelForeground", "Translate", "BrowseSlice")
+
+#: The stroke drawn over the slice view while the mouse moves, until its edit lands (RGB in [0, 1], pixels):
+#: drawn by the browser (:data:`LossLabWeb.ice_page.STROKE_JS`), so that drawing costs the server nothing.
+STROKE_COLOR = (0.0, 1.0, 1.0)
+STROKE_WIDTH = 3.0
+
+#: The segment's name (its colour: the first label's of LossLabLib.inference, as a model's segmentation).
+SEGMENT_NAME = "left atrium"
+_SURFACE = "Closed surface"  # vtkSegmentationConverter's closed surface representation
 
 
 def sample_folder() -> Path:
@@ -67,9 +78,13 @@ class ICEController:
         self.frame: int | None = None
         self.scribbling = False
         self._stroke: list[np.ndarray] | None = None
+        self._stroke_xy: list[tuple] = []
         self._observers: list[tuple] = []
         self._saved_actions: dict = {}
-        self.on_edit = None  # called with the EditRecord after a stroke's edit (the page refreshes)
+        self._app_nodes: set[str] | None = None  # nodes of the app itself (never removed with a case)
+        self._surface_pending = False
+        self.on_edit = None  # called with a stroke's RAS points (the page runs the edit and refreshes)
+        self.on_click = None  # called when a press and release were a click, not a stroke
 
     @property
     def scene(self):
@@ -91,12 +106,15 @@ class ICEController:
     def _node_ids(self) -> set[str]:
         return {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
 
-    def load_case(self, folder=None):
-        """Load an ICE case folder written by ``losslab ice simulate`` (``None``: the bundled sample,
-        checked against its SHA-256) and show it. A folder that cannot be read leaves the current case as
-        it was."""
+    def read_case(self, folder=None, progress=None):
+        """The case of a folder written by ``losslab ice simulate`` (``None``: the bundled sample, checked
+        against its SHA-256) as a :class:`losslab.ice.ICECase`, with the folder. Files only, no MRML: it may
+        run in a worker thread (the page does)."""
+        from losslab import ice
+
+        report = progress or self._report
         if folder is None:
-            self._report(0.0, "Checking the sample case")
+            report(0.0, "Checking the sample case")
             source = ICEEditingLib.sample_data.verify_sample()
         else:
             source = Path(str(folder)).expanduser()
@@ -104,32 +122,48 @@ class ICEController:
                 raise ValueError("give the case folder (written by `losslab ice simulate`)")
             if not source.is_dir():
                 raise FileNotFoundError(f"the case folder {source} does not exist")
+        report(0.05, f"Reading {source.name}")
+        return ice.read_case(source), source
+
+    def show_case(self, case, folder=None):
+        """Put a read case (:meth:`read_case`) into the scene and show it, replacing the current case. A case
+        that fails to load leaves the current case (and the scene) as it was."""
         before = self._node_ids()
         try:
-            case = ICEEditingLib.load_case(self.scene, source, progress=self.progress)
+            scene_case = ICEEditingLib.load_case(self.scene, case, progress=self.progress)
         except BaseException:
             added = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
             for node in reversed([n for n in added if n.GetID() not in before]):  # the scene as it was
                 if self.scene.IsNodePresent(node):
                     self.scene.RemoveNode(node)
             raise
+        scene_case.folder = None if folder is None else Path(folder)
         self.close()
         self.segmentation_node = self.segment_id = None
-        for node_id in before:  # the previous case's nodes (views, cameras and singletons stay)
+        if self._app_nodes is None:  # what the app made before any case: views' slice models, cameras...
+            self._app_nodes = before
+        for node_id in before - self._app_nodes:  # the previous case's nodes, and its segmentation's
             node = self.scene.GetNodeByID(node_id)
             if node is not None and (node.IsA("vtkMRMLDisplayableNode") or node.IsA("vtkMRMLTableNode")):
                 self.scene.RemoveNode(node)
-        self.case = case
+        self.case = scene_case
         self.frame = None
-        for curves in case.cas_curves:  # shown per frame by show_frame; no name labels over the image
+        for curves in scene_case.cas_curves:  # shown per frame by show_frame; no name labels over the image
             for curve in curves:
                 curve.GetDisplayNode().SetVisibility(False)
                 curve.GetDisplayNode().SetPropertiesLabelVisibility(False)
-        if case.cas_segmentation is not None:
-            case.cas_segmentation.GetDisplayNode().SetVisibility(False)
+        if scene_case.cas_segmentation is not None:
+            scene_case.cas_segmentation.GetDisplayNode().SetVisibility(False)
         self.show_volume()
-        self._report(1.0, f"Loaded {case.n_frames} frames")
-        return case
+        self._report(1.0, f"Loaded {scene_case.n_frames} frames")
+        return scene_case
+
+    def load_case(self, folder=None):
+        """Load an ICE case folder written by ``losslab ice simulate`` (``None``: the bundled sample) and show
+        it (:meth:`read_case`, then :meth:`show_case`). A folder that cannot be read leaves the current case
+        as it was."""
+        case, source = self.read_case(folder)
+        return self.show_case(case, source)
 
     def _need_case(self):
         if self.case is None:
@@ -152,6 +186,18 @@ class ICEController:
         display.reset_views()
         self._reset_3d()
 
+    def refit(self) -> None:
+        """Fit the views again to what they show (the frame, else the volume) at their present size."""
+        if self.case is None:
+            return
+        if self.frame is not None:
+            self.show_frame(self.frame)
+        else:
+            self.slice_view.fit_view_to_content()
+        self._reset_3d()
+        for view in self.app.view_manager.get_views():
+            view.schedule_render()
+
     def _reset_3d(self) -> None:
         for view in self.app.view_manager.get_threed_views():
             camera = view.get_camera_node()
@@ -168,25 +214,36 @@ class ICEController:
         """The registered ICE models of ``kind`` (``segmentation`` / ``editing``)."""
         return ICEEditingLib.available_models(kind, os.environ.get("LOSSLAB_MODELS_DIR") or None)
 
-    def segment(self, model: str = ICEEditingLib.DEFAULT_SEGMENTATION_MODEL, editing_model=None):
-        """y_init from the segmentation model (a registered name or a path), then an editing session on it
-        (the editing model: a registered name, a path or a ``losslab.ice.EditingModel``; default the shipped
-        one, loaded at the first edit)."""
-        case = self._need_case()
+    def segment_input(self) -> np.ndarray:
+        """The sparse volume as an array (a copy: the worker thread that segments it never reads MRML)."""
+        return np.array(mrml_io.volume_array(self._need_case().volume_node), np.float32)
+
+    def predict(self, image: np.ndarray, model: str, progress=None) -> np.ndarray:
+        """y_init by the segmentation model (a registered ICE segmentation model or a file), arrays only
+        (:func:`ICEEditingLib.predict_initial`; it may run in a worker thread)."""
         if not str(model).strip():
             raise ValueError("choose a segmentation model (a registered name or a model file)")
+        return ICEEditingLib.predict_initial(
+            image, str(model).strip(), root=self.root, device=self.device, progress=progress or self._report
+        )
+
+    def apply_segmentation(self, mask: np.ndarray, model: str, editing_model=None):
+        """Make ``mask`` the segment being edited. The first time, a segmentation node and an editing session
+        on it (the editing model: a registered name, a path or a ``losslab.ice.EditingModel``; default the
+        shipped one); after that, the segment is replaced as one change of the session's history
+        (:meth:`ICEEditingLib.ICEEditingSession.replace_segment`): Undo brings back the edits. Returns the
+        session's record of the replacement, or ``None`` for a new session."""
+        case = self._need_case()
+        if self.session is not None and self.scene.IsNodePresent(self.segmentation_node):
+            return self.session.replace_segment(mask, description=f"Segment with {model}")
         editing = editing_model or ICEEditingLib.DEFAULT_EDITING_MODEL
         if isinstance(editing, str):
             editing = editing.strip() or ICEEditingLib.DEFAULT_EDITING_MODEL
-        segmentation, segment_id = ICEEditingLib.initial_segmentation(
-            self.scene,
-            case,
-            str(model).strip(),
-            root=self.root,
-            device=self.device,
-            segmentation_node=self.segmentation_node,
-            progress=self.progress,
+        segmentation, segment_id = ICEEditingLib.initial_from_mask(
+            self.scene, case, mask, segment_id=SEGMENT_NAME, name="ICE segmentation"
         )
+        segmentation.GetSegmentation().GetSegment(segment_id).SetColor(*label_color(1))
+        segmentation.SetAttribute("LossLab.Model", str(model))
         self.close()
         self.segmentation_node, self.segment_id = segmentation, segment_id
         display = segmentation.GetDisplayNode()
@@ -206,7 +263,33 @@ class ICEController:
             strict_threshold=self.strict_threshold,
             progress=self.progress,
         )
+        return None
+
+    def prepare_editing(self, initial: np.ndarray | None = None, progress=None) -> bool:
+        """Load the editing model and run it once (arrays only: a worker thread may do it), so that the first
+        edit is as fast as the next ones."""
+        session = self._need_session()
+        if progress is not None:
+            session.progress = progress
+        try:
+            session.prepare(initial)
+        finally:
+            session.progress = self.progress
+        return True
+
+    def segment(self, model: str = ICEEditingLib.DEFAULT_SEGMENTATION_MODEL, editing_model=None):
+        """y_init from the segmentation model (a registered name or a path), then an editing session on it,
+        its editing model loaded and ready (:meth:`predict`, :meth:`apply_segmentation`,
+        :meth:`prepare_editing` in one go; the page runs the first and the last in a worker thread)."""
+        mask = self.predict(self.segment_input(), model)
+        self.apply_segmentation(mask, str(model).strip(), editing_model)
+        self.prepare_editing(mask)
         return self.session
+
+    def grid_note(self, model: str) -> str | None:
+        """A warning when the case's voxels are not the size the model was trained on (or ``None``)."""
+        case = self._need_case()
+        return ICEEditingLib.model_grid_note(str(model).strip(), case.grid, self.root)
 
     def set_strict_local(self, on: bool) -> None:
         """Strict local (threshold 0.5) for the next edits, or off."""
@@ -230,13 +313,29 @@ class ICEController:
 
     # Scribbles -------------------------------------------------------------------------------------------
 
-    def edit_stroke(self, points_ras):
-        """An edit from a stroke's RAS points (in drawing order), on the frame shown (if any)."""
+    def edit_stroke(self, points_ras, *, surface_later: bool = False):
+        """An edit from a stroke's RAS points (in drawing order), on the frame shown (if any).
+
+        ``surface_later``: leave the segment's 3D surface out of the edit and rebuild it with
+        :meth:`update_surface` afterwards (the page does, once the edit's row is on its way to the browser)."""
         session = self._need_session()
         points = np.asarray(points_ras, float).reshape(-1, 3)
         if len(points) == 0:
             raise ValueError("the stroke has no points")
-        return session.edit_from_points(points, frame=self.frame, description="stroke")
+        if surface_later:
+            self._surface_pending = True
+            self.segmentation_node.GetSegmentation().RemoveRepresentation(_SURFACE)
+        try:
+            return session.edit_from_points(points, frame=self.frame, description="stroke")
+        finally:
+            if not surface_later:
+                self.update_surface()
+
+    def update_surface(self) -> None:
+        """Rebuild the segment's 3D surface if an edit left it out (:meth:`edit_stroke`)."""
+        if self._surface_pending and self.segmentation_node is not None:
+            self._surface_pending = False
+            self.segmentation_node.CreateClosedSurfaceRepresentation()
 
     def set_scribbling(self, on: bool) -> None:
         """Left-button strokes on the slice view become edits (``on``); else the view's usual mouse."""
@@ -267,7 +366,7 @@ class ICEController:
                 for action, enabled in self._saved_actions.items():
                     style.SetActionEnabled(action, enabled)
             self._saved_actions = {}
-            self._stroke = None
+            self._clear_stroke()
         self.scribbling = on
 
     def _event_ras(self, interactor) -> np.ndarray:
@@ -276,20 +375,33 @@ class ICEController:
 
     def _on_press(self, interactor, _event):
         self._stroke = [self._event_ras(interactor)]
+        self._stroke_xy = [tuple(interactor.GetEventPosition())]
 
     def _on_move(self, interactor, _event):
         if self._stroke is not None:
             self._stroke.append(self._event_ras(interactor))
+            self._stroke_xy.append(tuple(interactor.GetEventPosition()))
 
     def _on_release(self, interactor, _event):
         if self._stroke is None:
             return
         points, self._stroke = self._stroke + [self._event_ras(interactor)], None
-        callback = self.on_edit
-        if callback is not None:  # the page runs the edit (its errors become a message)
-            callback(points)
-        else:
-            self.edit_stroke(points)
+        xy = self._stroke_xy + [tuple(interactor.GetEventPosition())]
+        try:
+            if ICEEditingLib.is_click(xy):
+                if self.on_click is not None:
+                    self.on_click()
+                return
+            callback = self.on_edit
+            if callback is not None:  # the page runs the edit (its errors become a message)
+                callback(points)
+            else:
+                self.edit_stroke(points)
+        finally:
+            self._clear_stroke()
+
+    def _clear_stroke(self) -> None:
+        self._stroke, self._stroke_xy = None, []
 
     # Undo, history, metrics, save ------------------------------------------------------------------------
 
@@ -300,8 +412,9 @@ class ICEController:
         return self._need_session().redo()
 
     def history(self) -> list[dict]:
-        """One row per edit: number, frame, voxels added / removed near and far, D near / far (p95, mm, with
-        CAS contours), the state."""
+        """One row per change: number, frame (or what replaced the segment), voxels added / removed near and
+        far, D near / far (p95, mm; D of that edit, around its scribble), the distance from every CAS contour
+        to the segment after it (p95, mm; comparable from row to row), the state."""
         if self.session is None:
             return []
         rows = []
@@ -310,60 +423,37 @@ class ICEController:
             rows.append(
                 {
                     "index": r.index,
-                    "frame": "" if r.frame is None else r.frame,
+                    "frame": r.frame if r.frame is not None else ("new" if r.kind == "replace" else ""),
                     "near": f"+{c.get('added_near', 0)}/-{c.get('removed_near', 0)}",
                     "far": f"+{c.get('added_far', 0)}/-{c.get('removed_far', 0)}",
                     "d_near": _round(metric.get("near", {}).get("p95")),
                     "d_far": _round(metric.get("far", {}).get("p95")),
+                    "to_cas": _round(metric.get("cas_to_prediction", {}).get("p95")),
                     "state": r.state,
+                    "kind": r.kind,
+                    "summary": r.summary(),
                 }
             )
         return rows
+
+    def initial_to_cas(self):
+        """p95 distance (mm) from every CAS contour to the segment before the first change (``None``: no
+        change yet, or no contours)."""
+        if self.session is None or not self.session.records:
+            return None
+        return _round((self.session.records[0].metric or {}).get("no_editing", {}).get("p95"))
 
     def segment_voxels(self) -> int:
         return 0 if self.session is None else int(self.session.current_mask().sum())
 
     def save(self, path) -> Path:
-        """Write the segmentation (every segment, with its name and colour) as a ``.seg.nrrd`` (atomic; read
-        back and checked before it replaces ``path``)."""
-        import slicerio
-
-        from losslab import io as _io
-        from LossLabLib import mrml_io
-
-        self._need_session()
-        text = str(path).strip()
+        """Write the segmentation (every segment, with its name and colour) as a ``.seg.nrrd``
+        (:meth:`ICEEditingLib.ICEEditingSession.save`: atomic, read back before it replaces ``path``)."""
+        session = self._need_session()
+        text = str(path or "").strip()
         if not text:
             raise ValueError("give the file to save the segmentation to (a .seg.nrrd)")
-        path = Path(text).expanduser()
-        if not path.name.lower().endswith(".seg.nrrd"):
-            raise ValueError(f"the segmentation file {path.name} must end with .seg.nrrd")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"the folder {path.parent} does not exist")
-        node, grid = self.segmentation_node, self.session.grid
-        segmentation = node.GetSegmentation()
-        segments = []
-        for sid in mrml_io.segment_ids(node):
-            segment = segmentation.GetSegment(sid)
-            mask = mrml_io.segment_mask(node, sid, grid)
-            segments.append((sid, segment.GetName(), list(segment.GetColor()), np.asarray(mask, bool)))
-        ijk_to_lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ grid.ijk_to_ras
-
-        def write(tmp: Path) -> None:
-            shape = tuple(reversed(grid.shape))  # (i, j, k)
-            seg = slicerio.create_segmentation(shape, ijk_to_lps)
-            for sid, name, color, mask in segments:
-                voxels = np.ascontiguousarray(mask.transpose())  # (k, j, i) -> (i, j, k)
-                slicerio.add_segment(seg, voxels, {"id": sid, "name": name, "color": color})
-            slicerio.write_segmentation(str(tmp), seg)
-
-        def verify(tmp: Path) -> None:
-            back = slicerio.read_segmentation(str(tmp))
-            names = [s["name"] for s in back["segments"]]
-            if names != [s[1] for s in segments]:
-                raise OSError(f"{path}: wrote segments {names}, expected {[s[1] for s in segments]}")
-
-        return _io.atomic_write(path, write, verify=verify)
+        return session.save(text)
 
     def close(self) -> None:
         """Stop scribbling and close the session (a new case or segmentation replaces it)."""

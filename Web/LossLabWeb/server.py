@@ -9,7 +9,9 @@ page's panel in the drawer beside them.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 
 #: The pages: name -> "module:Class" (imported on use).
 PAGES = {"fetal": "LossLabWeb.fetal_page:FetalPage", "ice": "LossLabWeb.ice_page:ICEPage"}
@@ -72,11 +74,69 @@ def build_server(page: str = "fetal", *, sample: bool = False, case=None, server
     return server, page_obj
 
 
-def serve(page: str = "fetal", *, host: str = "127.0.0.1", port: int = 8080, sample: bool = False, case=None):
-    """Build the server and serve it until interrupted (no browser is opened)."""
+#: Where the server's logs of a browser that went away end up (one line each, at INFO).
+log = logging.getLogger("LossLabWeb.server")
+#: The loggers that print a traceback when a browser tab closes while the server writes to it.
+CONNECTION_LOGGERS = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.access", "wslink")
+_GONE_TEXT = ("ClientConnectionResetError", "Cannot write to closing transport")
+
+
+def _gone(exc) -> bool:
+    """Whether an exception only says that the browser's connection closed (a tab closed mid-write)."""
+    return isinstance(exc, (ConnectionResetError, BrokenPipeError))
+
+
+class QuietDisconnects(logging.Filter):
+    """Drops the tracebacks that a closed tab leaves (wslink and aiohttp writing to its closed socket: not an
+    error of the app) and logs one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage() if exc is None else ""
+        if _gone(exc) or any(t in text for t in _GONE_TEXT):
+            log.info("a browser closed its connection while the server was writing to it")
+            return False
+        return True
+
+
+def quiet_disconnects(loop: asyncio.AbstractEventLoop) -> None:
+    """Install :class:`QuietDisconnects` on the server's loggers and an event loop exception handler that does
+    the same for tasks whose writes failed on a closed connection ("Task exception was never retrieved");
+    every other exception is reported as before."""
+    for name in CONNECTION_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietDisconnects) for f in logger.filters):
+            logger.addFilter(QuietDisconnects())
+    previous = loop.get_exception_handler()
+
+    def handler(loop, context):
+        if _gone(context.get("exception")):
+            log.info("a browser closed its connection while the server was writing to it")
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+def serve(
+    page: str = "fetal",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    sample: bool = False,
+    case=None,
+    threads: int | None = None,
+):
+    """Build the server and serve it until interrupted (no browser is opened). ``threads``: torch's thread
+    count, set by the caller (``losslab app --threads``), only reported here."""
     server, page_obj = build_server(page, sample=sample, case=case)
-    print(f"losslab app: serving the {page} page on http://{host}:{port}/", flush=True)
+    server.controller.on_server_ready.add(lambda **_: quiet_disconnects(asyncio.get_running_loop()))
+    using = "" if threads is None else f" ({threads} torch thread{'s' if threads != 1 else ''})"
+    print(f"losslab app: serving the {page} page on http://{host}:{port}/{using}", flush=True)
     server.start(host=host, port=port, open_browser=False, show_connection_info=False)
 
 
-__all__ = ["PAGES", "SAMPLES", "build_server", "serve"]
+__all__ = ["PAGES", "SAMPLES", "QuietDisconnects", "build_server", "quiet_disconnects", "serve"]

@@ -201,7 +201,8 @@ def check_partial_annotation(
     if outside.any():
         values = sorted(int(v) for v in np.unique(partial[outside]))
         problems.append(
-            f"{int(outside.sum())} painted voxel(s) lie outside the brain mask (label(s) {values}); "
+            f"{int(outside.sum())} painted voxel(s) lie outside the brain mask "
+            f"({_names(v for v in values if v in ALL_TISSUE_LABELS) or values}); "
             "the label-set map needs all paint inside the mask"
         )
     return problems
