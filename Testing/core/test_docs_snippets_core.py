@@ -1,4 +1,4 @@
-"""The Python snippets of docs/losses.md and docs/engine.md run as written, in order, in one namespace per page
+"""The Python snippets of docs/losses.md, docs/engine.md and docs/ice.md run as written, in order, in one namespace per page
 (as a reader pastes them into one console), in a folder holding the files the text names (``config.json``, a
 small training config, and ``t2.nii.gz``, an image). The README's are tested in test_readme.py; the Slicer
 pages' in Testing/mrml."""
@@ -52,3 +52,9 @@ def test_the_engine_page_runs(tmp_path, monkeypatch, capsys):
     assert "epoch 2: train loss" in out
     assert ns["out"].labels.shape == ns["volume"].shape and (tmp_path / "seg.nii.gz").is_file()
     assert len(ns["results"]) == 1 and not ns["result"].stopped
+
+
+def test_the_ice_page_runs(capsys):
+    ns = run_page("ice.md")
+    assert tuple(ns["batch"]["u"].shape) == (1, 1, 64, 64, 64)
+    assert ns["edit"].kind == "cas" and 0 <= ns["edit"].frame < len(ns["case"].frames)
