@@ -49,6 +49,7 @@ __all__ = [
     "ParcellationLogic",
     "ParcellationResult",
     "available_models",
+    "check_mask_rule",
     "is_fetal_model",
     "save_parcellation",
 ]
@@ -65,6 +66,26 @@ def is_fetal_model(card) -> bool:
     if card.labels:
         return list(card.labels) == list(LABEL_NAMES)
     return card.name.startswith("fetal")
+
+
+#: what a user of the module or the web page does to give a brain mask (the refusal names it)
+MASK_HOW = (
+    "paint the 'brain mask' segment of the annotation, or choose / load a brain mask (a segmentation or a "
+    "labelmap) with the MRI"
+)
+
+
+def check_mask_rule(model: str | os.PathLike, mask) -> None:
+    """Refuse, before any work, to run a model whose card requires a brain mask
+    (``"input": {"mask": "required"}``, such as ``fetal-leafdice-2.4mm``) without one: by its registered name
+    or by its folder's path alike.
+
+    Raises:
+        losslab.models.MaskRequiredError (a ``ValueError``): one line naming the model and :data:`MASK_HOW`.
+    """
+    from losslab import models
+
+    models.require_mask(models.find_card(str(model).strip()), mask is not None, how=MASK_HOW)
 
 
 def available_models(root: str | os.PathLike | None = None) -> list[str]:
@@ -235,11 +256,17 @@ class ParcellationLogic:
             model: a registered model name, a folder with a model card, or a checkpoint / ensemble folder
                 (then ``spacing``, the grid it was trained at, in mm).
             volume_node: the MRI (never modified).
-            mask, mask_segment_id: optional brain mask (segmentation + segment ID, or a labelmap volume).
+            mask, mask_segment_id: brain mask (segmentation + segment ID, or a labelmap volume); optional,
+                unless the model's card requires one (``"input": {"mask": "required"}``).
             output_segmentation, output_uncertainty: nodes to overwrite; new ones otherwise.
+
+        Raises:
+            losslab.models.MaskRequiredError: no ``mask`` for a model whose card requires one (checked first:
+                nothing written, no segmentation node added).
         """
         from losslab.labelsets.segment import segment
 
+        check_mask_rule(model, mask)
         self._report(0.0, "Writing the inputs")
         inputs = self.prepare(volume_node, mask, mask_segment_id)
         self._report(0.1, f"Segmenting with {model}")
@@ -274,7 +301,13 @@ class ParcellationLogic:
         python_executable=None,
     ) -> ParcellationJob:
         """Start the segmentation in a background process (``python_executable``: ``PythonSlicer`` in
-        Slicer); poll the returned job, then :meth:`load_job`."""
+        Slicer); poll the returned job, then :meth:`load_job`.
+
+        Raises:
+            losslab.models.MaskRequiredError: no ``mask`` for a model whose card requires one (nothing
+                written, no process started).
+        """
+        check_mask_rule(model, mask)
         inputs = self.prepare(volume_node, mask, mask_segment_id)
         job = ParcellationJob(
             inputs, str(model), spacing=spacing, device=self.device, python_executable=python_executable

@@ -117,6 +117,12 @@ def _corrupted_registered_copy(ws: Workspace) -> str:
     return str(model)
 
 
+def _shipped_fetal_folder(ws: Workspace) -> str:
+    from losslab import models as registry
+
+    return str(registry.get_card("fetal-leafdice-2.4mm").folder)
+
+
 #: the issue-22 cases of this catalogue (appended to CASES) and their class on the issue
 ISSUE22 = {
     "output_exists_without_overwrite": "loss",
@@ -172,6 +178,21 @@ CASES = {
         "0.95",
     ],
     "missing_checkpoint_path": lambda ws: ["infer", ws.p("nosuch.pt"), str(ws.image), "-o", ws.p("s.nii.gz")],
+    # issue 19: a model whose card requires a brain mask, by name and by its folder's path
+    "fetal_model_by_name_without_a_mask": lambda ws: [
+        "infer",
+        "fetal-leafdice-2.4mm",
+        str(ws.image),
+        "-o",
+        ws.p("seg.nii.gz"),
+    ],
+    "fetal_model_by_its_folder_without_a_mask": lambda ws: [
+        "infer",
+        _shipped_fetal_folder(ws),
+        str(ws.image),
+        "-o",
+        ws.p("seg.nii.gz"),
+    ],
     # outputs that would overwrite an input, or each other
     "output_is_the_input": lambda ws: ["infer", str(ws.model), str(ws.image), "-o", str(ws.image)],
     "output_is_the_input_spelled_differently": lambda ws: [
@@ -424,6 +445,8 @@ EXPECT = {
     "window_smaller_than_the_network_needs": r"--window \[7, 7, 7\] is too small",
     "window_tiling_into_thousands": r"windows \(more than 4096\)",
     "missing_checkpoint_path": r"nosuch\.pt': no such file",
+    "fetal_model_by_name_without_a_mask": r"fetal-leafdice-2\.4mm needs a brain mask \(give --mask MASK",
+    "fetal_model_by_its_folder_without_a_mask": r"fetal-leafdice-2\.4mm needs a brain mask \(give --mask MASK",
     "output_is_the_input": r"output '.*image\.nii\.gz' is the input",
     "output_is_the_input_spelled_differently": r"is the input '.*image\.nii\.gz'",
     "output_is_a_symlink_to_the_input": r"'.*link\.nii\.gz' is the input",

@@ -50,6 +50,8 @@ def test_the_engine_page_runs(tmp_path, monkeypatch, capsys):
     ns = run_page("engine.md")
     out = capsys.readouterr().out
     assert "epoch 2: train loss" in out
+    assert "[0, 1, 3] 1.0" in out  # the cross-centre augmentation: labels kept, brain z-scored
+    assert ns["cfg"]["augmentation"]["standardize"] == {"enabled": True, "over": "nonzero"}
     assert ns["out"].labels.shape == ns["volume"].shape and (tmp_path / "seg.nii.gz").is_file()
     assert len(ns["results"]) == 1 and not ns["result"].stopped
 

@@ -50,7 +50,7 @@ BASE = {"data": {"manifest": "/data/dataset.json"}}
         ({"scheduler": {"factor": 2}}, ["scheduler.factor", "2"]),
         ({"augmentation": {"gamma": {"prob": 1.5}}}, ["augmentation.gamma.prob", "1.5"]),
         ({"augmentation": {"scale": {"range": [1.2, 0.8]}}}, ["augmentation.scale.range"]),
-        ({"augmentation": {"blur": {"prob": 1}}}, ["augmentation.blur"]),
+        ({"augmentation": {"sharpen": {"prob": 1}}}, ["augmentation.sharpen"]),
         ({"network": {"preset": "resnet"}}, ["network", "resnet", "ice_editing"]),
         ({"device": "tpu"}, ["device", "tpu"]),
         ({"data": {"manifest": "/d.json", "normalize": "robust"}}, ["data.normalize", "robust"]),

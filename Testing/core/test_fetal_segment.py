@@ -155,6 +155,7 @@ def test_package_ensemble_card(registry, tmp_path):
         assert got["dice"]["mean"] == pytest.approx(direct[t.abbreviation]["dice"])
         assert got["hd95"]["mean"] == pytest.approx(direct[t.abbreviation]["hd95"])
     assert card["metrics"]["cases"] == ["GA21_notoperated"] and card["training"] == {"command": "test"}
+    assert card["input"] == {"mask": "required"}  # the packaged ensemble has no brain extraction (issue 19)
 
 
 def test_losslab_infer_takes_the_shipped_ensemble_by_name(tmp_path, capsys, monkeypatch):
@@ -189,7 +190,8 @@ def test_losslab_infer_takes_the_shipped_ensemble_by_name(tmp_path, capsys, monk
     segment("fetal-leafdice-2.4mm", t2, tmp_path / "core.nii.gz", mask=brain, device="cpu", progress=False)
     np.testing.assert_array_equal(labels, io.read_image(tmp_path / "core.nii.gz").array)
     assert len(np.unique(labels)) == 9  # background and the 8 tissues
-    assert main(["infer", "fetal-leafdice-2.4mm", str(t2), str(t2), "-o", str(tmp_path / "x.nii.gz")]) == 2
+    two = ["infer", "fetal-leafdice-2.4mm", str(t2), str(t2), "--mask", str(brain)]
+    assert main([*two, "-o", str(tmp_path / "x.nii.gz")]) == 2
     assert "takes one MRI" in capsys.readouterr().err
     assert (
         main(
@@ -197,4 +199,4 @@ def test_losslab_infer_takes_the_shipped_ensemble_by_name(tmp_path, capsys, monk
         )
         == 2
     )
-    assert "--mask and --uncertainty need a registered parcellation model" in capsys.readouterr().err
+    assert "--mask and --uncertainty need a parcellation model with its card" in capsys.readouterr().err

@@ -168,6 +168,24 @@ def test_a_missing_model_is_a_message(page, case):
     assert "Traceback" not in message
 
 
+def test_the_shipped_model_without_a_brain_mask_is_refused_with_a_message(page, case, monkeypatch):
+    """Issue 19: fetal-leafdice-2.4mm's card requires a brain mask; the Run button without one (no mask
+    loaded, none painted) says so in one line and starts nothing, instead of a parcellation of the whole
+    field of view."""
+    from losslab import models
+
+    monkeypatch.delenv(models.ENV_ROOT, raising=False)  # the package's registry
+    assert page.load(str(case["srr"])), page.state.fetal_message
+    assert page.controller.session.voxel_counts()["mask"] == 0
+    page.state.fetal_model = "fetal-leafdice-2.4mm"
+    assert page.run_model() is None and not page.state.fetal_running
+    message = page.state.fetal_message
+    assert page.state.fetal_message_type == "error", message
+    assert message.startswith("Parcellation: fetal-leafdice-2.4mm needs a brain mask"), message
+    assert "brain mask' segment" in message and "\n" not in message
+    assert page.controller.job is None and page.controller.parcellation is None
+
+
 def test_the_ensemble_runs_with_progress_and_shows_8_segments_and_disagreement(
     page, case, tmp_path, monkeypatch
 ):

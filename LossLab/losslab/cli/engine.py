@@ -190,12 +190,18 @@ def _check_user_window(window: list[int], predictor, images: list[str], overlap:
 
 
 def _infer(args: argparse.Namespace) -> int:
+    from .. import models
     from ..engine.inference import check_output_paths, load_predictor, validate_overlap
     from . import check_device, check_model
 
     check_model(args.model)
     card = _registered_card(args.model)
-    parcellation = card is not None and "tissues" in card.raw  # a fetal parcellation model with its grid
+    # a registered model, or a model folder / file with its card beside it
+    beside = card or models.card_of_path(args.model)
+    # a fetal parcellation model with its grid, by name or by path (its folder, or one member's file)
+    parcellation = beside is not None and "tissues" in beside.raw
+    if parcellation:
+        models.require_mask(beside, args.mask is not None)
     outputs = {"label map": args.output, "probabilities": args.probabilities, "uncertainty": args.uncertainty}
     # user errors that need no model: before loading anything
     check_output_paths(
@@ -204,8 +210,8 @@ def _infer(args: argparse.Namespace) -> int:
     check_device(args.device)
     if not parcellation and (args.mask or args.uncertainty):
         raise ValueError(
-            "--mask and --uncertainty need a registered parcellation model (e.g. fetal-leafdice-2.4mm: see "
-            "`losslab models`)"
+            "--mask and --uncertainty need a parcellation model with its card (e.g. fetal-leafdice-2.4mm: "
+            "see `losslab models`)"
         )
     if parcellation:
         # resampled to the model's grid (its card), labels back on the input's grid, tissue names and colours
@@ -213,22 +219,21 @@ def _infer(args: argparse.Namespace) -> int:
 
         if len(args.image) != 1 or args.probabilities or args.window or args.overlap is not None:
             raise ValueError(
-                f"{card.name} takes one MRI; --probabilities, --window and --overlap do not apply to it"
+                f"{beside.name} takes one MRI; --probabilities, --window and --overlap do not apply to it"
             )
         info = segment(
-            card.name,
+            card.name if card is not None else args.model,
             args.image[0],
             args.output,
             mask=args.mask,
+            spacing=beside.spacing,
+            direction=beside.direction,
             uncertainty=args.uncertainty,
             device=args.device,
             progress=sys.stderr.isatty(),
         )
         print(info["output"])
         return 0
-    from .. import models
-
-    beside = card or models.card_of_path(args.model)  # a registered model, or a model file with its card
     if beside is not None and beside.spacing and "tissues" not in beside.raw:
         _check_model_spacing(beside, args.image)
     if card is not None:

@@ -148,12 +148,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .. import models
     from ..io import check_outputs, image_suffix
     from ..labelsets.segment import segment
     from . import check_device, check_model
 
-    # the I/O rules, before any work (the mask rules of the model card are the segmenter's)
+    # the I/O rules and the model card's mask rule, before any work
     check_model(args.model)
+    models.require_mask(models.find_card(args.model), args.mask is not None)
     for path in (args.output, args.uncertainty):
         if path is not None:
             image_suffix(path)

@@ -89,9 +89,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not cards:
         print(f"no models registered in {root}")
         return 0
-    header = ("name", "task", "grid", "size", "held-out metrics")
+    header = ("name", "task", "grid", "brain mask", "size", "held-out metrics")
     rows = [
-        (c.name, _cut(c.task, TASK_WIDTH), _grid_text(c), _size(c.size_bytes), _metrics_text(c.metrics))
+        (
+            c.name,
+            _cut(c.task, TASK_WIDTH),
+            _grid_text(c),
+            "required" if c.mask_policy == "required" else "-",
+            _size(c.size_bytes),
+            _metrics_text(c.metrics),
+        )
         for c in cards
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -131,14 +138,15 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "models",
         help="registered trained models: list, show NAME, path NAME, verify NAME",
         description="The model registry (losslab.models). Without a sub-command: a table of the models "
-        "(name, task, grid, size, held-out metrics); `show NAME` or --json gives the whole card. "
+        "(name, task, grid, whether it needs a brain mask (--mask), size, held-out metrics); `show NAME` or "
+        "--json gives the whole card. "
         f"The registry folder is --root, else ${env}, else the installed package's.",
     )
     parser.add_argument("--root", default=None, type=Path, help=root_help)
     parser.add_argument("--json", action="store_true", help="every model's whole card, as JSON")
     parser.set_defaults(func=cmd_list)
     sub = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
-    p = sub.add_parser("list", help="name, task, grid, size and held-out metrics of each model")
+    p = sub.add_parser("list", help="name, task, grid, brain mask, size and held-out metrics of each model")
     p.add_argument("--root", default=argparse.SUPPRESS, type=Path, help=root_help)
     p.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="every model's whole card, as JSON"

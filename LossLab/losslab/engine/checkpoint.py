@@ -243,21 +243,25 @@ def check_resume_settings(
     config: dict[str, Any],
     path: str | os.PathLike,
     changeable: tuple[str, ...] = RESUME_CHANGEABLE,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Refuse to resume the run of ``path`` (its ``last.pt``, whose config is ``saved``) with settings that
     differ from those it was started with, except :data:`RESUME_CHANGEABLE`. A checkpoint without a config
-    (older files) is not checked.
+    (older files) is not checked. With ``defaults`` (the engine's :data:`.config.DEFAULTS`), a key the saved
+    config lacks -- one added since the run started, such as a newer augmentation -- counts as its default
+    there, so the run resumes as long as that key keeps its default (the run behaves as it did).
 
     Raises:
         ValueError: naming each changed key with the run's value and the new one, and what to do.
     """
     if not saved:
         return
-    old, new = _flatten(saved), _flatten(config)
+    old, new, default = _flatten(saved), _flatten(config), _flatten(defaults or {})
     changed = [
         key
         for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key) and not any(key == c or key.startswith(c + ".") for c in changeable)
+        if old.get(key, default.get(key)) != new.get(key)
+        and not any(key == c or key.startswith(c + ".") for c in changeable)
     ]
     if changed:
         shown = "; ".join(f"{k}: {old.get(k)!r} in the run, {new.get(k)!r} now" for k in changed[:4])

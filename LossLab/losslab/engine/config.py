@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
         "val_fraction": 0.1,  # fraction of the training cases held out when the manifest has no val split
         "split_seed": None,  # seed of that random split (None: the run's seed)
         "keep_in_train": [],  # split names whose cases that random split never takes (e.g. ["full"])
-        "normalize": "zscore",  # intensity normalisation of image channels: zscore | minmax | none
+        "normalize": "zscore",  # intensity normalisation of image channels: zscore | zscore_nonzero | minmax | none
         "patch_size": None,  # training crop size; None: pad every volume to the largest training volume
         "cache": True,  # keep the loaded volumes in memory
     },
@@ -41,6 +41,13 @@ DEFAULTS: dict[str, Any] = {
         "gamma": {"prob": 0.0, "range": [0.7, 1.5]},
         "contrast": {"prob": 0.0, "range": [0.75, 1.25]},
         "noise": {"prob": 0.0, "std": 0.1},
+        # across centres and scanners (losslab.engine.transforms; docs/engine.md): off unless a prob is set
+        "affine": {"prob": 0.0, "rotate": 15.0, "scale": [0.9, 1.1], "translate": 0.0},
+        "elastic": {"prob": 0.0, "magnitude": 2.0, "points": 5},
+        "bias_field": {"prob": 0.0, "coefficient": 0.5, "order": 3},
+        "blur": {"prob": 0.0, "sigma": [0.25, 1.0]},
+        "resolution": {"prob": 0.0, "factor": [1.0, 2.0], "axes": None},
+        "standardize": {"enabled": False, "over": "nonzero"},
     },
     "epochs": 100,
     "batch_size": 2,
@@ -57,7 +64,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FREE_FORM = {("loss", "options"), ("loss", "inputs"), ("network",)}
-AUG_TRANSFORMS = ("flip", "scale", "gamma", "contrast", "noise")
+AUG_TRANSFORMS = (
+    "flip",
+    "scale",
+    "gamma",
+    "contrast",
+    "noise",
+    "affine",
+    "elastic",
+    "bias_field",
+    "blur",
+    "resolution",
+)
 
 
 class ConfigError(ValueError):
@@ -191,8 +209,9 @@ def _range(key, value):
     return [float(value[0]), float(value[1])]
 
 
-def _flip_axes(axes: Any, dims: int) -> list[int]:
-    """``augmentation.flip.axes`` checked against the network's spatial dimensions (None: the last axis)."""
+def _flip_axes(axes: Any, dims: int, key: str = "augmentation.flip.axes") -> list[int]:
+    """``augmentation.flip.axes`` (or another ``key``) checked against the network's spatial dimensions
+    (None: the last axis)."""
     if axes is None:
         return [dims - 1]
     names = "(z, y, x)" if dims == 3 else "(y, x)"
@@ -203,10 +222,52 @@ def _flip_axes(axes: Any, dims: int) -> list[int]:
         or len(set(axes)) != len(axes)
     ):
         raise ConfigError(
-            f"config key 'augmentation.flip.axes' must list distinct spatial axes of the {dims}D network, "
+            f"config key {key!r} must list distinct spatial axes of the {dims}D network, "
             f"each in 0..{dims - 1} {names}, got {axes!r}"
         )
     return list(axes)
+
+
+def _check_cross_centre_augmentation(cfg: dict, aug: dict, dims: int) -> None:
+    """The options of ``affine``, ``elastic``, ``bias_field``, ``blur``, ``resolution`` and ``standardize``
+    (:mod:`losslab.engine.transforms`), normalised in place."""
+    a = aug["affine"]
+    a["rotate"] = _number(cfg, "augmentation.affine.rotate", a["rotate"], minimum=0.0)
+    if a["rotate"] > 180:
+        raise ConfigError(
+            f"config key 'augmentation.affine.rotate' must be in [0, 180] degrees, got {a['rotate']!r}"
+        )
+    a["scale"] = _range("augmentation.affine.scale", a["scale"])
+    a["translate"] = _number(cfg, "augmentation.affine.translate", a["translate"], minimum=0.0)
+    if a["translate"] > 0.5:
+        raise ConfigError(
+            f"config key 'augmentation.affine.translate' is a fraction of each axis's length in [0, 0.5], "
+            f"got {a['translate']!r}"
+        )
+    e = aug["elastic"]
+    e["magnitude"] = _number(cfg, "augmentation.elastic.magnitude", e["magnitude"], minimum=0.0)
+    e["points"] = _number(cfg, "augmentation.elastic.points", e["points"], minimum=2, integer=True)
+    b = aug["bias_field"]
+    b["coefficient"] = _number(cfg, "augmentation.bias_field.coefficient", b["coefficient"], minimum=0.0)
+    b["order"] = _number(cfg, "augmentation.bias_field.order", b["order"], minimum=1, integer=True)
+    if b["order"] > 5:
+        raise ConfigError(f"config key 'augmentation.bias_field.order' must be in 1..5, got {b['order']!r}")
+    aug["blur"]["sigma"] = _range("augmentation.blur.sigma", aug["blur"]["sigma"])
+    r = aug["resolution"]
+    r["factor"] = _range("augmentation.resolution.factor", r["factor"])
+    if r["factor"][0] < 1:
+        raise ConfigError(
+            f"config key 'augmentation.resolution.factor' must be [low, high] with 1 <= low <= high (how many "
+            f"times coarser), got {r['factor']!r}"
+        )
+    if r["axes"] is not None:
+        r["axes"] = _flip_axes(r["axes"], dims, "augmentation.resolution.axes")
+    st = aug["standardize"]
+    if not isinstance(st["enabled"], bool):
+        raise ConfigError(
+            f"config key 'augmentation.standardize.enabled' must be true or false, got {st['enabled']!r}"
+        )
+    _choice("augmentation.standardize.over", st["over"], ("nonzero", "all"))
 
 
 def _forward_inputs(cls: type) -> tuple[set[str], set[str] | None]:
@@ -287,7 +348,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     keep = data["keep_in_train"]
     if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
         raise ConfigError(f"config key 'data.keep_in_train' must be a list of split names, got {keep!r}")
-    _choice("data.normalize", data["normalize"], ("zscore", "minmax", "none"))
+    _choice("data.normalize", data["normalize"], ("zscore", "zscore_nonzero", "minmax", "none"))
     if data["patch_size"] is not None:
         ps = data["patch_size"]
         if not isinstance(ps, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in ps):
@@ -355,6 +416,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         aug[name]["range"] = _range(f"augmentation.{name}.range", aug[name]["range"])
     _number(cfg, "augmentation.noise.std", aug["noise"]["std"], minimum=0.0)
     aug["flip"]["axes"] = _flip_axes(aug["flip"]["axes"], dims)
+    _check_cross_centre_augmentation(cfg, aug, dims)
 
     cfg["epochs"] = _number(cfg, "epochs", cfg["epochs"], minimum=1, integer=True)
     cfg["batch_size"] = _number(cfg, "batch_size", cfg["batch_size"], minimum=1, integer=True)

@@ -248,16 +248,25 @@ def split_cases(
 
 
 def normalize_intensity(image: np.ndarray | torch.Tensor, mode: str):
-    """Normalise one intensity channel: ``zscore`` (mean 0, std 1), ``minmax`` ([0, 1]) or ``none``."""
+    """Normalise one intensity channel: ``zscore`` (mean 0, std 1), ``zscore_nonzero`` (mean 0, std 1 over
+    the non-zero voxels, e.g. a brain-masked MRI; zero voxels stay 0), ``minmax`` ([0, 1]) or ``none``."""
     if mode == "none":
         return image
     if mode == "zscore":
         std = float(image.std())
         return (image - float(image.mean())) / (std if std > 0 else 1.0)
+    if mode == "zscore_nonzero":
+        inside = image != 0
+        if not bool(inside.any()):
+            return image
+        values = image[inside]
+        mean = float(values.mean())
+        std = float(((values - mean) ** 2).mean()) ** 0.5  # population std, the same for numpy and torch
+        return (image - mean) / (std if std > 0 else 1.0) * inside
     if mode == "minmax":
         lo, hi = float(image.min()), float(image.max())
         return (image - lo) / (hi - lo if hi > lo else 1.0)
-    raise ValueError(f"normalize must be zscore, minmax or none, got {mode!r}")
+    raise ValueError(f"normalize must be zscore, zscore_nonzero, minmax or none, got {mode!r}")
 
 
 def check_cases(train_set: VolumeDataset, val_set: VolumeDataset) -> None:
@@ -405,13 +414,21 @@ def augment(
     generator: torch.Generator,
     intensity_channels: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flip, scaling, gamma, contrast and Gaussian noise (label-set-losses-fidon2021, Sec. 4).
+    """Random flip, scaling, gamma, contrast and Gaussian noise (label-set-losses-fidon2021, Sec. 4), and
+    for generalisation across centres: affine and elastic deformation, bias field, blur, lower resolution
+    and intensity standardisation (:mod:`.transforms`).
 
     ``image`` ``(C, *spatial)`` float, ``label`` ``(*spatial)`` int. Spatial transforms act on every channel
-    and the label (nearest neighbour); intensity transforms only on the first ``intensity_channels``
-    channels (extra channels such as an initial segmentation or a heatmap are left as they are). Every draw
-    comes from ``generator``, so a sample's augmentation is reproducible.
+    and the label on the same sampling grid (label: nearest neighbour, so only values it held, set labels of
+    partial annotations included; outside the volume: background); intensity transforms only on the first
+    ``intensity_channels`` channels (extra channels such as an initial segmentation or a heatmap are left as
+    they are). Every draw comes from ``generator``, so a sample's augmentation is reproducible; a transform
+    whose probability is 0 draws nothing, so configs without the newer transforms augment exactly as before.
+
+    Order: flip, scale, affine + elastic (one resampling), then bias field, gamma, contrast, blur,
+    resolution, noise, and standardize last.
     """
+    from . import transforms as T
 
     def draw(prob: float) -> bool:
         return prob > 0 and float(torch.rand((), generator=generator)) < prob
@@ -434,9 +451,29 @@ def augment(
         image = torch.minimum(torch.maximum(image, lo.view(shape).clamp_max(0)), hi.view(shape).clamp_min(0))
         label = F.grid_sample(label[None, None].float(), grid, mode="nearest", align_corners=False)[0, 0]
         label = label.long()
+    affine = options.get("affine", {"prob": 0.0})
+    elastic = options.get("elastic", {"prob": 0.0})
+    do_affine, do_elastic = draw(affine["prob"]), draw(elastic["prob"])
+    if do_affine or do_elastic:
+        grid = T.sampling_grid(
+            image.shape[1:],
+            generator,
+            affine=affine if do_affine else None,
+            elastic=elastic if do_elastic else None,
+            device=image.device,
+        )
+        image, label = T.warp(image, label, grid)
     if intensity_channels > 0:
         image = image.clone()
         part = image[:intensity_channels]
+        standard = options.get("standardize", {"enabled": False})
+        support = None
+        if standard["enabled"] and standard["over"] == "nonzero":  # the field of view / brain mask
+            support = (part != 0).any(0)
+        bias = options.get("bias_field", {"prob": 0.0})
+        if draw(bias["prob"]):
+            field = T.bias_field(part.shape[1:], generator, bias["coefficient"], bias["order"], part.device)
+            part = T.apply_bias_field(part, field)
         if draw(options["gamma"]["prob"]):
             gamma = _uniform(generator, *options["gamma"]["range"])
             lo, hi = part.min(), part.max()
@@ -446,9 +483,21 @@ def augment(
             factor = _uniform(generator, *options["contrast"]["range"])
             lo, hi, mean = part.min(), part.max(), part.mean()
             part = ((part - mean) * factor + mean).clamp(lo, hi)
+        blur = options.get("blur", {"prob": 0.0})
+        if draw(blur["prob"]):
+            part = T.gaussian_blur(part, [T.uniform(generator, *blur["sigma"]) for _ in range(dims)])
+        resolution = options.get("resolution", {"prob": 0.0})
+        if draw(resolution["prob"]):
+            axes = resolution["axes"] if resolution["axes"] is not None else range(dims)
+            factors = [1.0] * dims
+            for axis in axes:
+                factors[axis] = T.uniform(generator, *resolution["factor"])
+            part = T.simulate_resolution(part, factors)
         if draw(options["noise"]["prob"]):
             std = options["noise"]["std"] * float(torch.rand((), generator=generator))
             part = part + std * torch.randn(part.shape, generator=generator).to(part.device)
+        if standard["enabled"]:
+            part = T.standardize(part, support)
         image[:intensity_channels] = part
     return image, label
 

@@ -70,7 +70,7 @@ from .checkpoint import (
     run_files,
     save_checkpoint,
 )
-from .config import ConfigError, load_config
+from .config import DEFAULTS, ConfigError, load_config
 from .data import (
     DatasetError,
     Manifest,
@@ -380,7 +380,7 @@ def _restore(run: _Run) -> None:
             f"cannot resume from {str(last_path)!r}: it was trained with optimizer.name={saved_opt!r}, "
             f"the config asks for {run.cfg['optimizer']['name']!r}"
         )
-    check_resume_settings(state.get("config"), run.cfg, last_path)
+    check_resume_settings(state.get("config"), run.cfg, last_path, defaults=DEFAULTS)
     run.model.load_state_dict(state["model"])
     try:
         run.optimizer.load_state_dict(state["optimizer"])

@@ -120,7 +120,8 @@ def segment(
         model: registry name, a folder with a model card, or a checkpoint / ensemble path (with ``spacing``).
         image: the T2w MRI (3D).
         output: label map path; ``.seg.nrrd`` keeps tissue names and colours.
-        mask: brain mask on the image's grid (optional): crop to it, background outside.
+        mask: brain mask on the image's grid: crop to it, background outside. Optional, unless the model's
+            card requires one (``"input": {"mask": "required"}``, :func:`losslab.models.require_mask`).
         uncertainty: path for the members' disagreement map (float32, 0 = all agree).
         spacing, direction: the model grid, when the model has no card (or to override it); the direction
             defaults to :data:`ATLAS_DIRECTION`, the orientation of the training volumes. The input must be
@@ -130,10 +131,21 @@ def segment(
 
     Returns:
         ``{"output", "uncertainty", "model_grid_size", "spacing", "direction", "members", "seconds"}``.
+
+    Raises:
+        losslab.models.MaskRequiredError: no ``mask`` for a model whose card requires one (nothing read or
+            written).
     """
+    from .. import models
     from ..engine import Predictor, load_predictor
 
     start = time.perf_counter()
+    # a model whose card requires a brain mask (by name, folder or member file) refuses before any work
+    models.require_mask(
+        models.find_card(model),
+        mask is not None,
+        how="pass mask=, a brain mask on the image's grid; --mask on the command line",
+    )
     path, spacing, direction, _card = resolve_model(model, spacing, direction)
     source = _io.read_image(image)
     if source.array.ndim != 3:

@@ -91,8 +91,15 @@ def package_ensemble(
     training: Mapping[str, Any],
     direction: Sequence[float] = ATLAS_DIRECTION,
     task: str = "fetal brain parcellation (8 tissues) of T2w MRI, trained from partial annotations (leaf-Dice)",
+    mask: str = "required",
 ) -> Path:
-    """Write ``out_dir`` (members as float16, ``ensemble.json``, ``model.json``); returns the card's path."""
+    """Write ``out_dir`` (members as float16, ``ensemble.json``, ``model.json``); returns the card's path.
+
+    ``mask`` is the card's ``input.mask`` (:mod:`losslab.models`): ``"required"`` by default, since an ensemble
+    trained on brain-masked volumes has no brain extraction of its own; ``"optional"`` only for a model
+    measured to parcellate whole fields of view as well as masked ones."""
+    if mask not in models.MASK_POLICIES:
+        raise ValueError(f"mask must be one of {list(models.MASK_POLICIES)}, got {mask!r}")
     out_dir = Path(out_dir)
     members = ensemble_members(run_dir)
     names = []
@@ -116,6 +123,7 @@ def package_ensemble(
             "note": "inputs are resampled to this spacing and direction (the training volumes') by losslab fetal "
             "segment and the labels brought back to the input's grid",
         },
+        "input": {"mask": mask},
         "labels": LABEL_NAMES,
         "tissues": {
             str(t.label): {"abbreviation": t.abbreviation, "name": t.name, "color": t.color} for t in TISSUES

@@ -10,8 +10,13 @@ A registered model is a folder ``<root>/<name>/`` holding a card, ``model.json``
       "files": {"member0/model.pt": "<sha256>", "ensemble.json": "<sha256>"},
       "grid": {"spacing_mm": [2.4, 2.4, 2.4], "direction": [...]},
       "labels": ["background", "WM", ...],
+      "input": {"mask": "required"},                 # optional; see below
       "metrics": {...}, "training": {...}
     }
+
+``input.mask`` says whether the model needs a brain mask with its image: ``"required"`` (the model finds no
+brain by itself: given a whole field of view it labels voxels outside the brain as tissues; every caller
+refuses to run it without a mask, :func:`require_mask`) or ``"optional"`` (the default when the key is absent).
 
 The registry root is, in order: the ``root=`` argument, the ``LOSSLAB_MODELS_DIR`` environment variable, or the
 package folder (``losslab/models/``, installed as package data). :func:`model_path` and :func:`load_model`
@@ -36,6 +41,14 @@ ENV_ROOT = "LOSSLAB_MODELS_DIR"
 
 class ModelChecksumError(ValueError):
     """A file of a registered model does not match the sha256 its card lists."""
+
+
+class MaskRequiredError(ValueError):
+    """A model whose card requires a brain mask (``"input": {"mask": "required"}``) was run without one."""
+
+
+#: the values of a card's ``input.mask``
+MASK_POLICIES = ("required", "optional")
 
 
 @dataclass
@@ -66,6 +79,11 @@ class ModelCard:
     def direction(self) -> list[float] | None:
         d = self.grid.get("direction")
         return [float(v) for v in d] if d else None
+
+    @property
+    def mask_policy(self) -> str:
+        """``"required"`` or ``"optional"``: the card's ``input.mask`` (``"optional"`` when absent)."""
+        return str((self.raw.get("input") or {}).get("mask", "optional"))
 
     @property
     def path(self) -> Path:
@@ -110,6 +128,11 @@ def read_card(folder: str | os.PathLike) -> ModelCard:
             raise ValueError(f"{path}: the card lacks {key!r} (has {sorted(raw)})")
     if not isinstance(raw["files"], dict) or not raw["files"]:
         raise ValueError(f"{path}: 'files' must map file names to sha256 digests, got {raw['files']!r}")
+    inputs = raw.get("input", {})
+    if not isinstance(inputs, dict) or inputs.get("mask", "optional") not in MASK_POLICIES:
+        raise ValueError(
+            f"{path}: 'input' must be an object whose 'mask' is one of {list(MASK_POLICIES)}, got {inputs!r}"
+        )
     return ModelCard(
         name=str(raw["name"]),
         folder=folder,
@@ -196,6 +219,41 @@ def card_of_path(path: str | os.PathLike) -> ModelCard | None:
     return None
 
 
+def find_card(model: str | os.PathLike, root: str | os.PathLike | None = None) -> ModelCard | None:
+    """The card that covers ``model``: a path (a model folder, its entry, or a file its card lists:
+    :func:`card_of_path`), else a registered name; ``None`` when no card covers it (a plain checkpoint, an
+    unknown name). No checksum is checked here."""
+    if Path(model).exists():
+        return card_of_path(model)
+    try:
+        return get_card(str(model), root)
+    except ValueError:
+        return None
+
+
+def require_mask(
+    card: ModelCard | None, has_mask: bool, how: str = "give --mask MASK, a brain mask on the image's grid"
+) -> None:
+    """Refuse to run a model whose card requires a brain mask (``"input": {"mask": "required"}``) without
+    one, before any work; nothing to check for ``card=None`` or an optional mask.
+
+    Args:
+        card: the model's card (:func:`find_card`), or None.
+        has_mask: whether the caller has a brain mask for the image.
+        how: how the caller's user gives one (the command line's ``--mask``, a segment to paint, ...).
+
+    Raises:
+        MaskRequiredError: one line naming the model and ``how``.
+    """
+    if card is None or has_mask or card.mask_policy != "required":
+        return
+    raise MaskRequiredError(
+        f"{card.name} needs a brain mask ({how}); it has no brain "
+        "extraction of its own, and without a mask it parcellates the whole field of view into unusable "
+        'labels (its card: "input": {"mask": "required"})'
+    )
+
+
 def model_path(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> Path:
     """The checkpoint file or ensemble folder of a registered model, after the checksum check."""
     card = get_card(name, root)
@@ -235,8 +293,11 @@ def register_model(
 __all__ = [
     "ENV_ROOT",
     "ModelCard",
+    "MASK_POLICIES",
+    "MaskRequiredError",
     "ModelChecksumError",
     "card_of_path",
+    "find_card",
     "get_card",
     "list_models",
     "load_model",
@@ -244,6 +305,7 @@ __all__ = [
     "read_card",
     "register_model",
     "registry_root",
+    "require_mask",
     "sha256_file",
     "verify_model",
 ]
