@@ -23,6 +23,10 @@ fi
 
 # 2. The segmentation model (the source of y_init): a 5-level ice_segmentation U-Net, CE on y, 48^3 crops.
 [ -f $OUT/ice64-runs/segmentation/model.pt ] || $LOSSLAB train configs/ice/segmentation-64.json
+#    The editing models' y_init comes from the same run stopped after 5 epochs (the best of its first five; the
+#    editing runs started while the segmentation run went on): the same config, seed and schedule, epochs=5.
+[ -f $OUT/ice64-runs/segmentation-e5/model.pt ] || $LOSSLAB train configs/ice/segmentation-64.json epochs=5 \
+  output_dir=$OUT/ice64-runs/segmentation-e5
 
 # 3. The editing models (y_init: the segmentation model's prediction, 30 % perturbed y; own-output sequences).
 for METHOD in $METHODS; do

@@ -156,7 +156,10 @@ def main(results: str) -> None:
         else:
             card["sigma_mm"] = info["ice"]["sigma_mm"]
             card["training"]["method"] = method
-            card["training"]["initial"] = "prediction of ice-segmentation-64 (cached per case)"
+            card["training"]["initial"] = (
+                "prediction of ice-segmentation-64 (cached per case); 30 % of the starts y perturbed "
+                "(initial.perturb_fraction); own-output sequences of 4 edits (sequence.length)"
+            )
             card["evaluation"] = (
                 "losslab ice evaluate on the held-out families (docs/ice-results/atrium64): the ideal-user "
                 "protocol (ideal-*), Table 1 / Fig. 3 on the phantom test cases (table1-phantom, "
