@@ -177,3 +177,26 @@ def test_the_shipped_ensemble_requires_a_mask_by_name_and_by_folder(tmp_path, ca
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and f"{SHIPPED} needs a brain mask (give --mask MASK" in err, err
     assert _listing(tmp_path) == before
+
+
+def test_the_shipped_card_carries_the_cross_centre_figures_and_its_rule_follows_them(monkeypatch):
+    """Issue 19: the card holds the cross-centre figures (19 neurotypical volumes of two other centres, with
+    their masks) beside the held-out ones, and the classical brain extraction's; the mask stays required
+    exactly while the extracted-mask result misses the with-mask one by more than 5 Dice points on a centre."""
+    monkeypatch.delenv(models.ENV_ROOT, raising=False)
+    card = models.get_card(SHIPPED)
+    models.verify_model(card)  # the card was rewritten through register_model: every sha256 still holds
+    cross, no_mask = card.metrics["cross_centre"], card.metrics["no_mask"]
+    tissues = [t.abbreviation for t in TISSUES]
+    assert len(cross["cases"]) == 19 and sorted(cross["per_centre"]) == [
+        "Neurotypical_Gholipour2017",
+        "Neurotypical_Wu2021",
+    ]
+    for block in (cross["per_tissue"], no_mask["per_tissue_with_extracted_mask"]):
+        assert list(block) == tissues
+        assert all(0 <= block[t]["dice"]["mean"] <= 100 and block[t]["hd95"]["mean"] > 0 for t in tissues)
+    mean = sum(cross["per_tissue"][t]["dice"]["mean"] for t in tissues) / len(tissues)
+    assert cross["summary"]["mean_dice"] == pytest.approx(mean)
+    assert card.metrics["summary"]["mean_dice"] == pytest.approx(61.77, abs=0.01)  # held-out, unchanged
+    gaps = [r["gap_mean_dice"] for r in cross["per_centre"].values()]
+    assert (card.mask_policy == "required") == any(g > 5.0 for g in gaps)

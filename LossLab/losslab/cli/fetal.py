@@ -184,6 +184,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_brain_mask(args: argparse.Namespace) -> int:
+    from ..io import check_outputs, image_suffix
+    from ..labelsets.brain import extract_brain_file
+
+    image_suffix(args.output)
+    check_outputs({"brain mask": args.output}, {"image": args.image}, overwrite=args.overwrite)
+    info = extract_brain_file(args.image, args.output)
+    print(
+        f"wrote {info['output']} (classical brain extraction: {info['volume_ml']:.1f} mL, {info['voxels']} voxels)"
+    )
+    return 0
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     from ..io import check_output_folder
     from ..labelsets.shipping import package_ensemble
@@ -370,3 +383,16 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     _overwrite(p, "existing output files")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser(
+        "brain-mask",
+        help="classical brain extraction of a brain-extracted fetal T2w reconstruction (no model)",
+        description="Otsu threshold, opening, largest component, closing, hole filling and a 1 mm erosion "
+        "(losslab.labelsets.brain). For super-resolution reconstructions whose background around the brain is "
+        "dark; a result touching the field of view's border or of no fetal brain's volume (30-1000 mL) is "
+        "refused. Check the mask before parcellating with it (docs/fetal.md gives its measured accuracy).",
+    )
+    p.add_argument("image", help="T2w MRI (a super-resolution reconstruction)")
+    p.add_argument("-o", "--output", required=True, help="brain mask (uint8, 1 inside), on the image's grid")
+    _overwrite(p, "an existing output file")
+    p.set_defaults(func=cmd_brain_mask)

@@ -8,6 +8,8 @@ datasets, the paper's Table 1 patterns, evaluation (Table 2) and segmentation on
 - :mod:`.patterns`, :mod:`.atlas`: Table 1's annotation patterns applied to the atlas.
 - :mod:`.evaluate`: per-tissue Dice / HD95, Wilcoxon tests, Table 2's layout.
 - :mod:`.segment`: a model (or registry name) on an MRI of any size, spacing and orientation.
+- :mod:`.brain`: classical brain extraction (threshold, morphology, largest component) of a reconstruction
+  whose background is dark; measured, not a default (docs/fetal.md).
 """
 
 from __future__ import annotations
