@@ -77,10 +77,18 @@ def test_models_is_a_readable_table_and_show_gives_the_whole_card(capsys):
     assert lines[0].split()[:2] == ["name", "task"]
     assert not any("{" in line or '"' in line for line in lines), lines  # no cut JSON
     editing = next(line for line in lines if line.startswith("ice-editing-64 "))
-    assert "64^3 x 2.2048 mm" in editing and "D p95 1.85 / near 2.85 / far 0.89 mm" in editing
     assert main(["models", "show", "ice-editing-64"]) == 0
     card = json.loads(capsys.readouterr().out)
-    assert card["metrics"]["sequential_p95_mm"] and card["training"]["command"]
+    assert card["metrics"]["sequential_phantom_p95_mm"] and card["training"]["command"]
+    table1 = card["metrics"]["table1_phantom_p95_mm"]
+    ideal = card["metrics"]["ideal_user"]["real"]["segmentation"]["clean"]
+    assert "64^3 x 2.2048 mm" in editing
+    assert f"D p95 {table1['overall']:.2f} / near {table1['near']:.2f} / far {table1['far']:.2f} mm" in editing
+    assert f"ideal user (real): Dice {ideal['start_dice']:.3f} -> {ideal['final_dice']:.3f}" in editing
+    segmentation = next(line for line in lines if line.startswith("ice-segmentation-64 "))
+    assert main(["models", "show", "ice-segmentation-64"]) == 0
+    dice = json.loads(capsys.readouterr().out)["metrics"]["summary"]["held_out_family_dice"]
+    assert "held-out Dice " + ", ".join(f"{f} {d:.3f}" for f, d in dice.items()) in segmentation
     assert main(["models", "--json"]) == 0
     cards = json.loads(capsys.readouterr().out)
     assert {c["name"] for c in cards} >= {"ice-editing-64", "fetal-leafdice-2.4mm"} and cards[0]["files"]

@@ -34,8 +34,9 @@ def _grid_text(card) -> str:
 
 
 def _metrics_text(metrics: dict) -> str:
-    """One short line of the card's held-out metrics: the mean Dice / HD95 of a parcellation or segmentation
-    model, the Table 1 p95 of D of an editing model; the rest is in ``losslab models show NAME``."""
+    """One short line of the card's held-out metrics: the mean Dice / HD95 of a parcellation model, the held-out
+    families' Dice of a segmentation model, the ideal user's Dice (start -> after the edits) and the Table 1 p95
+    of D of an editing model; the rest is in ``losslab models show NAME``."""
     if not isinstance(metrics, dict) or not metrics:
         return "-"
     parts = []
@@ -45,7 +46,18 @@ def _metrics_text(metrics: dict) -> str:
         parts.append(f"Dice {dice:.1f}%")
     if isinstance(summary.get("mean_hd95"), (int, float)):
         parts.append(f"HD95 {summary['mean_hd95']:.1f} mm")
-    table1 = metrics.get("table1_p95_mm")
+    held_out = summary.get("held_out_family_dice")
+    if isinstance(held_out, dict):
+        dices = [f"{f} {d:.3f}" for f, d in held_out.items() if isinstance(d, (int, float))]
+        if dices:
+            parts.append("held-out Dice " + ", ".join(dices))
+    ideal = metrics.get("ideal_user")
+    if isinstance(ideal, dict) and ideal:
+        family = "real" if "real" in ideal else next(iter(ideal))
+        row = ideal[family].get("segmentation", {}).get("clean", {}) if isinstance(ideal[family], dict) else {}
+        if isinstance(row.get("start_dice"), (int, float)) and isinstance(row.get("final_dice"), (int, float)):
+            parts.append(f"ideal user ({family}): Dice {row['start_dice']:.3f} -> {row['final_dice']:.3f}")
+    table1 = metrics.get("table1_p95_mm", metrics.get("table1_phantom_p95_mm"))
     if isinstance(table1, dict) and all(
         isinstance(table1.get(k), (int, float)) for k in ("overall", "near", "far")
     ):
