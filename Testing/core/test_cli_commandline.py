@@ -83,7 +83,9 @@ def test_models_is_a_readable_table_and_show_gives_the_whole_card(capsys):
     table1 = card["metrics"]["table1_phantom_p95_mm"]
     ideal = card["metrics"]["ideal_user"]["real"]["segmentation"]["clean"]
     assert "64^3 x 2.2048 mm" in editing
-    assert f"D p95 {table1['overall']:.2f} / near {table1['near']:.2f} / far {table1['far']:.2f} mm" in editing
+    assert (
+        f"D p95 {table1['overall']:.2f} / near {table1['near']:.2f} / far {table1['far']:.2f} mm" in editing
+    )
     assert f"ideal user (real): Dice {ideal['start_dice']:.3f} -> {ideal['final_dice']:.3f}" in editing
     segmentation = next(line for line in lines if line.startswith("ice-segmentation-64 "))
     assert main(["models", "show", "ice-segmentation-64"]) == 0

@@ -54,8 +54,12 @@ def _metrics_text(metrics: dict) -> str:
     ideal = metrics.get("ideal_user")
     if isinstance(ideal, dict) and ideal:
         family = "real" if "real" in ideal else next(iter(ideal))
-        row = ideal[family].get("segmentation", {}).get("clean", {}) if isinstance(ideal[family], dict) else {}
-        if isinstance(row.get("start_dice"), (int, float)) and isinstance(row.get("final_dice"), (int, float)):
+        row = (
+            ideal[family].get("segmentation", {}).get("clean", {}) if isinstance(ideal[family], dict) else {}
+        )
+        if isinstance(row.get("start_dice"), (int, float)) and isinstance(
+            row.get("final_dice"), (int, float)
+        ):
             parts.append(f"ideal user ({family}): Dice {row['start_dice']:.3f} -> {row['final_dice']:.3f}")
     table1 = metrics.get("table1_p95_mm", metrics.get("table1_phantom_p95_mm"))
     if isinstance(table1, dict) and all(
