@@ -90,8 +90,9 @@ def test_a_bad_file_shows_a_message_in_the_page(app_page):
 def test_uploading_the_mri_and_mask_from_the_browser_loads_them(app_page):
     page, case, _ = app_page
     page.locator(".fetal-upload input[type=file]").set_input_files([str(case["srr"]), str(case["mask"])])
-    page.locator(".fetal-confirm").wait_for(timeout=30_000)  # the case above still holds the WM painted
-    assert "painted voxels: WM" in page.locator(".fetal-confirm").inner_text()
+    # the case above still holds the WM painted: the page asks first, naming what would be lost (the dialog's
+    # text arrives with the state after its buttons: wait for it rather than read it on the first frame)
+    page.locator(".fetal-confirm").filter(has_text="painted voxels: WM").wait_for(timeout=30_000)
     page.locator(".fetal-confirm-ok").click()
     page.locator(".fetal-message").filter(has_text="Loaded srr").wait_for(timeout=60_000)
     assert page.locator(".fetal-checklist tbody tr").count() == 8

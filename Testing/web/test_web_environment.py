@@ -28,7 +28,8 @@ def test_web_tests_pass_in_the_web_environment():
             "no .venv-web: create it with `.venv/bin/python Testing/web/web_venv.py` (docs/web.md); "
             ".ci/run does"
         )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # LOSSLAB_WEB_EXIT_AFTER_REPORT: the run exits with pytest's status before VTK's teardown (conftest.py)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOSSLAB_WEB_EXIT_AFTER_REPORT": "1"}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(
         [
