@@ -198,7 +198,7 @@ def _available_memory() -> int | None:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
+        return None  # no /proc/meminfo (not Linux) or an unreadable one: unknown, the check is skipped
     return None
 
 

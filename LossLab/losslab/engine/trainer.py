@@ -166,6 +166,32 @@ def check_divergence(
         )
 
 
+def guarded_step(run: Any, loss: torch.Tensor, logits: torch.Tensor, where: str) -> float:
+    """One optimiser step on a batch's loss, after the divergence rule (:func:`check_divergence`) on the loss and
+    the logits; through ``run.scaler`` when it has one; the first step's loss becomes ``run.first_loss`` (the
+    rule's reference). ``run``: anything with ``optimizer``, ``scaler`` and ``first_loss`` (the engine's and
+    ``losslab ice train``'s runs). Returns the loss's value."""
+    value = float(loss.detach())
+    low, high = torch.aminmax(logits.detach())  # no |logits|-sized temporary
+    check_divergence(
+        value,
+        float(torch.maximum(-low, high)),  # NaN propagates
+        run.first_loss,
+        where=where,
+        lr=run.optimizer.param_groups[0]["lr"],
+    )
+    if run.first_loss is None:
+        run.first_loss = value
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    return value
+
+
 def dice_per_class(
     prediction: torch.Tensor, label: torch.Tensor, num_classes: int, label_sets: Mapping[int, list[int]]
 ) -> list[float]:
@@ -431,24 +457,7 @@ def _train_epoch(run: _Run, epoch: int, steps: int, report: Reporter, stop: Stop
             logits = run.net(images)
         extra = {kw: images[:, c] for kw, c in run.loss_inputs.items()}
         loss = run.loss_fn(logits.float(), labels, **extra)
-        value = float(loss.detach())
-        low, high = torch.aminmax(logits.detach())  # no |logits|-sized temporary
-        check_divergence(
-            value,
-            float(torch.maximum(-low, high)),  # NaN propagates
-            run.first_loss,
-            where=f"epoch {epoch + 1}, step {step + 1}",
-            lr=run.optimizer.param_groups[0]["lr"],
-        )
-        if run.first_loss is None:
-            run.first_loss = value
-        if run.scaler is not None:
-            run.scaler.scale(loss).backward()
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-        else:
-            loss.backward()
-            run.optimizer.step()
+        value = guarded_step(run, loss, logits, f"epoch {epoch + 1}, step {step + 1}")
         total += loss.detach()
         count += 1
         report({"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": value})
@@ -658,6 +667,7 @@ __all__ = [
     "build_scheduler",
     "check_divergence",
     "dice_per_class",
+    "guarded_step",
     "model_info",
     "plot_curves",
     "train",

@@ -303,11 +303,7 @@ def evaluate(
         raise ValueError(f"contours must be one of {METRIC_CONTOURS}, got {contours!r}")
     if "no_editing" in editing_models:
         raise ValueError("'no_editing' is the baseline's name; name the editing model otherwise")
-    folders = dataset_cases(dataset, None if split == "all" else split)
-    if not folders:
-        raise ValueError(f"the dataset {str(dataset)!r} has no case in split {split!r}")
-    segment = segmenter(segmentation_model, device)
-    models = {name: m if hasattr(m, "edit") else _load(m, device, name) for name, m in editing_models.items()}
+    folders, segment, models = protocol_inputs(dataset, split, segmentation_model, editing_models, device)
     from tqdm.auto import tqdm
 
     per_case = []
@@ -330,6 +326,20 @@ def evaluate(
             "models": {n: str(editing_models[n]) for n in names},
         },
     }
+
+
+def protocol_inputs(
+    dataset, split: str, segmentation_model: Any, editing_models: Mapping[str, Any], device: str
+):
+    """What the paper's protocol and the ideal-user protocol (:mod:`.ideal`) both start from: the case folders of
+    ``split`` (``"all"``: every case; none is an error), the segmentation function and the editing models loaded
+    in float32 (objects with ``edit`` are taken as they are)."""
+    folders = dataset_cases(dataset, None if split == "all" else split)
+    if not folders:
+        raise ValueError(f"the dataset {str(dataset)!r} has no case in split {split!r}")
+    segment = segmenter(segmentation_model, device)
+    models = {name: m if hasattr(m, "edit") else _load(m, device, name) for name, m in editing_models.items()}
+    return folders, segment, models
 
 
 def _load(model, device, name):

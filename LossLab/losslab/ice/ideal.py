@@ -271,8 +271,8 @@ def evaluate_ideal(
     """The ideal-user protocol on the cases of ``split`` (``"all"``: every case) of a ``losslab ice simulate``
     dataset. Case ``i`` (in the manifest's order) uses seed ``seed + i``. Returns the JSON-ready result:
     ``summary`` (:func:`summarize_ideal`), ``cases`` and ``settings``."""
-    from .dataset import dataset_cases, read_case
-    from .evaluate import _load, segmenter
+    from .dataset import read_case
+    from .evaluate import protocol_inputs
 
     if edits < 1:
         raise ValueError(f"edits must be at least 1, got {edits}")
@@ -282,11 +282,7 @@ def evaluate_ideal(
         raise ValueError(f"strict_threshold must be in (0, 1], got {strict_threshold}")
     noise = dict(DEFAULT_NOISE if noise is None else noise)
     conditions = _check_conditions(conditions)
-    folders = dataset_cases(dataset, None if split == "all" else split)
-    if not folders:
-        raise ValueError(f"the dataset {str(dataset)!r} has no case in split {split!r}")
-    segment = segmenter(segmentation_model, device)
-    models = {name: m if hasattr(m, "edit") else _load(m, device, name) for name, m in editing_models.items()}
+    folders, segment, models = protocol_inputs(dataset, split, segmentation_model, editing_models, device)
     from tqdm.auto import tqdm
 
     per_case = []

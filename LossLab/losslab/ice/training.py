@@ -63,7 +63,7 @@ from ..engine.checkpoint import (
 from ..engine.config import ConfigError, apply_overrides
 from ..engine.device import amp_dtype, autocast
 from ..engine.reporting import ProgressCallback, Reporter, plot_curves
-from ..engine.trainer import TrainingStopped, TrainResult, _is_set, check_divergence, seed_everything
+from ..engine.trainer import TrainingStopped, TrainResult, _is_set, guarded_step, seed_everything
 from ..io import json_ready, write_text
 from .dataset import dataset_cases, read_case
 from .interactions import PAPER_SIGMA_MM, SCRIBBLES, encode, training_interaction
@@ -647,25 +647,7 @@ def _train_step(run: _Run, samples, where: str) -> float:
     with autocast(run.device, run.dtype):
         logits = run.net(batch["input"])
     loss = method_loss(run.cfg["method"], logits.float(), batch, scribble_weight=run.cfg["scribble_weight"])
-    value = float(loss.detach())
-    low, high = torch.aminmax(logits.detach())
-    check_divergence(
-        value,
-        float(torch.maximum(-low, high)),
-        run.first_loss,
-        where=where,
-        lr=run.optimizer.param_groups[0]["lr"],
-    )
-    if run.first_loss is None:
-        run.first_loss = value
-    if run.scaler is not None:
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-    else:
-        loss.backward()
-        run.optimizer.step()
-    return value
+    return guarded_step(run, loss, logits, where)
 
 
 def _train_epoch(run: _Run, epoch: int, report, stop) -> dict[str, Any]:
