@@ -180,6 +180,18 @@ def test_label_set_loss_trains_on_partial_annotations(tmp_path, monkeypatch):
     assert ckpt["model_info"]["label_sets"] == {3: [1, 2]}
 
 
+def test_label_set_loss_trains_on_a_fully_annotated_dataset(tmp_path):
+    """A manifest without set labels (every voxel annotated, e.g. the atlas with all its tissues) trains
+    with leaf-Dice as it stands: the loss gets an empty label-set map, not a config error."""
+    manifest = make_blobs_dataset(tmp_path / "d", n_cases=4, shape=(12, 12, 12), n_val=1)
+    from losslab.engine import load_manifest
+
+    assert load_manifest(manifest).label_sets == {}
+    result = train(tiny(manifest, tmp_path / "run", epochs=3, loss={"name": "leaf_dice"}))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert load_checkpoint(result.model_path)["model_info"]["label_sets"] == {}
+
+
 def test_editing_loss_gets_its_extra_inputs_from_channels(tmp_path):
     manifest = make_blobs_dataset(
         tmp_path / "d",

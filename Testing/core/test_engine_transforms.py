@@ -207,6 +207,58 @@ def test_augment_with_standardize_gives_zscored_brain_and_zero_outside():
     assert float(img[0][brain].mean()) == pytest.approx(0, abs=1e-4)
 
 
+def test_dilate_grows_by_the_radius_between_a_diamond_and_a_cube():
+    point = torch.zeros(11, 11, 11, dtype=torch.bool)
+    point[5, 5, 5] = True
+    offsets = torch.stack(torch.meshgrid(*[torch.arange(11) - 5] * 3, indexing="ij"))
+    assert torch.equal(T.dilate(point, 0), point)
+    for radius in (1, 2, 3):
+        grown = T.dilate(point, radius)
+        diamond = offsets.abs().sum(0) <= radius
+        cube = offsets.abs().amax(0) <= radius
+        assert bool(grown[diamond].all()) and not bool(grown[~cube].any()), radius
+        assert int(grown.sum()) < int(cube.sum()) or radius == 1
+    flat = torch.zeros(7, 7, dtype=torch.bool)  # 2D images too
+    flat[3, 3] = True
+    assert int(T.dilate(flat, 1).sum()) == 5 and int(T.dilate(flat, 2).sum()) == 21
+
+
+@pytest.mark.parametrize("radius", [0, 2])
+def test_foreground_mask_zeroes_the_image_outside_the_dilated_label(radius):
+    """As if the image were masked by a brain mask (or one ``radius`` voxels too generous): outside it 0,
+    inside unchanged; labels and extra channels untouched."""
+    label = _partial_label()
+    image = torch.stack([torch.rand(SHAPE, generator=_g()) + 1.0, label.float() / 5])
+    options = _options(foreground_mask=1.0)
+    options["foreground_mask"]["dilate"] = [radius, radius]
+    img, lab = augment(image, label, options, sample_generator(0, 0, 0), intensity_channels=1)
+    keep = T.dilate(label != 0, radius)
+    assert torch.equal(lab, label) and torch.equal(img[1], image[1])
+    assert not img[0][~keep].any() and torch.equal(img[0][keep], image[0][keep])
+    if radius:
+        assert bool((img[0][label == 0] != 0).any())  # the ring beyond the label keeps its intensities
+
+
+def test_foreground_mask_then_standardize_matches_a_masked_input_at_inference():
+    label = _partial_label()
+    image = (label.float() * 40 + 60 + torch.rand(SHAPE, generator=_g()))[None]
+    options = _options(foreground_mask=1.0, standardize="nonzero")
+    img, _ = augment(image, label, options, sample_generator(0, 0, 0), intensity_channels=1)
+    masked = normalize_intensity((image[0] * (label != 0)).numpy(), "zscore_nonzero")
+    np.testing.assert_allclose(img[0].numpy(), masked, atol=1e-4)
+
+
+def test_foreground_mask_is_drawn_with_its_probability():
+    label = _partial_label()
+    image = torch.rand(1, *SHAPE, generator=_g()) + 1.0
+    options = _options(foreground_mask=0.5)
+    masked = [
+        bool((augment(image, label, options, sample_generator(3, 0, i), 1)[0][0] == 0).any())
+        for i in range(40)
+    ]
+    assert 8 <= sum(masked) <= 32
+
+
 # ------------------------------------------------------------------------------------------- the whole
 def test_every_transform_on_is_reproducible_and_differs_between_samples():
     label = _partial_label()
@@ -252,6 +304,10 @@ def test_configs_without_the_new_transforms_augment_exactly_as_before():
         ({"standardize": {"over": "brain"}}, ["augmentation.standardize.over", "brain"]),
         ({"standardize": {"enabled": "yes"}}, ["augmentation.standardize.enabled"]),
         ({"sharpen": {"prob": 1}}, ["augmentation.sharpen"]),
+        ({"foreground_mask": {"dilate": [3, 1]}}, ["augmentation.foreground_mask.dilate", "[3, 1]"]),
+        ({"foreground_mask": {"dilate": [-1, 2]}}, ["augmentation.foreground_mask.dilate", "0 <= low"]),
+        ({"foreground_mask": {"dilate": [0.5, 1]}}, ["augmentation.foreground_mask.dilate", "whole"]),
+        ({"foreground_mask": {"prob": 1.5}}, ["augmentation.foreground_mask.prob", "1.5"]),
     ],
 )
 def test_bad_options_are_config_errors_naming_the_key(change, words):
@@ -281,6 +337,7 @@ def test_a_short_training_run_with_every_transform_is_deterministic(tmp_path):
         tmp_path / "data", n_cases=4, shape=(16, 16, 16), seed=2, n_val=1, partial=True
     )
     aug = {n: {"prob": 0.8} for n in NEW}
+    aug["foreground_mask"] = {"prob": 0.5, "dilate": [0, 2]}
     aug.update(gamma={"prob": 0.3}, contrast={"prob": 0.3}, noise={"prob": 0.3})
     aug["standardize"] = {"enabled": True, "over": "all"}
     aug["elastic"]["magnitude"] = 1.5

@@ -18,7 +18,9 @@ def build_loss(loss_config: Mapping[str, Any], label_sets: Mapping[int, list[int
     """The loss named in the config, built through :func:`losslab.losses.get_loss` only.
 
     When the dataset declares ``label_sets`` (partial annotations) and the loss (or a term of a compound
-    loss) takes a ``label_sets`` option that the config leaves out, the manifest's map is passed in.
+    loss) takes a ``label_sets`` option that the config leaves out, the manifest's map is passed in; a
+    manifest without set labels passes ``{}`` (every voxel annotated), so a label-set loss also trains on
+    a fully annotated dataset.
     """
     from ..losses import available_losses, get_loss
 
@@ -27,7 +29,7 @@ def build_loss(loss_config: Mapping[str, Any], label_sets: Mapping[int, list[int
     if name not in infos:
         raise ConfigError(f"config key 'loss.name': unknown loss {name!r}; available losses: {sorted(infos)}")
     options = dict(loss_config.get("options") or {})
-    if label_sets:
+    if label_sets is not None:
         sets = {int(k): list(v) for k, v in label_sets.items()}
         if "label_sets" in infos[name].options and "label_sets" not in options:
             options["label_sets"] = sets

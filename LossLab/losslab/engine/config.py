@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
         "blur": {"prob": 0.0, "sigma": [0.25, 1.0]},
         "resolution": {"prob": 0.0, "factor": [1.0, 2.0], "axes": None},
         "standardize": {"enabled": False, "over": "nonzero"},
+        # zero the image outside the label's foreground dilated by dilate[0]..dilate[1] voxels: inputs seen
+        # both as masked by a region of interest (a brain mask) and as they are, so either works at inference
+        "foreground_mask": {"prob": 0.0, "dilate": [0, 0]},
     },
     "epochs": 100,
     "batch_size": 2,
@@ -75,6 +78,7 @@ AUG_TRANSFORMS = (
     "bias_field",
     "blur",
     "resolution",
+    "foreground_mask",
 )
 
 
@@ -268,6 +272,19 @@ def _check_cross_centre_augmentation(cfg: dict, aug: dict, dims: int) -> None:
             f"config key 'augmentation.standardize.enabled' must be true or false, got {st['enabled']!r}"
         )
     _choice("augmentation.standardize.over", st["over"], ("nonzero", "all"))
+    fm = aug["foreground_mask"]
+    d = fm["dilate"]
+    if (
+        not isinstance(d, (list, tuple))
+        or len(d) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in d)
+        or d[0] > d[1]
+    ):
+        raise ConfigError(
+            "config key 'augmentation.foreground_mask.dilate' must be [low, high], whole numbers of voxels "
+            f"with 0 <= low <= high, got {d!r}"
+        )
+    fm["dilate"] = list(d)
 
 
 def _forward_inputs(cls: type) -> tuple[set[str], set[str] | None]:

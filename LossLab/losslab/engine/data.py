@@ -425,7 +425,9 @@ def augment(
     they are). Every draw comes from ``generator``, so a sample's augmentation is reproducible; a transform
     whose probability is 0 draws nothing, so configs without the newer transforms augment exactly as before.
 
-    Order: flip, scale, affine + elastic (one resampling), then bias field, gamma, contrast, blur,
+    Order: flip, scale, affine + elastic (one resampling), the foreground mask (the image zeroed outside
+    the label's foreground, dilated by a random number of voxels: a region-of-interest mask such as a
+    brain mask, which then also bounds the standardisation), then bias field, gamma, contrast, blur,
     resolution, noise, and standardize last.
     """
     from . import transforms as T
@@ -463,6 +465,13 @@ def augment(
             device=image.device,
         )
         image, label = T.warp(image, label, grid)
+    foreground = options.get("foreground_mask", {"prob": 0.0})
+    if intensity_channels > 0 and draw(foreground["prob"]):  # as if masked by a region of interest
+        low, high = foreground["dilate"]
+        radius = int(torch.randint(low, high + 1, (1,), generator=generator))
+        keep = T.dilate(label != 0, radius)
+        image = image.clone()
+        image[:intensity_channels] = image[:intensity_channels] * keep
     if intensity_channels > 0:
         image = image.clone()
         part = image[:intensity_channels]

@@ -193,6 +193,27 @@ def simulate_resolution(part: torch.Tensor, factors: Sequence[float]) -> torch.T
     return F.interpolate(low, size=spatial, mode=mode, align_corners=False)[0]
 
 
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Dilate a bool ``(*spatial)`` mask by ``radius`` voxels, alternating face-connected and full
+    neighbourhood steps (rounder than a cube)."""
+    if radius <= 0:
+        return mask
+    out = mask[None, None].float()
+    pool = F.max_pool3d if mask.ndim == 3 else F.max_pool2d
+    for step in range(radius):
+        if step % 2:
+            out = pool(out, 3, stride=1, padding=1)
+        else:  # face neighbours only: the maximum over a line along each axis
+            grown = out
+            for axis in range(mask.ndim):
+                size = [1] * mask.ndim
+                size[axis] = 3
+                pad = [s // 2 for s in size]
+                grown = torch.maximum(grown, pool(out, size, stride=1, padding=pad))
+            out = grown
+    return out[0, 0] > 0
+
+
 def standardize(part: torch.Tensor, support: torch.Tensor | None) -> torch.Tensor:
     """Z-score each channel over ``support`` (bool ``(*spatial)``; None: every voxel) and set the voxels
     outside it to 0 -- ``data.normalize = "zscore_nonzero"`` applied after the intensity transforms."""
@@ -211,6 +232,7 @@ def standardize(part: torch.Tensor, support: torch.Tensor | None) -> torch.Tenso
 __all__ = [
     "apply_bias_field",
     "bias_field",
+    "dilate",
     "gaussian_blur",
     "sampling_grid",
     "simulate_resolution",
