@@ -114,7 +114,9 @@ def register_trained_model(
 ) -> Path:
     """Write a model card for a finished training run (its output folder), so that the model is found by
     name (with ``LOSSLAB_MODELS_DIR`` pointing at the folder above it) or by folder. The grid spacing is the
-    dataset's (:func:`dataset_spacing`) unless given. Returns the card's path.
+    dataset's (:func:`dataset_spacing`) unless given. The card's ``input.mask`` is ``"required"`` unless
+    the run used ``augmentation.foreground_mask`` (:func:`losslab.models.trained_mask_policy`): parcellating
+    then refuses to run without a brain mask. Returns the card's path.
 
     Raises:
         RuntimeError: the run has not produced a model yet.
@@ -141,6 +143,8 @@ def register_trained_model(
         "format": "losslab-engine-ensemble" if entry == "." else "losslab-engine",
         "entry": entry,
         "grid": {"spacing_mm": [float(s) for s in spacing]},
+        # a brain mask is required unless training showed the model unmasked inputs too
+        "input": {"mask": models.trained_mask_policy(job.config)},
         "labels": list(LABEL_NAMES),
         "training": {
             "loss": job.config["loss"]["name"],

@@ -157,3 +157,32 @@ def test_training_atlas_volume_against_its_own_mask():
     info = extract_brain_file(case / "srr.nii.gz")
     truth = io.read_image(case / "mask.nii.gz").array > 0
     assert dice_score(info["mask"], truth) > 0.99  # 0.993 when the parameters were set
+
+
+def test_brain_box_locates_the_brain_for_a_model_without_a_mask():
+    """segment() without a mask lays the model grid on this box (the image is not masked): the phantom's
+    brain with its rim, not the bright blob outside it; None (the whole field of view) when no brain."""
+    from losslab.labelsets.grid import mask_box
+    from losslab.labelsets.segment import brain_box
+
+    vol, brain = _phantom()
+    lo, hi = brain_box(vol, SPACING)
+    true_lo, true_hi = mask_box(brain)
+    assert np.all(np.abs(np.subtract(lo, true_lo)) <= 2) and np.all(np.abs(np.subtract(hi, true_hi)) <= 2)
+    assert brain_box(np.zeros(SHAPE, np.float32), SPACING) is None
+    noise = (
+        np.random.default_rng(0).uniform(0, 1000, SHAPE).astype(np.float32)
+    )  # no brain: touches the border
+    assert brain_box(noise, SPACING) is None
+
+
+def test_largest_component_keeps_the_biggest_piece_only():
+    from losslab.labelsets.segment import largest_component
+
+    fg = np.zeros((20, 20, 20), bool)
+    fg[2:10, 2:10, 2:10] = True  # 512 voxels
+    fg[12:15, 12:15, 12:15] = True  # 27, apart
+    fg[10, 10, 10] = True  # touches the big one at a corner: 26-connected to it
+    kept = largest_component(fg)
+    assert kept.sum() == 513 and not kept[12:15, 12:15, 12:15].any()
+    assert not largest_component(np.zeros((4, 4, 4), bool)).any()

@@ -9,24 +9,42 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_fetal_brain_extraction import SPACING, _phantom
 
-from losslab import io
+from losslab import io, models
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "configs" / "fetal" / "cross_centre_eval.sh"
+SHIPPED = "fetal-leafdice-2.4mm"
 
 
-def test_the_script_measures_every_centre_and_summarises(tmp_path):
+@pytest.mark.parametrize("policy", ["optional", "required"])
+def test_the_script_measures_every_centre_and_summarises(tmp_path, policy):
+    """A model whose card lets it run without a mask is also measured without one (no_mask); one whose card
+    requires a mask is not (the script does not stop at its refusal)."""
+    model = tmp_path / "model"
+    shutil.copytree(models.get_card(SHIPPED).folder, model)
+    card = json.loads((model / "model.json").read_text())
+    card["input"] = {"mask": policy}
+    (model / "model.json").write_text(json.dumps(card))
+    conditions = (
+        ("with_mask", "no_mask", "extracted_mask")
+        if policy == "optional"
+        else ("with_mask", "extracted_mask")
+    )
     geometry = io.Geometry(
         spacing=tuple(reversed(SPACING)), origin=(0.0, 0.0, 0.0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1)
     )
-    for centre, seed in (("CentreA", 0), ("CentreB", 1)):
+    # two centres for the full run, one where only the refusal's handling is new (half the time)
+    centres = ["CentreA", "CentreB"] if policy == "optional" else ["CentreA"]
+    for seed, centre in enumerate(centres):
         vol, brain = _phantom(seed)
         labels = np.where(brain, np.random.default_rng(seed).integers(1, 9, brain.shape), 0).astype(np.uint8)
         case = tmp_path / "data" / centre / f"{centre}_case1"
@@ -44,27 +62,35 @@ def test_the_script_measures_every_centre_and_summarises(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(ROOT / "LossLab"), os.environ.get("PYTHONPATH", "")]),
     }
     run = subprocess.run(
-        ["bash", str(SCRIPT), str(tmp_path / "data")], cwd=ROOT, env=env, capture_output=True, text=True
+        ["bash", str(SCRIPT), str(tmp_path / "data"), str(model)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(summary["centres"]) == ["CentreA", "CentreB"]
+    assert sorted(summary["centres"]) == centres
     for centre, row in summary["centres"].items():
         table = json.loads((out / centre / "table.json").read_text())
         assert table["cases"] == [f"{centre}_case1"]
-        for cond in ("with_mask", "extracted_mask"):
+        assert list(table["methods"]) == list(conditions)
+        for cond in conditions:
             dice = [table["methods"][cond]["summary"][t]["dice"]["mean"] for t in table["tissues"]]
             assert math.isclose(row[cond]["mean_dice"], float(np.mean(dice)))
-        assert math.isclose(
-            row["gap_mean_dice"], row["with_mask"]["mean_dice"] - row["extracted_mask"]["mean_dice"]
-        )
+        assert sorted(row["gap_mean_dice"]) == sorted(conditions[1:])
+        for cond in conditions[1:]:
+            assert math.isclose(
+                row["gap_mean_dice"][cond], row["with_mask"]["mean_dice"] - row[cond]["mean_dice"]
+            )
         assert 0.9 < row["brain_mask_dice"]["mean"] <= 1.0  # the phantom's brain is found
         assert row["segment_seconds"]["with_mask"] > 0 and row["wall_seconds"]["extracted_mask"] > 0
-        for sub in ("with_mask", "extracted_mask", "brain_masks"):
+        for sub in (*conditions, "brain_masks"):
             assert (out / centre / sub / f"{centre}_case1.nii.gz").is_file()
-    assert summary["all"]["cases"] == ["CentreA/CentreA_case1", "CentreB/CentreB_case1"]
-    assert "| all | 2 |" in (out / "summary.md").read_text()
-    for centre in ("CentreA", "CentreB"):  # the data folder is left as it was
+        assert (out / centre / "no_mask").is_dir() == (policy == "optional")
+    assert summary["all"]["cases"] == [f"{c}/{c}_case1" for c in centres]
+    assert f"| all | {len(centres)} |" in (out / "summary.md").read_text()
+    for centre in centres:  # the data folder is left as it was
         assert sorted(p.name for p in (tmp_path / "data" / centre / f"{centre}_case1").iterdir()) == [
             "mask.nii.gz",
             "parcellation.nii.gz",

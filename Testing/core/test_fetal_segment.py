@@ -50,8 +50,32 @@ def _write(img: sitk.Image, path: Path) -> Path:
     return path
 
 
-def test_any_spacing_and_direction(registry, tmp_path, monkeypatch):
+def test_without_a_mask_the_grid_lies_on_the_brain(registry, tmp_path, monkeypatch):
+    """No mask: the model grid covers the classical extraction's box plus the margin, not the whole field
+    of view, and the brain mask's box lies inside it; the labels are one connected piece."""
+    from scipy import ndimage
+
+    from losslab.labelsets.grid import mask_box
+
     monkeypatch.setenv(models.ENV_ROOT, str(registry))
+    info = segment("fetal-random", CASE / "srr.nii.gz", tmp_path / "seg.nii.gz", progress=False, device="cpu")
+    image, brain = io.read_image(CASE / "srr.nii.gz"), io.read_image(CASE / "mask.nii.gz").array > 0
+    field = np.asarray(image.geometry.spacing) * np.asarray(image.array.shape[::-1]) / 3.2
+    grid = np.asarray(info["model_grid_size"])
+    assert np.all(grid < field - 4)  # the brain's box, not the field of view
+    lo, hi = mask_box(brain)
+    extent = (np.subtract(hi, lo) + 1) * np.asarray(image.geometry.array_spacing) / 3.2
+    assert np.all(grid >= extent[::-1])  # (i, j, k): the atlas is in the model grid's direction
+    labels = io.read_image(tmp_path / "seg.nii.gz").array
+    assert labels.any() and ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))[1] == 1
+
+
+def test_any_spacing_and_direction(registry, tmp_path, monkeypatch):
+    """Geometry over the whole field of view (no mask, no brain found: brain_box gives None)."""
+    import losslab.labelsets.segment as segment_module
+
+    monkeypatch.setenv(models.ENV_ROOT, str(registry))
+    monkeypatch.setattr(segment_module, "brain_box", lambda array, spacing: None)
     srr = sitk.ReadImage(str(CASE / "srr.nii.gz"), sitk.sitkFloat32)
     mask = sitk.ReadImage(str(CASE / "mask.nii.gz"), sitk.sitkUInt8)
     info = segment("fetal-random", CASE / "srr.nii.gz", tmp_path / "seg.nii.gz", progress=False, device="cpu")

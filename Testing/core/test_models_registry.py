@@ -123,3 +123,14 @@ def test_cli_list_path_verify(tmp_path, capsys):
     assert "no models registered" in capsys.readouterr().out
     assert main(["models", "--root", str(tmp_path / "nonexistent")]) == 2  # not an empty registry
     assert "nonexistent: no such folder" in capsys.readouterr().err
+
+
+def test_a_trained_model_needs_a_mask_unless_training_showed_it_unmasked_inputs():
+    from losslab.engine.config import DEFAULTS
+
+    policy = models.trained_mask_policy
+    assert policy(DEFAULTS) == "required"  # foreground_mask off: trained on one look
+    assert policy({"augmentation": {"foreground_mask": {"prob": 0.5}}}) == "optional"
+    assert policy({"augmentation": {"foreground_mask": {"prob": 1.0}}}) == "required"  # always masked
+    assert policy({"augmentation": {"enabled": False, "foreground_mask": {"prob": 0.5}}}) == "required"
+    assert policy({}) == "required"

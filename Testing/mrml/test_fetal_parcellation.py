@@ -83,6 +83,7 @@ def registry(tmp_path_factory):
     assert len(job.history) == 4  # 2 members x 2 epochs
     card = register_trained_model(job, MODEL)
     assert models.read_card(card.parent).spacing == pytest.approx([2.4, 2.4, 2.4])
+    assert models.read_card(card.parent).mask_policy == "required"  # trained on one look: a mask is needed
     return base / "registry"
 
 

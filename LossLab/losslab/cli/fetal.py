@@ -205,8 +205,9 @@ def cmd_package(args: argparse.Namespace) -> int:
     training = json.loads(args.training) if args.training else {}
     if args.training_file:
         training.update(json.loads(open(args.training_file, encoding="utf-8").read()))
+    more = {"task": args.task} if args.task else {}
     card = package_ensemble(
-        args.run_dir, args.out_dir, args.name, args.spacing, args.atlas, args.test_cases, training
+        args.run_dir, args.out_dir, args.name, args.spacing, args.atlas, args.test_cases, training, **more
     )
     metrics = json.loads(card.read_text())["metrics"]["summary"]
     print(
@@ -353,6 +354,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-cases", nargs="+", required=True, help="the held-out cases scored on the card")
     p.add_argument("--training", help="JSON object describing the training (volumes, patterns, command)")
     p.add_argument("--training-file", help="JSON file merged into --training")
+    p.add_argument("--task", help="the card's task line (default: leaf-Dice from partial annotations)")
     _overwrite(p, "a model OUT_DIR already holds")
     p.set_defaults(func=cmd_package)
 

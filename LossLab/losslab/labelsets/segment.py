@@ -5,7 +5,10 @@ background) and restrict the model grid to the mask's bounding box plus a margin
 (spacing and direction from the model card, or given) over the input (:func:`.grid.model_grid`) and resample
 the image onto it (linear); predict with each member; resample the ensemble's mean probabilities back to the
 input's grid (linear, channel by channel) and take the argmax there, so the labels come back on exactly the
-input's voxels; outside the mask, background. Optionally the members' disagreement (the fraction of members
+input's voxels; outside the mask, background. Without a mask (a model trained to find the brain itself, whose card
+does not require one) the unmasked image is parcellated on the classical brain extraction's box plus the margin
+and the largest connected piece of brain kept.
+Optionally the members' disagreement (the fraction of members
 whose label differs from the ensemble's, resampled linearly) as an uncertainty map.
 
 Outputs: a label map with tissue labels 1..8 (NIfTI / NRRD), or a ``.seg.nrrd`` whose segments carry the
@@ -102,6 +105,35 @@ def write_tissue_segmentation(path: str | os.PathLike, labels: np.ndarray, geome
     return _io.atomic_write(path, write, verify=verify)
 
 
+def brain_box(
+    array: np.ndarray, spacing: Sequence[float]
+) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """Where the brain is in a volume without a mask: the bounding box of the classical extraction
+    (:func:`.brain.extract_brain`, checked), or None (the whole field of view) when it finds no plausible
+    brain. Only the box is used: the image is not masked, the model draws the brain's boundary itself, on
+    a field of view like its training crops' (a brain's box plus the margin)."""
+    from .brain import BrainExtractionError, check_brain_mask, extract_brain
+
+    try:
+        region = extract_brain(array, spacing)
+        check_brain_mask(region, spacing)
+    except BrainExtractionError:
+        return None
+    return mask_box(region)
+
+
+def largest_component(foreground: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a bool volume (all False when it is empty)."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), bool))
+    if count <= 1:
+        return components > 0
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return components == int(np.argmax(sizes))
+
+
 def segment(
     model: str | os.PathLike,
     image: str | os.PathLike,
@@ -122,6 +154,10 @@ def segment(
         output: label map path; ``.seg.nrrd`` keeps tissue names and colours.
         mask: brain mask on the image's grid: crop to it, background outside. Optional, unless the model's
             card requires one (``"input": {"mask": "required"}``, :func:`losslab.models.require_mask`).
+            Without one the model finds the brain itself (a model trained with
+            ``augmentation.foreground_mask``) in the unmasked image, on the box of the classical extraction
+            plus the margin (:func:`brain_box`; the whole field of view when that finds no brain); the
+            largest connected piece of its brain is kept, the rest is background.
         uncertainty: path for the members' disagreement map (float32, 0 = all agree).
         spacing, direction: the model grid, when the model has no card (or to override it); the direction
             defaults to :data:`ATLAS_DIRECTION`, the orientation of the training volumes. The input must be
@@ -159,6 +195,8 @@ def segment(
         inside = brain.array != 0
         box = mask_box(inside)
         array = np.where(inside, array, 0).astype(np.float32)
+    else:
+        box = brain_box(array, source.geometry.array_spacing)
     img = to_sitk(array, source.geometry)
     grid = model_grid(img, spacing, direction, box, margin_mm if box is not None else 0.0)
     x = sitk.GetArrayFromImage(resample(img, grid))
@@ -176,6 +214,9 @@ def segment(
     labels = np.argmax(back, axis=0).astype(np.uint8)
     labels[back.sum(0) == 0] = 0  # outside the model grid
     if inside is not None:
+        labels[~inside] = 0
+    else:  # no mask: the model found the brain itself; it is one piece, anything apart from it is not brain
+        inside = largest_component(labels != 0)
         labels[~inside] = 0
     out = Path(output)
     if out.name.lower().endswith(SEG_SUFFIX):

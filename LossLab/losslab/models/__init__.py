@@ -254,6 +254,18 @@ def require_mask(
     )
 
 
+def trained_mask_policy(config: Mapping[str, Any]) -> str:
+    """The ``input.mask`` a card should carry for a model trained with the engine ``config``:
+    ``"optional"`` when its augmentation showed it both masked and unmasked inputs
+    (``augmentation.foreground_mask.prob`` strictly between 0 and 1), so it finds the brain itself;
+    otherwise ``"required"``: trained on one look only, it has no brain extraction to rely on."""
+    augmentation = config.get("augmentation") or {}
+    if augmentation.get("enabled", True) is False:
+        return "required"
+    prob = float((augmentation.get("foreground_mask") or {}).get("prob", 0.0))
+    return "optional" if 0.0 < prob < 1.0 else "required"
+
+
 def model_path(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> Path:
     """The checkpoint file or ensemble folder of a registered model, after the checksum check."""
     card = get_card(name, root)
@@ -306,6 +318,7 @@ __all__ = [
     "register_model",
     "registry_root",
     "require_mask",
+    "trained_mask_policy",
     "sha256_file",
     "verify_model",
 ]
