@@ -4,8 +4,10 @@ label-set-losses-fidon2021 (Sec. 4, Hardware): "The inference for a 3D MRI takes
 with an ensemble of 10 3D U-Nets at 0.8 mm on an NVIDIA GTX 1070, i.e. about 6-12 s per member.
 
 This measures the whole ``segment`` call on an atlas volume (135 x 189 x 155 at 0.8 mm): reading, brain-mask
-crop, resampling to the model grid, every member, resampling the probabilities back, writing. The model is a
-registry name (default: the shipped ``fetal-leafdice-2.4mm`` when present) or a checkpoint / ensemble folder
+crop, resampling to the model grid, every member, resampling the probabilities back, writing; with the brain
+mask, and without one for a model whose card allows it (then the classical extraction's box and the largest
+connected piece are in the time too). The model is a
+registry name (default: the shipped ``fetal-leafdice-1.6mm`` when present) or a checkpoint / ensemble folder
 with ``--spacing``. Prints seconds per volume and per member, and the ratio to the paper's 6-12 s per member.
 
 Usage::
@@ -36,13 +38,14 @@ ATLAS = ROOT.parent / "shared" / "data" / "fetal-sb-atlas"
 PAPER_S_PER_MEMBER = (6.0, 12.0)  # 1-2 min for 10 members, GTX 1070
 
 
-def run(model: str, case: Path, device: str, spacing, repeats: int) -> dict:
+def run(model: str, case: Path, device: str, spacing, repeats: int, with_mask: bool = True) -> dict:
     times = []
     info = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats + 1):  # the first call warms up (and loads the models)
             start = time.perf_counter()
-            info = segment(model, case / "srr.nii.gz", Path(tmp) / "seg.nii.gz", mask=case / "mask.nii.gz",
+            mask = case / "mask.nii.gz" if with_mask else None
+            info = segment(model, case / "srr.nii.gz", Path(tmp) / "seg.nii.gz", mask=mask,
                            spacing=spacing, device=device, progress=False)  # fmt: skip
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -51,6 +54,7 @@ def run(model: str, case: Path, device: str, spacing, repeats: int) -> dict:
     per_member = median / info["members"]
     return {
         "device": device,
+        "mask": "given" if with_mask else "none (found by the model)",
         "threads": torch.get_num_threads(),
         "members": info["members"],
         "model_grid": info["model_grid_size"],
@@ -65,7 +69,7 @@ def run(model: str, case: Path, device: str, spacing, repeats: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="fetal-leafdice-2.4mm")
+    parser.add_argument("--model", default="fetal-leafdice-1.6mm")
     parser.add_argument("--spacing", type=float, nargs="+", default=None)
     parser.add_argument("--case", default=str(ATLAS / "GA30_operated"))
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cpu, and cuda when present)")
@@ -83,10 +87,17 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    results = [run(args.model, Path(args.case), d, args.spacing, args.repeats) for d in devices]
+    card = models.find_card(args.model)
+    conditions = [True] + ([False] if card is None or card.mask_policy == "optional" else [])
+    results = [
+        run(args.model, Path(args.case), d, args.spacing, args.repeats, with_mask=m)
+        for d in devices
+        for m in conditions
+    ]
     for r in results:
         print(
-            f"{r['device']:>5} ({r['threads']} threads): {r['seconds_per_volume_median']:.2f} s per volume "
+            f"{r['device']:>5} ({r['threads']} threads), mask {r['mask']}: "
+            f"{r['seconds_per_volume_median']:.2f} s per volume "
             f"(min {r['seconds_per_volume_min']:.2f}), {r['members']} members on a {r['model_grid']} grid at "
             f"{r['spacing_mm']} mm: {r['seconds_per_member']:.2f} s per member; paper 6-12 s per member "
             f"(GTX 1070, 0.8 mm): {r['speedup_vs_paper'][0]:.1f}-{r['speedup_vs_paper'][1]:.1f}x"

@@ -17,7 +17,7 @@ Example (Slicer's Python console)::
 
     from FetalParcellationLib import ParcellationLogic
     logic = ParcellationLogic(slicer.mrmlScene)
-    job = logic.start("fetal-leafdice-2.4mm", slicer.util.getNode("srr"), python_executable=shutil.which("PythonSlicer"))
+    job = logic.start("fetal-leafdice-1.6mm", slicer.util.getNode("srr"), python_executable=shutil.which("PythonSlicer"))
     ...  # poll with a QTimer: job.poll(); job.progress; when job.finished:
     result = logic.load_job(job)
 """
@@ -77,8 +77,8 @@ MASK_HOW = (
 
 def check_mask_rule(model: str | os.PathLike, mask) -> None:
     """Refuse, before any work, to run a model whose card requires a brain mask
-    (``"input": {"mask": "required"}``, such as ``fetal-leafdice-2.4mm``) without one: by its registered name
-    or by its folder's path alike.
+    (``"input": {"mask": "required"}``, such as a model trained without the brain-mask augmentation) without
+    one: by its registered name or by its folder's path alike.
 
     Raises:
         losslab.models.MaskRequiredError (a ``ValueError``): one line naming the model and :data:`MASK_HOW`.

@@ -93,7 +93,7 @@ def test_models_is_a_readable_table_and_show_gives_the_whole_card(capsys):
     assert "held-out Dice " + ", ".join(f"{f} {d:.3f}" for f, d in dice.items()) in segmentation
     assert main(["models", "--json"]) == 0
     cards = json.loads(capsys.readouterr().out)
-    assert {c["name"] for c in cards} >= {"ice-editing-64", "fetal-leafdice-2.4mm"} and cards[0]["files"]
+    assert {c["name"] for c in cards} >= {"ice-editing-64", "fetal-leafdice-1.6mm"} and cards[0]["files"]
 
 
 def test_a_malformed_card_does_not_hide_the_other_models(tmp_path, capsys):

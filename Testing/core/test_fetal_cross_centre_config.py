@@ -1,6 +1,8 @@
-"""configs/fetal/cross_centre-1.6mm.json (issue 19, item 1's recipe; NOT yet trained, docs/fetal.md): a valid
-config whose augmentation is the cross-centre one and runs on a fetal partial annotation (set labels 9-11 of the
-released code kept, the background outside the brain left at 0, the brain z-scored). Nothing is trained here."""
+"""configs/fetal/cross_centre-1.6mm.json (issue 19, item 1's recipe; the shipped fetal-leafdice-1.6mm, trained by
+configs/fetal/ship_model.sh): a valid config whose augmentation is the cross-centre one, with the brain-mask
+augmentation that lets the model run without a mask, and runs on a fetal partial annotation (set labels 9-11 of
+the released code kept, the background outside the brain left at 0, the brain z-scored). Nothing is trained
+here."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from losslab import models
 from losslab.engine import load_config
 from losslab.engine.data import augment, normalize_intensity, sample_generator
 
@@ -35,9 +38,11 @@ def test_the_config_is_valid_and_sets_the_cross_centre_recipe():
     ):
         assert aug[name]["prob"] > 0, name
     assert aug["scale"]["prob"] == 0  # the affine scales
+    assert 0 < aug["foreground_mask"]["prob"] < 1  # masked and unmasked inputs: runs with and without a mask
+    assert models.trained_mask_policy(cfg) == "optional"
     assert cfg["data"]["normalize"] == "zscore_nonzero" and cfg["data"]["keep_in_train"] == ["full"]
     raw = load_config(CONFIG)["data"]["manifest"]
-    assert raw.endswith("losslab-output/fetal/data-1.6mm/dataset.json")  # the 1.6 mm grid's data
+    assert raw.endswith("losslab-output/fetal/data-1.6mm-full/dataset.json")  # 1.6 mm, every tissue annotated
     assert cfg["output_dir"].endswith("losslab-output/fetal/cross_centre-1.6mm")
     assert cfg["loss"]["name"] == "leaf_dice" and cfg["ensemble"]["members"] == 3 and cfg["amp"] is True
     for key in ("network", "optimizer", "batch_size"):  # the shipped recipe's network and optimiser

@@ -22,7 +22,7 @@ from losslab import io, models
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "configs" / "fetal" / "cross_centre_eval.sh"
-SHIPPED = "fetal-leafdice-2.4mm"
+SHIPPED = "fetal-leafdice-1.6mm"
 
 
 @pytest.mark.parametrize("policy", ["optional", "required"])
@@ -90,9 +90,48 @@ def test_the_script_measures_every_centre_and_summarises(tmp_path, policy):
         assert (out / centre / "no_mask").is_dir() == (policy == "optional")
     assert summary["all"]["cases"] == [f"{c}/{c}_case1" for c in centres]
     assert f"| all | {len(centres)} |" in (out / "summary.md").read_text()
+    _the_card_and_the_picture(tmp_path, model, out, centres, policy)
     for centre in centres:  # the data folder is left as it was
         assert sorted(p.name for p in (tmp_path / "data" / centre / f"{centre}_case1").iterdir()) == [
             "mask.nii.gz",
             "parcellation.nii.gz",
             "srr.nii.gz",
         ]
+
+
+def _the_card_and_the_picture(tmp_path, model, out, centres, policy):
+    """cross_centre_card.py puts the summary's figures on the card, and the mask rule by the measured gaps
+    (the random-weight model finds no brain: far more than 5 points off, so the mask becomes required),
+    with every file's sha256 unchanged; cross_centre_figure.py draws a case."""
+    files = models.read_card(model).files
+    card_run = subprocess.run(
+        [sys.executable, str(ROOT / "configs" / "fetal" / "cross_centre_card.py"), str(model), str(out),
+         str(tmp_path / "data"), "--source", "synthetic"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert card_run.returncode == 0, card_run.stderr[-2000:]
+    card = models.read_card(model)
+    assert card.files == files
+    models.verify_model(card)
+    cross = card.metrics["cross_centre"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert cross["cases"] == summary["all"]["cases"] and cross["source"] == "synthetic"
+    assert math.isclose(cross["summary"]["mean_dice"], summary["all"]["with_mask"]["mean_dice"])
+    no_mask = card.metrics["no_mask"]
+    if policy == "optional":
+        found = no_mask["model_finds_the_brain"]
+        gaps = [found["gap_mean_dice"][c] for c in centres]
+        assert card.mask_policy == ("optional" if max(gaps) <= 5 else "required")
+        assert 0 <= found["brain_dice"]["min"] <= found["brain_dice"]["mean"] <= 1
+    else:
+        assert "model_finds_the_brain" not in no_mask and card.mask_policy == "required"
+    assert sorted(no_mask["classical_brain_extraction"]["gap_mean_dice"]) == sorted([*centres, "all"])
+    picture = tmp_path / "case.png"
+    case = tmp_path / "data" / centres[0] / f"{centres[0]}_case1"
+    draw = subprocess.run(
+        [sys.executable, str(ROOT / "configs" / "fetal" / "cross_centre_figure.py"), str(case),
+         str(out / centres[0]), str(picture)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert draw.returncode == 0, draw.stderr[-2000:]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

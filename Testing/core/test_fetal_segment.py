@@ -180,10 +180,23 @@ def test_package_ensemble_card(registry, tmp_path):
         assert got["hd95"]["mean"] == pytest.approx(direct[t.abbreviation]["hd95"])
     assert card["metrics"]["cases"] == ["GA21_notoperated"] and card["training"] == {"command": "test"}
     assert card["input"] == {"mask": "required"}  # the packaged ensemble has no brain extraction (issue 19)
+    # members trained with the brain-mask augmentation (masked and unmasked inputs) may run without a mask
+    trained = tmp_path / "trained"
+    for k in range(2):
+        ckpt = torch.load(registry / "fetal-random" / f"member{k}" / "model.pt", weights_only=False)
+        ckpt["config"] = {
+            "augmentation": {"enabled": True, "foreground_mask": {"prob": 0.5, "dilate": [0, 3]}}
+        }
+        save_checkpoint(trained / f"member{k}" / "model.pt", ckpt)
+    (trained / "ensemble.json").write_text((registry / "fetal-random" / "ensemble.json").read_text())
+    card_path = package_ensemble(
+        trained, tmp_path / "reg" / "fetal-free", "fetal-free", [3.2] * 3, ATLAS, ["GA21_notoperated"], {}
+    )
+    assert json.loads(card_path.read_text())["input"] == {"mask": "optional"}
 
 
 def test_losslab_infer_takes_the_shipped_ensemble_by_name(tmp_path, capsys, monkeypatch):
-    """``losslab infer fetal-leafdice-2.4mm T2 -o SEG`` (the package's registry): an atlas volume given with
+    """``losslab infer fetal-leafdice-1.6mm T2 -o SEG`` (the package's registry): an atlas volume given with
     its axes permuted and at 1.6 mm comes back labelled on its own grid, tissue names in the .seg.nrrd, the
     same labels as ``segment`` gives; --mask is for parcellation models only."""
     import slicerio
@@ -204,17 +217,17 @@ def test_losslab_infer_takes_the_shipped_ensemble_by_name(tmp_path, capsys, monk
     t2 = _write(resample(srr, sitk.sitkLinear), tmp_path / "t2.nii.gz")
     brain = _write(resample(mask, sitk.sitkNearestNeighbor), tmp_path / "mask.nii.gz")
     out = tmp_path / "seg.seg.nrrd"
-    args = ["infer", "fetal-leafdice-2.4mm", str(t2), "--mask", str(brain), "-o", str(out), "--device", "cpu"]
+    args = ["infer", "fetal-leafdice-1.6mm", str(t2), "--mask", str(brain), "-o", str(out), "--device", "cpu"]
     assert main([*args, "--uncertainty", str(tmp_path / "u.nii.gz")]) == 0
     assert capsys.readouterr().out.strip().endswith("seg.seg.nrrd")
     labels = io.read_image(out).array
     assert labels.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(t2))).shape
     names = [s["name"] for s in slicerio.read_segmentation(str(out), skip_voxels=True)["segments"]]
     assert names == [t.abbreviation for t in TISSUES]
-    segment("fetal-leafdice-2.4mm", t2, tmp_path / "core.nii.gz", mask=brain, device="cpu", progress=False)
+    segment("fetal-leafdice-1.6mm", t2, tmp_path / "core.nii.gz", mask=brain, device="cpu", progress=False)
     np.testing.assert_array_equal(labels, io.read_image(tmp_path / "core.nii.gz").array)
     assert len(np.unique(labels)) == 9  # background and the 8 tissues
-    two = ["infer", "fetal-leafdice-2.4mm", str(t2), str(t2), "--mask", str(brain)]
+    two = ["infer", "fetal-leafdice-1.6mm", str(t2), str(t2), "--mask", str(brain)]
     assert main([*two, "-o", str(tmp_path / "x.nii.gz")]) == 2
     assert "takes one MRI" in capsys.readouterr().err
     assert (

@@ -134,3 +134,17 @@ def test_a_trained_model_needs_a_mask_unless_training_showed_it_unmasked_inputs(
     assert policy({"augmentation": {"foreground_mask": {"prob": 1.0}}}) == "required"  # always masked
     assert policy({"augmentation": {"enabled": False, "foreground_mask": {"prob": 0.5}}}) == "required"
     assert policy({}) == "required"
+
+
+def test_the_models_line_shows_the_cross_centre_figures_with_and_without_a_mask():
+    from losslab.cli.models import _metrics_text
+
+    metrics = {
+        "summary": {"mean_dice": 81.66, "mean_hd95": 2.36},
+        "cross_centre": {"summary": {"mean_dice": 76.99}},
+        "no_mask": {"model_finds_the_brain": {"summary": {"mean_dice": 74.52}}},
+    }
+    line = _metrics_text(metrics)
+    assert line == "Dice 81.7%, HD95 2.4 mm, other centres 77.0% (74.5% without a mask)"
+    del metrics["no_mask"]
+    assert _metrics_text(metrics).endswith("other centres 77.0%")

@@ -51,3 +51,27 @@ def load_volume(scene, path: Path, name: str, labelmap: bool = False):
 def array(path: Path) -> np.ndarray:
     """(k, j, i) voxels of a file, read by SimpleITK."""
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+#: the shipped fetal ensemble, which finds the brain itself (its card: ``"input": {"mask": "optional"}``)
+SHIPPED = "fetal-leafdice-1.6mm"
+#: the registry name of :func:`mask_required_registry`'s copy
+NEEDS_MASK = "fetal-needs-mask"
+
+
+def mask_required_registry(root: Path) -> Path:
+    """A registry folder under ``root`` holding a copy of the shipped ensemble whose card requires a brain
+    mask (``"input": {"mask": "required"}``, as the module writes for a model trained without the brain-mask
+    augmentation), named :data:`NEEDS_MASK`; point ``LOSSLAB_MODELS_DIR`` at the returned folder."""
+    import json
+    import shutil
+
+    from losslab import models
+
+    registry = root / "registry-needs-mask"
+    folder = registry / NEEDS_MASK
+    shutil.copytree(models.get_card(SHIPPED, Path(models.__file__).parent).folder, folder)  # the package's
+    card = json.loads((folder / models.CARD).read_text())
+    card.update(name=NEEDS_MASK, input={"mask": "required"})
+    (folder / models.CARD).write_text(json.dumps(card))
+    return registry

@@ -1,8 +1,9 @@
-"""Issue 19, item 3's interim guarantee on real MRML: the shipped ensemble, whose card requires a brain mask
-(``"input": {"mask": "required"}``), is refused without one by FetalParcellationLib (in process and as a
-background job, by name and by its folder's path) and by the web page's controller, with one clear line that
-says how to give a mask; nothing is written, no process starts, no node is added. With the mask it runs
-(``test_fetal_shipped_model.py``)."""
+"""Issue 19, item 3 on real MRML: a fetal ensemble whose card requires a brain mask (``"input": {"mask":
+"required"}``: a copy of the shipped one with that card, as the module registers a model trained without the
+brain-mask augmentation) is refused without one by FetalParcellationLib (in process and as a background job,
+by name and by its folder's path) and by the web page's controller, with one clear line that says how to give
+a mask; nothing is written, no process starts, no node is added. With the mask it runs; the shipped ensemble
+itself runs without one (``test_fetal_shipped_model.py``)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,25 @@ import pytest
 
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 
-from fetal_cases import array, load_volume, write_small_case  # noqa: E402
+from fetal_cases import (  # noqa: E402
+    NEEDS_MASK,
+    array,
+    load_volume,
+    mask_required_registry,
+    write_small_case,
+)
 
 from FetalParcellationLib import AnnotationSession, ParcellationLogic  # noqa: E402
 from FetalParcellationLib.inference import check_mask_rule  # noqa: E402
 from losslab import models  # noqa: E402
 
-SHIPPED = "fetal-leafdice-2.4mm"
+MODEL = NEEDS_MASK
 CASE = "GA26_operated"
 
 
 @pytest.fixture
 def volume(mrml, tmp_path, monkeypatch):
-    monkeypatch.delenv(models.ENV_ROOT, raising=False)  # the package's own registry
+    monkeypatch.setenv(models.ENV_ROOT, str(mask_required_registry(tmp_path)))
     f = write_small_case(CASE, tmp_path / "case")
     node = load_volume(mrml.scene, f["srr"], "srr")
     return mrml.scene, node, f
@@ -38,7 +45,7 @@ def _nodes(scene) -> int:
 @pytest.mark.parametrize("by", ["name", "folder"])
 def test_the_lib_refuses_the_shipped_model_without_a_mask(volume, tmp_path, by):
     scene, node, _ = volume
-    model = SHIPPED if by == "name" else str(models.get_card(SHIPPED).folder)
+    model = MODEL if by == "name" else str(models.get_card(MODEL).folder)
     work = tmp_path / "work"
     logic = ParcellationLogic(scene, device="cpu", work_folder=work)
     before = _nodes(scene)
@@ -47,7 +54,7 @@ def test_the_lib_refuses_the_shipped_model_without_a_mask(volume, tmp_path, by):
     with pytest.raises(models.MaskRequiredError) as start:
         logic.start(model, node, python_executable=sys.executable)
     for message in (str(run.value), str(start.value)):
-        assert message.startswith(f"{SHIPPED} needs a brain mask (paint the 'brain mask' segment"), message
+        assert message.startswith(f"{MODEL} needs a brain mask (paint the 'brain mask' segment"), message
         assert "\n" not in message
     assert _nodes(scene) == before  # no segmentation, no disagreement volume
     assert not work.exists() or not list(work.iterdir())  # no input written, no job folder
@@ -56,7 +63,7 @@ def test_the_lib_refuses_the_shipped_model_without_a_mask(volume, tmp_path, by):
 def test_the_lib_check_passes_with_a_mask_and_for_models_without_the_rule(volume, tmp_path):
     scene, node, f = volume
     mask = load_volume(scene, f["mask"], "mask", labelmap=True)
-    check_mask_rule(SHIPPED, mask)  # no exception
+    check_mask_rule(MODEL, mask)  # no exception
     check_mask_rule("no-such-model", None)  # an unknown name is the segmenter's to report
     check_mask_rule(tmp_path / "plain.pt", None)  # a path without a card: nothing to check
 
@@ -71,11 +78,11 @@ def test_the_web_controller_refuses_without_a_painted_mask_and_says_so(volume, t
     controller = FetalController(types.SimpleNamespace(scene=scene), work_folder=tmp_path / "work")
     controller.volume_node = node
     controller.session = AnnotationSession.create(scene, node)
-    with pytest.raises(ValueError, match=f"{SHIPPED} needs a brain mask \\(paint the 'brain mask' segment"):
-        controller.start_parcellation(SHIPPED)
+    with pytest.raises(ValueError, match=f"{MODEL} needs a brain mask \\(paint the 'brain mask' segment"):
+        controller.start_parcellation(MODEL)
     assert controller.job is None and not (tmp_path / "work").exists()
     # with the mask painted the rule is met (the run itself is test_fetal_shipped_model.py's)
     session = controller.session
     session.write_segment(session.mask_segment_id, array(f["mask"]) > 0)
     assert session.voxel_counts()["mask"] > 0
-    check_mask_rule(SHIPPED, session.segmentation_node)
+    check_mask_rule(MODEL, session.segmentation_node)

@@ -1,8 +1,8 @@
-"""The shipped fetal ensemble (``fetal-leafdice-2.4mm``, in the package's registry) through FetalParcellationLib
+"""The shipped fetal ensemble (``fetal-leafdice-1.6mm``, in the package's registry) through FetalParcellationLib
 on a real MRML scene: a held-out atlas volume (GA26_operated, one of the 4 test volumes no member saw) at
-1.6 mm, another grid than the model's 2.4 mm, gives the 8 named, coloured tissue segments on the volume's grid,
-the members' disagreement, and per-tissue Dice equal to ``losslab.metrics`` on the same arrays. The accuracy
-floor checked here is the one the card reports for the tissues the model does segment (WM, Vent, Cer)."""
+1.2 mm, another grid than the model's 1.6 mm, gives the 8 named, coloured tissue segments on the volume's grid,
+the members' disagreement, and per-tissue Dice equal to ``losslab.metrics`` on the same arrays, above a floor
+for every tissue; without a brain mask (the ensemble finds the brain itself) within 0.05 mean Dice of that."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from losslab.labelsets import TISSUES  # noqa: E402
 from losslab.metrics import compare_masks  # noqa: E402
 from LossLabLib import mrml_io  # noqa: E402
 
-SHIPPED = "fetal-leafdice-2.4mm"
+SHIPPED = "fetal-leafdice-1.6mm"
 HELD_OUT = "GA26_operated"
 
 
@@ -31,7 +31,7 @@ def test_the_shipped_ensemble_parcellates_a_held_out_atlas_volume(mrml, tmp_path
     assert SHIPPED in available_models()
     card = models.get_card(SHIPPED)
     assert HELD_OUT in card.raw["metrics"]["cases"] and HELD_OUT not in card.raw["training"]["volumes"]
-    f = write_small_case(HELD_OUT, tmp_path / HELD_OUT, spacing=1.6)
+    f = write_small_case(HELD_OUT, tmp_path / HELD_OUT, spacing=1.2)
     scene = mrml.scene
     volume = load_volume(scene, f["srr"], "srr")
     mask = load_volume(scene, f["mask"], "mask", labelmap=True)
@@ -45,7 +45,7 @@ def test_the_shipped_ensemble_parcellates_a_held_out_atlas_volume(mrml, tmp_path
         assert segments.segment_tissue(seg) == t
     assert result.info["members"] == 3 and result.uncertainty_node is not None
     reference = array(f["parcellation"])
-    assert result.labels.shape == reference.shape  # on the volume's 1.6 mm grid, not the model's
+    assert result.labels.shape == reference.shape  # on the volume's 1.2 mm grid, not the model's
     labelmap = load_volume(scene, f["parcellation"], "parcellation", labelmap=True)
     ref_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reference")
     assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, ref_node, "")
@@ -56,5 +56,18 @@ def test_the_shipped_ensemble_parcellates_a_held_out_atlas_volume(mrml, tmp_path
             warnings.simplefilter("ignore")  # a tissue the model misses: empty-mask warnings
             direct = compare_masks(result.labels == t.label, reference == t.label, spacing=spacing)
         assert table.metrics[t.abbreviation]["dice"] == pytest.approx(direct["dice"], nan_ok=True)
-    for name in ("WM", "Vent", "Cer"):  # annotated in every training volume: the model must get them
-        assert table.metrics[name]["dice"] > 0.6, (name, table.metrics[name])
+    for t in TISSUES:  # the card's held-out figures are 60-95 % for every tissue
+        assert table.metrics[t.abbreviation]["dice"] > 0.5, (t.abbreviation, table.metrics[t.abbreviation])
+    with_mask = sum(table.metrics[t.abbreviation]["dice"] for t in TISSUES) / len(TISSUES)
+
+    # without the mask: the same MRI, the brain found by the ensemble itself
+    free = ParcellationLogic(scene, device="cpu", work_folder=tmp_path / "free").run(SHIPPED, volume)
+    assert free.labels.shape == reference.shape
+    scores = []
+    for t in TISSUES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores.append(
+                compare_masks(free.labels == t.label, reference == t.label, spacing=spacing)["dice"]
+            )
+    assert sum(scores) / len(scores) > with_mask - 0.05, (scores, with_mask)

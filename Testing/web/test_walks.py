@@ -296,7 +296,7 @@ def test_a_clinician_walks_a_fetal_session(chromium, small_case, tmp_path):
         shot(page, "fetal-3-exported")
 
         # run the shipped ensemble
-        assert page.get_by_label("model (name or folder)").input_value() == "fetal-leafdice-2.4mm"
+        assert page.get_by_label("model (name or folder)").input_value() == "fetal-leafdice-1.6mm"
         page.locator(".fetal-run").click()
         message.filter(has_text=re.compile("Parcellation done|Parcellation:")).wait_for(timeout=SLOW_MS)
         assert "Parcellation done" in message.inner_text(), message.inner_text()

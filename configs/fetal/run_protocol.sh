@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The label-set paper's protocol (Sec. 4, Table 2) on the spina bifida atlas, at a coarse grid on CPU.
-# Usage: configs/fetal/run_protocol.sh [SPACING_MM] [EPOCHS] [MEMBERS]   (from the repository root)
+# Usage: [RECIPE=cross_centre] configs/fetal/run_protocol.sh [SPACING_MM] [EPOCHS] [MEMBERS]   (from the repository root)
 # Defaults: 2.4 mm, 40 epochs, 3 members per method. On a GPU: configs/fetal/run_protocol.sh 0.8 300 10
 # (then set "device" and larger "features" in the configs as you like).
 set -euo pipefail
@@ -15,6 +15,21 @@ OUT=${OUT:-losslab-output/fetal}
 LOSSLAB=${LOSSLAB:-python -m losslab}
 METHODS=${METHODS:-"leaf_dice fully_supervised soft_target_dice marginal_dice"}   # which to train
 EXTRA=${EXTRA:-}   # more training overrides for every method, e.g. EXTRA="amp=true" (bf16 on CPUs that have it)
+# RECIPE=paper: each method's config as it is (the paper's augmentation); RECIPE=cross_centre: every method
+# with the augmentation and normalisation of the shipped model's recipe (configs/fetal/cross_centre-1.6mm.json)
+RECIPE=${RECIPE:-paper}
+RECIPE_ARGS=()
+case "$RECIPE" in
+  paper) ;;
+  cross_centre)
+    mapfile -t RECIPE_ARGS < <(${PYTHON:-python} -c '
+import json
+c = json.load(open("configs/fetal/cross_centre-1.6mm.json"))
+print("data.normalize=" + c["data"]["normalize"])
+for name, value in c["augmentation"].items():
+    print(f"augmentation.{name}=" + json.dumps(value, separators=(",", ":")))') ;;
+  *) echo "RECIPE must be paper or cross_centre, got $RECIPE" >&2; exit 2 ;;
+esac
 TEST_CASES="GA23_notoperated GA26_operated GA30_operated GA33_operated"   # losslab.labelsets.atlas.PROTOCOL_TEST_CASES
 
 # 1. Table-1 patterns on the 11 training volumes (the 4 test volumes are excluded), resampled to SPACING
@@ -26,7 +41,8 @@ TEST_CASES="GA23_notoperated GA26_operated GA30_operated GA33_operated"   # loss
 for METHOD in $METHODS; do
   N=$EPOCHS; [ "$METHOD" = fully_supervised ] && N=$FS_EPOCHS
   $LOSSLAB train "configs/fetal/$METHOD.json" "data.manifest=$PWD/$OUT/data-${SPACING}mm/dataset.json" \
-    "epochs=$N" "early_stopping.patience=$N" "ensemble.members=$MEMBERS" "output_dir=$PWD/$OUT/$METHOD" $EXTRA
+    "epochs=$N" "early_stopping.patience=$N" "ensemble.members=$MEMBERS" "output_dir=$PWD/$OUT/$METHOD" \
+    ${RECIPE_ARGS[@]+"${RECIPE_ARGS[@]}"} $EXTRA
 done
 
 # 3. Segment the held-out atlas volumes at their native 0.8 mm grid (resampled to the model grid and back).

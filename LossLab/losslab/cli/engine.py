@@ -210,7 +210,7 @@ def _infer(args: argparse.Namespace) -> int:
     check_device(args.device)
     if not parcellation and (args.mask or args.uncertainty):
         raise ValueError(
-            "--mask and --uncertainty need a parcellation model with its card (e.g. fetal-leafdice-2.4mm: "
+            "--mask and --uncertainty need a parcellation model with its card (e.g. fetal-leafdice-1.6mm: "
             "see `losslab models`)"
         )
     if parcellation:

@@ -34,8 +34,8 @@ def _grid_text(card) -> str:
 
 
 def _metrics_text(metrics: dict) -> str:
-    """One short line of the card's held-out metrics: the mean Dice / HD95 of a parcellation model, the held-out
-    families' Dice of a segmentation model, the ideal user's Dice (start -> after the edits) and the Table 1 p95
+    """One short line of the card's held-out metrics: the mean Dice / HD95 of a parcellation model (and across
+    centres, with a mask and without), the held-out families' Dice of a segmentation model, the ideal user's Dice (start -> after the edits) and the Table 1 p95
     of D of an editing model; the rest is in ``losslab models show NAME``."""
     if not isinstance(metrics, dict) or not metrics:
         return "-"
@@ -46,6 +46,15 @@ def _metrics_text(metrics: dict) -> str:
         parts.append(f"Dice {dice:.1f}%")
     if isinstance(summary.get("mean_hd95"), (int, float)):
         parts.append(f"HD95 {summary['mean_hd95']:.1f} mm")
+    cross = metrics.get("cross_centre")
+    cross_dice = (cross.get("summary") or {}).get("mean_dice") if isinstance(cross, dict) else None
+    if isinstance(cross_dice, (int, float)):
+        text = f"other centres {cross_dice:.1f}%"
+        found = (metrics.get("no_mask") or {}).get("model_finds_the_brain") or {}
+        free = (found.get("summary") or {}).get("mean_dice") if isinstance(found, dict) else None
+        if isinstance(free, (int, float)):
+            text += f" ({free:.1f}% without a mask)"
+        parts.append(text)
     held_out = summary.get("held_out_family_dice")
     if isinstance(held_out, dict):
         dices = [f"{f} {d:.3f}" for f, d in held_out.items() if isinstance(d, (int, float))]

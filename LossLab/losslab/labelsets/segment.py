@@ -122,6 +122,24 @@ def brain_box(
     return mask_box(region)
 
 
+def check_grid_size(size: Sequence[int], spacing: Sequence[float], networks, image) -> None:
+    """Refuse a model grid smaller than the networks' pooling factor along an axis (a few voxels: not a
+    fetal brain; the network would fail on it with a message about tensor sizes).
+
+    Raises:
+        ValueError: one line with the grid, the least size and what to check.
+    """
+    divisor = max(int(getattr(net, "divisor", 1)) for net in networks)
+    if min(size) >= divisor:
+        return
+    extent = " x ".join(f"{n * s:.0f}" for n, s in zip(size, spacing))
+    raise ValueError(
+        f"{image}: the model grid over it is {list(size)} voxels ({extent} mm), smaller than the {divisor} "
+        f"voxels ({divisor * min(spacing):.0f} mm) per axis the model needs, and than any fetal brain: is this "
+        "the right image (and, with a mask, the right mask)?"
+    )
+
+
 def largest_component(foreground: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a bool volume (all False when it is empty)."""
     from scipy import ndimage
@@ -201,6 +219,7 @@ def segment(
     grid = model_grid(img, spacing, direction, box, margin_mm if box is not None else 0.0)
     x = sitk.GetArrayFromImage(resample(img, grid))
     predictor = load_predictor(path, device=device)
+    check_grid_size(list(grid.GetSize()), spacing, predictor.models, image)
     probs, member_labels = None, []
     for net in tqdm(predictor.models, desc="members", disable=not progress):
         p = Predictor([net], predictor.info, predictor.device).predict(x).probabilities

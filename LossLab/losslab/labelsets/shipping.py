@@ -91,17 +91,22 @@ def package_ensemble(
     training: Mapping[str, Any],
     direction: Sequence[float] = ATLAS_DIRECTION,
     task: str = "fetal brain parcellation (8 tissues) of T2w MRI, trained from partial annotations (leaf-Dice)",
-    mask: str = "required",
+    mask: str | None = None,
 ) -> Path:
     """Write ``out_dir`` (members as float16, ``ensemble.json``, ``model.json``); returns the card's path.
 
-    ``mask`` is the card's ``input.mask`` (:mod:`losslab.models`): ``"required"`` by default, since an ensemble
-    trained on brain-masked volumes has no brain extraction of its own; ``"optional"`` only for a model
-    measured to parcellate whole fields of view as well as masked ones."""
+    ``mask`` is the card's ``input.mask`` (:mod:`losslab.models`); by default what the members' training
+    config implies (:func:`losslab.models.trained_mask_policy`): ``"required"`` for an ensemble that never
+    saw an unmasked input (no brain extraction of its own), ``"optional"`` for one trained with
+    ``augmentation.foreground_mask``, to be confirmed by measuring it without a mask on other data
+    (configs/fetal/cross_centre_card.py writes the measured rule)."""
+    members = ensemble_members(run_dir)
+    if mask is None:
+        config = load_checkpoint(members[0]).get("config") or {}
+        mask = models.trained_mask_policy(config)
     if mask not in models.MASK_POLICIES:
         raise ValueError(f"mask must be one of {list(models.MASK_POLICIES)}, got {mask!r}")
     out_dir = Path(out_dir)
-    members = ensemble_members(run_dir)
     names = []
     for k, member in enumerate(members):
         rel = f"member{k}/model.pt"

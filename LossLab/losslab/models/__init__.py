@@ -3,20 +3,21 @@
 A registered model is a folder ``<root>/<name>/`` holding a card, ``model.json``, and the files it lists::
 
     {
-      "name": "fetal-leafdice-2.4mm",
+      "name": "fetal-leafdice-1.6mm",
       "task": "fetal brain parcellation (8 tissues), T2w MRI",
       "format": "losslab-engine-ensemble",          # the path loads with losslab.engine.load_predictor
       "entry": ".",                                  # checkpoint file or ensemble folder, relative to the card
       "files": {"member0/model.pt": "<sha256>", "ensemble.json": "<sha256>"},
-      "grid": {"spacing_mm": [2.4, 2.4, 2.4], "direction": [...]},
+      "grid": {"spacing_mm": [1.6, 1.6, 1.6], "direction": [...]},
       "labels": ["background", "WM", ...],
-      "input": {"mask": "required"},                 # optional; see below
+      "input": {"mask": "optional"},                 # optional; see below
       "metrics": {...}, "training": {...}
     }
 
 ``input.mask`` says whether the model needs a brain mask with its image: ``"required"`` (the model finds no
 brain by itself: given a whole field of view it labels voxels outside the brain as tissues; every caller
-refuses to run it without a mask, :func:`require_mask`) or ``"optional"`` (the default when the key is absent).
+refuses to run it without a mask, :func:`require_mask`) or ``"optional"`` (the default when the key is absent;
+a fetal model that finds the brain itself, measured within 0.05 mean Dice of its with-mask result).
 
 The registry root is, in order: the ``root=`` argument, the ``LOSSLAB_MODELS_DIR`` environment variable, or the
 package folder (``losslab/models/``, installed as package data). :func:`model_path` and :func:`load_model`
