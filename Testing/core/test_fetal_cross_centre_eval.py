@@ -101,8 +101,8 @@ def test_the_script_measures_every_centre_and_summarises(tmp_path, policy):
 
 def _the_card_and_the_picture(tmp_path, model, out, centres, policy):
     """cross_centre_card.py puts the summary's figures on the card, and the mask rule by the measured gaps
-    (the random-weight model finds no brain: far more than 5 points off, so the mask becomes required),
-    with every file's sha256 unchanged; cross_centre_figure.py draws a case."""
+    (whichever way they fall for this random-weight model; both sides of the rule:
+    test_models_registry.py), with every file's sha256 unchanged; cross_centre_figure.py draws a case."""
     files = models.read_card(model).files
     card_run = subprocess.run(
         [sys.executable, str(ROOT / "configs" / "fetal" / "cross_centre_card.py"), str(model), str(out),

@@ -148,3 +148,11 @@ def test_the_models_line_shows_the_cross_centre_figures_with_and_without_a_mask(
     assert line == "Dice 81.7%, HD95 2.4 mm, other centres 77.0% (74.5% without a mask)"
     del metrics["no_mask"]
     assert _metrics_text(metrics).endswith("other centres 77.0%")
+
+
+def test_the_measured_rule_makes_a_mask_optional_only_within_5_points_on_every_centre():
+    rule = models.measured_mask_policy
+    assert rule({"Gholipour2017": 2.3, "Wu2021": 2.7}) == "optional"  # the shipped model's gaps
+    assert rule({"Gholipour2017": 0.8, "Wu2021": 7.2}) == "required"  # the classical extraction's
+    assert rule({"a": 5.0}) == "optional" and rule({"a": 5.01}) == "required"
+    assert rule({}) == "required"  # not measured

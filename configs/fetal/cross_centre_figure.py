@@ -21,6 +21,9 @@ import numpy as np  # noqa: E402
 
 from losslab import io  # noqa: E402
 from losslab.labelsets import TISSUES  # noqa: E402
+from losslab.metrics import mean_dice  # noqa: E402
+
+LABELS = [t.label for t in TISSUES]
 
 
 def _colours() -> np.ndarray:
@@ -29,15 +32,6 @@ def _colours() -> np.ndarray:
         table[t.label, :3] = np.asarray(t.color) / 255.0
         table[t.label, 3] = 0.55
     return table
-
-
-def _mean_dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    scores = []
-    for t in TISSUES:
-        a, b = pred == t.label, ref == t.label
-        if b.any() or a.any():
-            scores.append(2 * np.sum(a & b) / (a.sum() + b.sum()))
-    return 100 * float(np.mean(scores))
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -56,7 +50,7 @@ def main(argv: list[str] | None = None) -> Path:
         path = args.centre_dir / condition / f"{case}.nii.gz"
         if path.is_file():
             pred = io.read_image(path).array
-            columns.append((f"model, {title}\nmean Dice {_mean_dice(pred, ref):.1f} %", pred))
+            columns.append((f"model, {title}\nmean Dice {100 * mean_dice(pred, ref, LABELS):.1f} %", pred))
     inside = np.argwhere(ref > 0)
     box = tuple(
         slice(max(0, lo - 6), min(n, hi + 7)) for lo, hi, n in zip(inside.min(0), inside.max(0), ref.shape)

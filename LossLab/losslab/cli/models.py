@@ -35,8 +35,9 @@ def _grid_text(card) -> str:
 
 def _metrics_text(metrics: dict) -> str:
     """One short line of the card's held-out metrics: the mean Dice / HD95 of a parcellation model (and across
-    centres, with a mask and without), the held-out families' Dice of a segmentation model, the ideal user's Dice (start -> after the edits) and the Table 1 p95
-    of D of an editing model; the rest is in ``losslab models show NAME``."""
+    centres, with a mask and without), the held-out families' Dice of a segmentation model, the ideal user's
+    Dice (start -> after the edits) and the Table 1 p95 of D of an editing model; the rest is in
+    ``losslab models show NAME``."""
     if not isinstance(metrics, dict) or not metrics:
         return "-"
     parts = []

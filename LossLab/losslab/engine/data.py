@@ -470,8 +470,7 @@ def augment(
         low, high = foreground["dilate"]
         radius = int(torch.randint(low, high + 1, (1,), generator=generator))
         keep = T.dilate(label != 0, radius)
-        image = image.clone()
-        image[:intensity_channels] = image[:intensity_channels] * keep
+        image = torch.cat([image[:intensity_channels] * keep, image[intensity_channels:]])
     if intensity_channels > 0:
         image = image.clone()
         part = image[:intensity_channels]

@@ -78,6 +78,16 @@ def otsu_threshold(array: np.ndarray) -> float:
     return float(f.GetThreshold())
 
 
+def largest_component(foreground: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a bool volume (all False when it is empty)."""
+    components, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), bool))
+    if count <= 1:
+        return components > 0
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return components == int(np.argmax(sizes))
+
+
 def extract_brain(
     array: np.ndarray,
     spacing: Sequence[float],
@@ -114,12 +124,9 @@ def extract_brain(
     fg = values > otsu_threshold(array)
     if open_mm > 0:
         fg = ndimage.binary_opening(fg, structure=_ball(open_mm, spacing))
-    components, count = ndimage.label(fg, structure=np.ones((3, 3, 3), bool))
-    if count == 0:
+    if not fg.any():
         raise BrainExtractionError("no voxel above Otsu's threshold survives the opening: no brain found")
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    brain = components == int(np.argmax(sizes))
+    brain = largest_component(fg)
     if close_mm > 0:
         ball = _ball(close_mm, spacing)
         pad = [(b // 2, b // 2) for b in ball.shape]  # closing must not be clipped by the volume's border
@@ -189,5 +196,6 @@ __all__ = [
     "check_brain_mask",
     "extract_brain",
     "extract_brain_file",
+    "largest_component",
     "otsu_threshold",
 ]

@@ -67,7 +67,9 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) ->
     return out
 
 
-def _summary(values: Sequence[float]) -> dict[str, float]:
+def summary_stats(values: Sequence[float]) -> dict[str, float]:
+    """``{"mean", "std", "n"}`` of the finite values (sample std, ddof 1; 0 for one value; NaN for none): the
+    mean (std) of Table 2's layout and of the model cards."""
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if not v.size:
         return {"mean": math.nan, "std": math.nan, "n": 0}
@@ -125,7 +127,7 @@ def evaluate_predictions(
     for m in methods:
         result["methods"][m] = {
             "per_case": {c: {t: dict(v) for t, v in per_case[m][c].items()} for c in cases},
-            "summary": {t: {k: _summary(series(m, t, k)) for k in METRICS} for t in ABBREVIATIONS},
+            "summary": {t: {k: summary_stats(series(m, t, k)) for k in METRICS} for t in ABBREVIATIONS},
         }
     for key, ref in (("vs_baseline", baseline), ("vs_leaf", leaf)):
         if ref is None:

@@ -5,11 +5,10 @@ background) and restrict the model grid to the mask's bounding box plus a margin
 (spacing and direction from the model card, or given) over the input (:func:`.grid.model_grid`) and resample
 the image onto it (linear); predict with each member; resample the ensemble's mean probabilities back to the
 input's grid (linear, channel by channel) and take the argmax there, so the labels come back on exactly the
-input's voxels; outside the mask, background. Without a mask (a model trained to find the brain itself, whose card
-does not require one) the unmasked image is parcellated on the classical brain extraction's box plus the margin
-and the largest connected piece of brain kept.
-Optionally the members' disagreement (the fraction of members
-whose label differs from the ensemble's, resampled linearly) as an uncertainty map.
+input's voxels; outside the mask, background. Without a mask (a model trained to find the brain itself, whose
+card does not require one) the unmasked image is parcellated on the classical brain extraction's box plus the
+margin and the largest connected piece of brain kept. Optionally the members' disagreement (the fraction of
+members whose label differs from the ensemble's, resampled linearly) as an uncertainty map.
 
 Outputs: a label map with tissue labels 1..8 (NIfTI / NRRD), or a ``.seg.nrrd`` whose segments carry the
 tissue abbreviations and colours (:mod:`.tissues`) with each segment's label value equal to its tissue label.
@@ -31,6 +30,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from .. import io as _io
+from .brain import largest_component
 from .grid import geometry_of, mask_box, model_grid, resample, to_sitk
 from .tissues import TISSUES
 
@@ -140,18 +140,6 @@ def check_grid_size(size: Sequence[int], spacing: Sequence[float], networks, ima
     )
 
 
-def largest_component(foreground: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a bool volume (all False when it is empty)."""
-    from scipy import ndimage
-
-    components, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), bool))
-    if count <= 1:
-        return components > 0
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return components == int(np.argmax(sizes))
-
-
 def segment(
     model: str | os.PathLike,
     image: str | os.PathLike,
@@ -217,9 +205,9 @@ def segment(
         box = brain_box(array, source.geometry.array_spacing)
     img = to_sitk(array, source.geometry)
     grid = model_grid(img, spacing, direction, box, margin_mm if box is not None else 0.0)
-    x = sitk.GetArrayFromImage(resample(img, grid))
     predictor = load_predictor(path, device=device)
     check_grid_size(list(grid.GetSize()), spacing, predictor.models, image)
+    x = sitk.GetArrayFromImage(resample(img, grid))
     probs, member_labels = None, []
     for net in tqdm(predictor.models, desc="members", disable=not progress):
         p = Predictor([net], predictor.info, predictor.device).predict(x).probabilities

@@ -267,6 +267,20 @@ def trained_mask_policy(config: Mapping[str, Any]) -> str:
     return "optional" if 0.0 < prob < 1.0 else "required"
 
 
+#: issue 19: a model may run without a brain mask when its no-mask result is within 0.05 mean Dice (5 points)
+#: of its with-mask one on every centre it was measured on
+NO_MASK_RULE_POINTS = 5.0
+
+
+def measured_mask_policy(gaps: Mapping[str, float]) -> str:
+    """The ``input.mask`` the measurements support: ``gaps`` maps each centre (or test set) to the with-mask
+    mean Dice minus the no-mask one, in points; ``"optional"`` when every gap is at most
+    :data:`NO_MASK_RULE_POINTS`, else (or with no measurement) ``"required"``."""
+    if not gaps:
+        return "required"
+    return "optional" if all(float(g) <= NO_MASK_RULE_POINTS for g in gaps.values()) else "required"
+
+
 def model_path(name: str, root: str | os.PathLike | None = None, verify: bool = True) -> Path:
     """The checkpoint file or ensemble folder of a registered model, after the checksum check."""
     card = get_card(name, root)
@@ -320,6 +334,8 @@ __all__ = [
     "registry_root",
     "require_mask",
     "trained_mask_policy",
+    "measured_mask_policy",
+    "NO_MASK_RULE_POINTS",
     "sha256_file",
     "verify_model",
 ]
